@@ -1,0 +1,179 @@
+"""What a study leaves behind: the trials table (Parquet + CSV) and `best.yaml`, plus the
+provenance (versions, git commit) recorded with both. Files are written atomically so an
+interrupted run never leaves a half-written result."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from search.errors import UserError
+from search.tracking import trial_status
+from trainables.model import CNNConfig, model_macs
+
+PACKAGES = ("hpsearch", "torch", "ray", "optuna", "mlflow", "numpy", "pandas")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; results are meant to be shared
+    os.replace(tmp, path)
+
+
+# --- the trials table ------------------------------------------------------------------------
+
+def trials_table(results, names: dict[str, str], metric: str, mode: str, max_epochs: int,
+                 input_shape: tuple[int, int, int], num_classes: int) -> pd.DataFrame:
+    """One row per trial: status, epochs, its best epoch's scores, cost, and every hyperparameter.
+    `names` maps Tune's trial ids to the names the trials were logged under."""
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        config = dict(result.config or {})
+        trial_id = _trial_id(result)
+        row: dict[str, Any] = {"trial": names.get(trial_id, trial_id), "trial_id": trial_id}
+        if history is not None and len(history) and metric in history:
+            scores = history[metric].astype(float)
+            best = scores.idxmax() if mode == "max" else scores.idxmin()
+            epochs = int(history["epoch"].max())
+            diverged = bool(history.get("diverged", pd.Series([0])).max())
+            row.update(
+                status=trial_status(epochs, max_epochs, diverged, result.error is not None),
+                epochs=epochs, best_epoch=int(history.loc[best, "epoch"]),
+                **{metric: float(scores.loc[best])},
+                **{k: float(history.loc[best, k]) for k in ("val_loss", "val_accuracy", "train_loss")
+                   if k in history and k != metric},
+                epoch_seconds=float(history["epoch_seconds"].mean()),
+            )
+        else:
+            row.update(status=trial_status(0, max_epochs, False, True), epochs=0)
+        try:
+            row["mmacs"] = model_macs(CNNConfig.from_flat(config), input_shape, num_classes) / 1e6
+        except UserError:
+            row["mmacs"] = math.nan
+        row["error"] = str(result.error).splitlines()[0] if result.error is not None else ""
+        row.update(config)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if metric in table:
+        table = table.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
+    return table.reset_index(drop=True)
+
+
+def _trial_id(result) -> str:
+    # Tune's trial directory is "<trainable>_<trial_id>_<index>_<config...>"; the metrics carry it too.
+    return str(result.metrics.get("trial_id")) if result.metrics and "trial_id" in result.metrics \
+        else Path(result.path).name
+
+
+def write_table(table: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
+    parquet, csv = folder / "trials.parquet", folder / "trials.csv"
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".parquet")
+    os.close(fd)
+    table.to_parquet(tmp, index=False)
+    os.chmod(tmp, _umask_mode())
+    os.replace(tmp, parquet)
+    atomic_write_text(csv, table.to_csv(index=False))
+    return parquet, csv
+
+
+# --- best.yaml -------------------------------------------------------------------------------
+
+@dataclass
+class BestConfig:
+    """The exported best configuration: enough to retrain it exactly (`search.train`)."""
+
+    space: str
+    dataset: str
+    hyperparameters: dict[str, Any]
+    epochs: int
+    seed: int
+    val_fraction: float = 0.1
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class_accuracy: dict[str, float] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
+    mlflow: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str = "unknown"
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        CNNConfig.from_flat(self.hyperparameters)  # names the bad key or value
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise UserError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not isinstance(self.seed, int):
+            raise UserError(f"seed must be an integer, got {self.seed!r}")
+
+    def to_yaml(self) -> str:
+        body = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        body["created"] = body["created"] or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        return yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, self.to_yaml())
+
+    @classmethod
+    def load(cls, path: Path) -> "BestConfig":
+        try:
+            body = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: cannot read ({e})") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"{path}: not valid YAML{where}; fix the file or export it again") from None
+        if not isinstance(body, dict):
+            raise UserError(f"{path}: expected a mapping of keys (space, hyperparameters, epochs, ...)")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise UserError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        missing = [k for k in ("space", "dataset", "hyperparameters", "epochs", "seed") if k not in body]
+        if missing:
+            raise UserError(f"{path}: missing key(s) {', '.join(missing)}")
+        if not isinstance(body["hyperparameters"], dict):
+            raise UserError(f"{path}: hyperparameters must be a mapping")
+        try:
+            return cls(**body)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None

@@ -1,0 +1,81 @@
+"""The final model: retrain a configuration on all training images, test it once, save it
+with its config (so it can be reloaded without hpsearch's search code) and log it to MLflow.
+Shared by `search.run` (after the search) and `search.train` (from best.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from search.export import atomic_write_text
+from search.tracking import Tracker
+from trainables.data import Dataset
+from trainables.model import CNNConfig, build_model
+from trainables.train import TrialSettings, retrain_and_test
+
+
+@dataclass(frozen=True)
+class FinalSpec:
+    params: dict[str, Any]
+    epochs: int
+    seed: int
+    threads: int
+    use_gpu: bool = False
+
+
+def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool) -> dict[str, Any]:
+    """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one);
+    without Ray it runs in this process."""
+    args = (spec.params, dataset.for_final(), dataset.test,
+            TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads), spec.use_gpu)
+    if not on_ray:
+        return retrain_and_test(*args)
+    import ray
+
+    task = ray.remote(retrain_and_test).options(num_cpus=spec.threads, num_gpus=1 if spec.use_gpu else 0)
+    return ray.get(task.remote(*args))
+
+
+def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path) -> Path:
+    data = dataset.for_final()
+    path = out_dir / "model.pt"
+    tmp = out_dir / ".model.pt.tmp"
+    torch.save({
+        "state_dict": final["state_dict"], "config": spec.params, "space": space,
+        "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
+        "mean": data.mean, "std": data.std, "epochs": spec.epochs, "seed": spec.seed,
+        "test_accuracy": final["test_accuracy"],
+    }, tmp)
+    tmp.replace(path)
+    rows = [",".join(["true\\predicted", *data.classes])]
+    rows += [",".join([name, *map(str, counts)]) for name, counts in zip(data.classes, final["confusion"])]
+    atomic_write_text(out_dir / "confusion_matrix.csv", "\n".join(rows) + "\n")
+    return path
+
+
+def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalSpec, dataset: Dataset,
+              out_dir: Path) -> None:
+    for epoch in final["history"]:
+        tracker.log_metrics(run_id, {f"final_{k}": v for k, v in epoch.items() if k in ("train_loss", "epoch_seconds")},
+                            step=int(epoch["epoch"]))
+    tracker.log_metrics(run_id, {
+        "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+        **{f"test_accuracy.{_metric_name(c)}": a for c, a in final["per_class_accuracy"].items()},
+    })
+    tracker.log_artifact(run_id, out_dir / "confusion_matrix.csv")
+    data = dataset.for_final()
+    model = build_model(CNNConfig.from_flat(spec.params), data.input_shape, data.num_classes)
+    model.load_state_dict(final["state_dict"])
+    model.eval()
+    example = dataset.test.x[:2].astype(np.float32) / 255.0
+    mean = np.asarray(data.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(data.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0])
+
+
+def _metric_name(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in label)

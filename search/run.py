@@ -1,0 +1,142 @@
+"""`python -m search.run SPACE`: search, retrain the best configuration, test it once, export it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.errors import Parser, UserError, run_cli
+
+SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m search.run", description=__doc__)
+    p.add_argument("space", nargs="?", help="registered study name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the registered studies and exit")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all the cluster has)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs to use (default: all the cluster has)")
+    p.add_argument("--samples", type=int, default=None, help="number of trials (default: the study's)")
+    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial at most (default: the study's)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="stop starting trials after this many minutes of search")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
+    p.add_argument("--name", default=None, help="study run name (default: SPACE-DATE-TIME)")
+    p.add_argument("--results-dir", default=None,
+                   help="where results go (default: $HPSEARCH_RESULTS_DIR or ./results)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset root holding e.g. FashionMNIST/raw/ (default: $HPSEARCH_DATA_DIR, "
+                        "Debian's dataset package, the user cache, else download)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny first try: {SMOKE_TRAIN} training images, 2 trials, 1 epoch")
+    return p
+
+
+def check_positive(args) -> None:
+    for flag in ("samples", "max_epochs", "cpus", "time_budget"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    if args.gpus is not None and args.gpus < 0:
+        raise UserError(f"--gpus must be 0 or more, got {args.gpus}")
+
+
+def results_root(arg: str | None) -> Path:
+    root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "results").expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"results directory {root} is not writable ({e.strerror}); pass --results-dir") from None
+    return root
+
+
+@dataclass(frozen=True)
+class Cluster:
+    cpus: float
+    gpus: float
+    max_node_cpus: float
+    started_here: bool
+
+
+def start_ray(address: str | None, cpus: int | None, gpus: int | None) -> Cluster:
+    import ray
+
+    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot join the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
+                            "check the address, or drop --address to run locally") from None
+    else:
+        import torch
+
+        have_cpus, have_gpus = os.cpu_count() or 1, torch.cuda.device_count()
+        if cpus is not None and cpus > have_cpus:
+            raise UserError(f"--cpus {cpus} but this machine has {have_cpus}; pass --cpus {have_cpus} or less")
+        if gpus is not None and gpus > have_gpus:
+            raise UserError(f"--gpus {gpus} but this machine has {have_gpus} GPU(s); "
+                            f"pass --gpus {have_gpus} or join a cluster with --address")
+        ray.init(num_cpus=cpus or have_cpus, num_gpus=have_gpus if gpus is None else gpus, **quiet)
+    total = ray.cluster_resources()
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    cluster = Cluster(total.get("CPU", 0), total.get("GPU", 0), max(node_cpus or [0]), started_here=not address)
+    if address:
+        if gpus is not None and gpus > cluster.gpus:
+            ray.shutdown()
+            raise UserError(f"--gpus {gpus} but the cluster has {cluster.gpus:g} GPU(s)")
+        if cpus is not None and cpus > cluster.cpus:
+            ray.shutdown()
+            raise UserError(f"--cpus {cpus} but the cluster has {cluster.cpus:g} CPU(s)")
+    return cluster
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spaces import get_study, list_studies
+
+    if args.list:
+        from spaces import _REGISTRY
+
+        for name in list_studies():
+            print(f"{name:<16} {_REGISTRY[name].description}")
+        return 0
+    if not args.space:
+        raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
+    check_positive(args)
+    study = get_study(args.space)
+    if args.smoke:
+        args.samples = args.samples or 2
+        args.max_epochs = args.max_epochs or 1
+    root = results_root(args.results_dir)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = args.name or f"{study.name}-{stamp}"
+    study_dir = root / name
+    if study_dir.exists():
+        raise UserError(f"results for {name!r} already exist in {study_dir}; pass another --name")
+
+    # Tune's console tables would bury our one line per trial; failures still reach the summary.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from search.study_run import StudyRun
+
+    return StudyRun(study, args, root, study_dir, name).execute()
+
+
+if __name__ == "__main__":
+    run_cli(main)

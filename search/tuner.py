@@ -1,0 +1,114 @@
+"""Tuner assembly: searcher (Optuna TPE or the exact grid), scheduler (ASHA or FIFO),
+resources per trial and the concurrency they allow."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from search.errors import UserError
+from spaces import SpaceContext, Study
+from trainables.data import TrainingData
+from trainables.model import CNNConfig, model_macs
+from trainables.train import TrialSettings, tune_trial
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the search will run: budget and how trials map onto the cluster's resources."""
+
+    num_samples: int
+    max_epochs: int
+    cpus_per_trial: int
+    gpus_per_trial: float
+    concurrency: int
+    max_macs: int | None
+    time_budget_s: float | None
+    seed: int
+
+
+def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: int, samples: int | None,
+              max_epochs: int | None, time_budget_min: float | None, seed: int) -> Plan:
+    s = study.settings
+    num_samples = len(study.grid) if study.grid is not None and samples is None else (samples or s.num_samples)
+    if gpus > 0:
+        gpus_per_trial = min(s.gpus_per_trial, 1.0)
+        concurrency = max(1, math.floor(gpus / gpus_per_trial + 1e-9))
+        cpus_per_trial = max(1, math.floor(cluster_cpus / concurrency))
+        mmacs = s.max_mmacs_gpu
+    else:
+        gpus_per_trial = 0.0
+        cpus_per_trial = s.cpus_per_trial
+        if cluster_cpus < cpus_per_trial:
+            raise UserError(f"study {study.name} needs {cpus_per_trial} CPUs per trial, the cluster has "
+                            f"{cluster_cpus:g}; pass --cpus {cpus_per_trial} or more")
+        concurrency = max(1, math.floor(cluster_cpus / cpus_per_trial))
+        mmacs = s.max_mmacs_cpu
+    return Plan(
+        num_samples=num_samples, max_epochs=max_epochs or s.max_epochs, cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial, concurrency=min(concurrency, num_samples),
+        max_macs=None if mmacs is None else int(mmacs * 1e6),
+        time_budget_s=None if time_budget_min is None else time_budget_min * 60.0, seed=seed,
+    )
+
+
+def make_searcher(study: Study, plan: Plan, data: TrainingData):
+    if study.grid is not None:
+        points = study.grid_points()[: plan.num_samples]
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=plan.concurrency)
+    ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs)
+    start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx)]
+    # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the
+    # multivariate model handle the conditional (define-by-run) parameters.
+    sampler = optuna.samplers.TPESampler(
+        seed=plan.seed, n_startup_trials=study.settings.n_startup_trials,
+        multivariate=True, group=True, constant_liar=True,
+    )
+    searcher = OptunaSearch(
+        space=functools.partial(study.define, ctx=ctx), metric=study.settings.metric,
+        mode=study.settings.mode, sampler=sampler, points_to_evaluate=start_points or None,
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
+
+
+def _within_cap(params, ctx: SpaceContext) -> bool:
+    return ctx.max_macs is None or model_macs(CNNConfig.from_flat(params), ctx.input_shape, ctx.num_classes) <= ctx.max_macs
+
+
+def make_scheduler(study: Study, plan: Plan):
+    s = study.settings
+    if s.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=plan.max_epochs,
+        grace_period=min(s.grace_period, plan.max_epochs), reduction_factor=s.reduction_factor,
+    )
+
+
+def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, callbacks: list) -> tune.Tuner:
+    settings = TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial)
+    # with_parameters puts the data into the object store once; every trial on a node maps it.
+    trainable = tune.with_parameters(tune_trial, settings=settings, data=data)
+    trainable = tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=study.settings.metric, mode=study.settings.mode,
+            search_alg=make_searcher(study, plan, data), scheduler=make_scheduler(study, plan),
+            num_samples=plan.num_samples, max_concurrent_trials=plan.concurrency,
+            time_budget_s=plan.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(storage), callbacks=callbacks, verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )

@@ -1,0 +1,100 @@
+"""The study registry: a study is registered by importing its module (as timm's models are).
+
+A study is a search space plus the settings that are not searched (dataset, metric, trials,
+epochs, ASHA, resources, model-cost cap). Spaces are either define-by-run functions for
+Optuna (conditional parameters are natural there) or an exact grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from search.errors import UserError
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    dataset: str = "fashion_mnist"
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    num_samples: int = 20
+    max_epochs: int = 10
+    scheduler: str = "asha"  # "asha" stops poor trials early; "fifo" runs every trial to max_epochs
+    grace_period: int = 1
+    reduction_factor: int = 3
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.25  # used only when the run has GPUs: several small trials share one
+    # Cap on multiply-adds per image (millions): keeps CPU runs practical; GPUs get the full space.
+    max_mmacs_cpu: float | None = 12.0
+    max_mmacs_gpu: float | None = None
+    n_startup_trials: int = 6
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if self.scheduler not in ("asha", "fifo"):
+            raise ValueError(f"scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a define-by-run space may depend on: the data's shape and the model-cost cap."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    max_macs: int | None
+
+
+# (trial, context) -> constants to add to the config, or None
+DefineFn = Callable[[Any, SpaceContext], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    settings: StudySettings = field(default_factory=StudySettings)
+    define: DefineFn | None = None
+    # An exact grid: every configuration, as flat hyperparameters, run once each.
+    grid: tuple[Mapping[str, Any], ...] | None = None
+    # Known-good configurations tried first (e.g. the configuration a user tuned by hand).
+    start_points: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.define is None) == (self.grid is None):
+            raise ValueError(f"study {self.name!r} needs exactly one of define= or grid=")
+
+    @property
+    def is_grid(self) -> bool:
+        return self.grid is not None
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        assert self.grid is not None
+        return [dict(p) for p in self.grid]
+
+
+_REGISTRY: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> Study:
+    if study.name in _REGISTRY:
+        raise ValueError(f"study {study.name!r} is registered twice")
+    _REGISTRY[study.name] = study
+    return study
+
+
+def get_study(name: str) -> Study:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown study {name!r}; known studies: {', '.join(list_studies())}") from None
+
+
+def list_studies() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# Importing a study module registers it.
+from spaces import fashion_space  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Model builder, data loading and the one training function."""

@@ -1,0 +1,244 @@
+"""Finding, checking and decoding datasets, and the splits a search may see.
+
+Images are decoded once into uint8 arrays of shape (N, C, H, W) and kept resident; trials
+receive them through the Ray object store (zero-copy on a node) and cut batches by tensor
+indexing. The test images are never part of what a search trial receives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from search.errors import UserError
+
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str  # torchvision's folder name under a data root
+    classes: tuple[str, ...]
+    debian_dir: Path | None = None
+
+
+DATASETS = {
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        DEBIAN_FASHION_DIR,
+    ),
+    "mnist": DatasetInfo("mnist", "MNIST", tuple(str(d) for d in range(10))),
+}
+
+
+@dataclass
+class Split:
+    """Images (N, C, H, W) uint8 and labels (N,) int64."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: np.ndarray) -> "Split":
+        return Split(np.ascontiguousarray(self.x[idx]), np.ascontiguousarray(self.y[idx]))
+
+
+@dataclass
+class TrainingData:
+    """What one training run sees: a training split, an optional evaluation split, and the
+    normalisation statistics of the training split (applied per batch, never stored as floats)."""
+
+    train: Split
+    val: Split | None
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Dataset:
+    info: DatasetInfo
+    train: Split
+    test: Split
+    source: str
+
+    def for_search(self, val_fraction: float, seed: int) -> TrainingData:
+        """Training data minus a stratified validation split; the test split is left out."""
+        train_idx, val_idx = stratified_split(self.train.y, val_fraction, seed)
+        train = self.train.take(train_idx)
+        return TrainingData(train, self.train.take(val_idx), self.info.classes, *channel_stats(train.x))
+
+    def for_final(self) -> TrainingData:
+        """All training images (train + validation) for the final retrain; evaluation is the
+        caller's single pass over ``self.test``."""
+        return TrainingData(self.train, None, self.info.classes, *channel_stats(self.train.x))
+
+    def sliced(self, n_train: int, n_test: int, seed: int) -> "Dataset":
+        """A small stratified slice, for smoke runs and tests."""
+        return Dataset(
+            self.info,
+            self.train.take(stratified_subset(self.train.y, n_train, seed)),
+            self.test.take(stratified_subset(self.test.y, n_test, seed)),
+            self.source,
+        )
+
+
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # Computed in chunks over uint8 so a large dataset never exists as float32 in memory.
+    c = x.shape[1]
+    total = np.zeros(c)
+    total_sq = np.zeros(c)
+    for start in range(0, len(x), 8192):
+        chunk = x[start:start + 8192].astype(np.float64) / 255.0
+        total += chunk.sum(axis=(0, 2, 3))
+        total_sq += (chunk ** 2).sum(axis=(0, 2, 3))
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 1e-12))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: each class gives ``round(val_fraction * count)`` images."""
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train_parts, val_parts = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_val = max(1, int(round(val_fraction * len(idx))))
+        val_parts.append(idx[:n_val])
+        train_parts.append(idx[n_val:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+
+
+def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if n >= len(y):
+        return np.arange(len(y))
+    _, keep = stratified_split(y, n / len(y), seed)
+    return keep
+
+
+# --- finding and reading the files -------------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not, told by its magic bytes, not its name)."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise UserError(f"{path}: corrupt gzip data ({e}); delete it and fetch the file again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path}: not an IDX file of unsigned bytes (bad header); replace the file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path}: truncated IDX header; replace the file")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise UserError(f"{path}: IDX data is {len(raw) - header} bytes, header says {expected - header} "
+                        "(truncated or corrupt); replace the file")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _complete_folder(folder: Path) -> bool:
+    return all(_find_file(folder, stem) for stem in IDX_FILES.values())
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hpsearch"
+
+
+def candidate_folders(info: DatasetInfo, data_dir: str | None) -> list[Path]:
+    """Where the IDX files are looked for, in order."""
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise UserError(f"data directory {root} does not exist; pass --data-dir with a folder "
+                            f"holding {info.folder}/raw/")
+        return [root / info.folder / "raw", root / info.folder, root]
+    folders = []
+    if info.debian_dir is not None:
+        folders.append(info.debian_dir)
+    folders.append(cache_root() / info.folder / "raw")
+    return folders
+
+
+def locate(info: DatasetInfo, data_dir: str | None) -> Path:
+    """The folder with all four IDX files; downloads into the user cache only as a last resort."""
+    data_dir = data_dir or os.environ.get("HPSEARCH_DATA_DIR") or None
+    folders = candidate_folders(info, data_dir)
+    for folder in folders:
+        if _complete_folder(folder):
+            return folder
+    if data_dir:
+        raise UserError(f"{info.name} files not found under {data_dir} (looked in "
+                        f"{', '.join(str(f) for f in folders)}); expected {info.folder}/raw/*-ubyte[.gz]")
+    return _download(info)
+
+
+def _download(info: DatasetInfo) -> Path:
+    import torchvision.datasets as tvd  # imported late: only the last resort needs it
+
+    root = cache_root()
+    try:
+        getattr(tvd, info.folder)(root=str(root), train=True, download=True)
+        getattr(tvd, info.folder)(root=str(root), train=False, download=True)
+    except Exception as e:  # noqa: BLE001 - any network failure means the same thing to the user
+        hint = " or `apt-get install dataset-fashion-mnist`" if info.debian_dir else ""
+        raise UserError(
+            f"{info.name} is not on this machine and could not be downloaded ({type(e).__name__}); "
+            f"pass --data-dir DIR (DIR/{info.folder}/raw/*-ubyte[.gz]) or set HPSEARCH_DATA_DIR{hint}"
+        ) from None
+    return root / info.folder / "raw"
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    try:
+        info = DATASETS[name]
+    except KeyError:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+    folder = locate(info, data_dir)
+    arrays = {key: read_idx(_find_file(folder, stem)) for key, stem in IDX_FILES.items()}  # type: ignore[arg-type]
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(f"{folder}: {part} images {images.shape} and labels {labels.shape} do not match")
+        if labels.max() >= len(info.classes):
+            raise UserError(f"{folder}: {part} labels go up to {labels.max()}, expected < {len(info.classes)}")
+
+    def split(part: str) -> Split:
+        return Split(arrays[f"{part}_images"][:, None, :, :], arrays[f"{part}_labels"].astype(np.int64))
+
+    return Dataset(info, split("train"), split("test"), str(folder))

@@ -1,0 +1,220 @@
+"""The one training function: search trials, the final retrain and `search.train` all call `fit`.
+
+`fit` is a plain loop over in-memory uint8 tensors. What differs between callers is only
+what happens at the end of an epoch (`on_epoch`): a Ray trial reports metrics and a
+checkpoint to Tune; the final retrain just records the history.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainables.data import Split, TrainingData
+from trainables.model import CNNConfig, build_model, make_optimizer
+
+CHECKPOINT_FILE = "checkpoint.pt"
+EVAL_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Run settings a trial needs; kept apart from hyperparameters so they are never logged as such."""
+
+    max_epochs: int
+    seed: int = 0
+    threads: int = 1
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False
+
+
+def pick_device(use_gpu: bool) -> torch.device:
+    return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    # Arrays from the object store are read-only views; torch warns but we never write to them.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a).to(device)
+
+
+class Batches:
+    """Normalised float batches cut from a resident uint8 tensor (no per-sample pipeline)."""
+
+    def __init__(self, split: Split, data: TrainingData, device: torch.device):
+        self.x = _tensor(split.x, device)
+        self.y = _tensor(split.y, device)
+        shape = (1, -1, 1, 1)
+        self.scale = (1.0 / (255.0 * torch.tensor(data.std, device=device))).view(shape)
+        self.shift = (torch.tensor(data.mean, device=device) / torch.tensor(data.std, device=device)).view(shape)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx].float().mul_(self.scale).sub_(self.shift), self.y[idx]
+
+    def shuffled(self, batch_size: int, generator: torch.Generator):
+        order = torch.randperm(len(self), generator=generator).to(self.x.device)
+        for start in range(0, len(self), batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) > 1:  # a batch of one breaks batch norm on 1x1 maps
+                yield self.batch(idx)
+
+    def in_order(self, batch_size: int = EVAL_BATCH):
+        for start in range(0, len(self), batch_size):
+            yield self.batch(slice(start, start + batch_size))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> dict[str, Any]:
+    """Loss, accuracy and confusion matrix (rows: true class, columns: predicted)."""
+    model.eval()
+    loss_sum = 0.0
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=batches.x.device)
+    for xb, yb in batches.in_order():
+        logits = model(xb)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        confusion += torch.bincount(yb * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    n = len(batches)
+    return {
+        "loss": loss_sum / n,
+        "accuracy": confusion.diag().sum().item() / n,
+        "confusion": confusion.tolist(),
+    }
+
+
+def fit(
+    cfg: CNNConfig,
+    data: TrainingData,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
+    state: dict | None = None,
+) -> FitResult:
+    """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
+
+    `state` is a checkpoint dict from an earlier call; training continues after its epoch.
+    `on_epoch(metrics, snapshot)` is called after every epoch; `snapshot()` builds the
+    checkpoint dict (model, optimizer, RNG, history and the config itself).
+    """
+    torch.manual_seed(seed)
+    model = build_model(cfg, data.input_shape, data.num_classes).to(device)
+    optimizer = make_optimizer(cfg, model)
+    generator = torch.Generator().manual_seed(seed)
+    result = FitResult(model)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        result.history = list(state["history"])
+    train = Batches(data.train, data, device)
+    val = Batches(data.val, data, device) if data.val is not None else None
+
+    def snapshot() -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "history": result.history,
+            "epoch": len(result.history), "config": cfg.to_flat(), "seed": seed,
+            "input_shape": data.input_shape, "classes": data.classes,
+            "mean": data.mean, "std": data.std,
+        }
+
+    for epoch in range(len(result.history) + 1, epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for xb, yb in train.shuffled(cfg.batch_size, generator):
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # Accumulated on the device: a .item() per step would sync a GPU every batch.
+            loss_sum += loss.detach() * len(yb)
+            seen += len(yb)
+        train_loss = loss_sum.item() / max(seen, 1)
+        metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
+        result.diverged = not math.isfinite(train_loss)
+        if val is not None and not result.diverged:
+            scores = evaluate(model, val, data.num_classes)
+            metrics.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
+            result.diverged = not math.isfinite(scores["loss"])
+        metrics["epoch_seconds"] = time.perf_counter() - started
+        metrics["diverged"] = float(result.diverged)
+        result.history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics, snapshot)
+        if result.diverged:
+            break
+    return result
+
+
+# --- the Ray Tune trainable ----------------------------------------------------------------
+
+def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> None:
+    """Ray Tune function trainable: one trial of a search."""
+    cfg = CNNConfig.from_flat(config)
+    import ray  # inside: the final retrain and `search.train` also run without Ray
+    from ray import tune
+
+    torch.set_num_threads(max(1, settings.threads))
+    device = pick_device(use_gpu=bool(ray.get_gpu_ids()))
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+
+    def report(metrics: dict[str, float], snapshot: Callable[[], dict]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state)
+
+
+# --- the final model -----------------------------------------------------------------------
+
+def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: TrialSettings,
+                     use_gpu: bool = False) -> dict[str, Any]:
+    """Retrain on all training images for `settings.max_epochs`, then evaluate once on `test`.
+
+    Returns plain data (CPU state dict, metrics, confusion) so it can come back from a Ray task.
+    """
+    cfg = CNNConfig.from_flat(params)
+    torch.set_num_threads(max(1, settings.threads))
+    device = pick_device(use_gpu)
+    started = time.perf_counter()
+    result = fit(cfg, data, settings.max_epochs, settings.seed, device)
+    scores = evaluate(result.model, Batches(test, data, device), data.num_classes)
+    confusion = np.asarray(scores["confusion"])
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
+        "per_class_accuracy": {name: float(a) for name, a in zip(data.classes, per_class)},
+        "confusion": scores["confusion"],
+        "history": result.history,
+        "diverged": result.diverged,
+        "train_seconds": time.perf_counter() - started,
+        "state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()},
+    }
