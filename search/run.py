@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
-import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
+from search.cluster import check_local_resources
 from search.errors import Parser, UserError, run_cli
 
 SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
@@ -29,7 +27,7 @@ def build_parser() -> Parser:
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--name", default=None, help="study run name (default: SPACE-DATE-TIME)")
     p.add_argument("--results-dir", default=None,
-                   help="where results go (default: $HPSEARCH_RESULTS_DIR or ./results)")
+                   help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
     p.add_argument("--data-dir", default=None,
@@ -50,7 +48,7 @@ def check_positive(args) -> None:
 
 
 def results_root(arg: str | None) -> Path:
-    root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "results").expanduser().resolve()
+    root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / ".write-test"
@@ -61,61 +59,20 @@ def results_root(arg: str | None) -> Path:
     return root
 
 
-@dataclass(frozen=True)
-class Cluster:
-    cpus: float
-    gpus: float
-    max_node_cpus: float
-    started_here: bool
-
-
-def start_ray(address: str | None, cpus: int | None, gpus: int | None) -> Cluster:
-    import ray
-
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    if address:
-        try:
-            ray.init(address=address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"cannot join the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
-                            "check the address, or drop --address to run locally") from None
-    else:
-        import torch
-
-        have_cpus, have_gpus = os.cpu_count() or 1, torch.cuda.device_count()
-        if cpus is not None and cpus > have_cpus:
-            raise UserError(f"--cpus {cpus} but this machine has {have_cpus}; pass --cpus {have_cpus} or less")
-        if gpus is not None and gpus > have_gpus:
-            raise UserError(f"--gpus {gpus} but this machine has {have_gpus} GPU(s); "
-                            f"pass --gpus {have_gpus} or join a cluster with --address")
-        ray.init(num_cpus=cpus or have_cpus, num_gpus=have_gpus if gpus is None else gpus, **quiet)
-    total = ray.cluster_resources()
-    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
-    cluster = Cluster(total.get("CPU", 0), total.get("GPU", 0), max(node_cpus or [0]), started_here=not address)
-    if address:
-        if gpus is not None and gpus > cluster.gpus:
-            ray.shutdown()
-            raise UserError(f"--gpus {gpus} but the cluster has {cluster.gpus:g} GPU(s)")
-        if cpus is not None and cpus > cluster.cpus:
-            ray.shutdown()
-            raise UserError(f"--cpus {cpus} but the cluster has {cluster.cpus:g} CPU(s)")
-    return cluster
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spaces import get_study, list_studies
 
     if args.list:
-        from spaces import _REGISTRY
-
         for name in list_studies():
-            print(f"{name:<16} {_REGISTRY[name].description}")
+            print(f"{name:<16} {get_study(name).description}")
         return 0
     if not args.space:
         raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
     check_positive(args)
     study = get_study(args.space)
+    if not args.address:
+        check_local_resources(args.cpus, args.gpus)
     if args.smoke:
         args.samples = args.samples or 2
         args.max_epochs = args.max_epochs or 1

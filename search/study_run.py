@@ -12,7 +12,8 @@ from search.errors import UserError
 from search.export import BestConfig, git_commit, package_versions, trials_table, write_table
 from search.final import FinalSpec, log_final, retrain, save_model
 from search.progress import Progress
-from search.run import SMOKE_TEST, SMOKE_TRAIN, start_ray
+from search.cluster import start_ray
+from search.run import SMOKE_TEST, SMOKE_TRAIN
 from search.tracking import Tracker, TrialLogger, default_tracking_uri
 from search.tuner import build_tuner, make_plan
 from spaces import Study

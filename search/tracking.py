@@ -142,7 +142,7 @@ class TrialLogger(tune.Callback):
         metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
         self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step=int(result.get("epoch", 0)))
         if self.progress is not None:
-            self.progress.on_result(trial, result)
+            self.progress.on_result(self.names[trial.trial_id], result)
 
     def _finish(self, trial, failed: bool) -> None:
         result = self.last.get(trial.trial_id, {})

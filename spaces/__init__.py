@@ -26,7 +26,7 @@ class StudySettings:
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.25  # used only when the run has GPUs: several small trials share one
     # Cap on multiply-adds per image (millions): keeps CPU runs practical; GPUs get the full space.
-    max_mmacs_cpu: float | None = 12.0
+    max_mmacs_cpu: float | None = 12.0  # studies on small images set a tighter cap
     max_mmacs_gpu: float | None = None
     n_startup_trials: int = 6
     val_fraction: float = 0.1

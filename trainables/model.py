@@ -10,6 +10,7 @@ propose networks this builder can construct.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -21,6 +22,7 @@ from search.errors import UserError
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 POOL_TYPES = ("max", "avg")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 KERNEL_SIZES = (3, 5, 7)
 MAX_CONV_LAYERS = 4
 MAX_DENSE_LAYERS = 2
@@ -45,6 +47,8 @@ class CNNConfig:
     weight_decay: float
     batch_size: int
     momentum: float = 0.9
+    # "cosine" decays the rate to zero over the run's epochs; "constant" is the classic protocol.
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -69,6 +73,7 @@ class CNNConfig:
         need(0.0 <= self.weight_decay < 1.0, f"weight_decay={self.weight_decay} (0 <= wd < 1)")
         need(1 <= self.batch_size <= 65536, f"batch_size={self.batch_size} (1-65536)")
         need(0.0 <= self.momentum < 1.0, f"momentum={self.momentum} (0 <= momentum < 1)")
+        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule={self.lr_schedule!r} (one of {LR_SCHEDULES})")
 
     @classmethod
     def from_flat(cls, params: Mapping[str, Any]) -> "CNNConfig":
@@ -97,6 +102,7 @@ class CNNConfig:
                 optimizer=str(scalars["optimizer"]), lr=float(scalars["lr"]),
                 weight_decay=float(scalars["weight_decay"]), batch_size=int(scalars["batch_size"]),
                 **({"momentum": float(scalars["momentum"])} if "momentum" in scalars else {}),
+                **({"lr_schedule": str(scalars["lr_schedule"])} if "lr_schedule" in scalars else {}),
             )
         except (TypeError, ValueError) as e:
             raise UserError(f"bad hyperparameter value: {e}") from None
@@ -191,6 +197,13 @@ def build_model(cfg: CNNConfig, input_shape: tuple[int, int, int], num_classes: 
         width = nodes
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def learning_rate(cfg: CNNConfig, step: int, total_steps: int) -> float:
+    """The rate at a global optimizer step. Stateless, so a resumed run needs no scheduler state."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
 def make_optimizer(cfg: CNNConfig, model: nn.Module) -> torch.optim.Optimizer:

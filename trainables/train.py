@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.data import Split, TrainingData
-from trainables.model import CNNConfig, build_model, make_optimizer
+from trainables.model import CNNConfig, build_model, learning_rate, make_optimizer
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 2048
@@ -70,6 +70,10 @@ class Batches:
     def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[idx].float().mul_(self.scale).sub_(self.shift), self.y[idx]
 
+    def steps(self, batch_size: int) -> int:
+        full, rest = divmod(len(self), batch_size)
+        return full + (rest > 1)
+
     def shuffled(self, batch_size: int, generator: torch.Generator):
         order = torch.randperm(len(self), generator=generator).to(self.x.device)
         for start in range(0, len(self), batch_size):
@@ -111,6 +115,7 @@ def fit(
     state: dict | None = None,
 ) -> FitResult:
     """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
+    `epochs` is also the horizon of the learning-rate schedule.
 
     `state` is a checkpoint dict from an earlier call; training continues after its epoch.
     `on_epoch(metrics, snapshot)` is called after every epoch; `snapshot()` builds the
@@ -125,6 +130,11 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        # Dropout draws from the global generator: restore it too, or a resumed trial diverges
+        # from the one that was interrupted.
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         result.history = list(state["history"])
     train = Batches(data.train, data, device)
     val = Batches(data.val, data, device) if data.val is not None else None
@@ -132,18 +142,24 @@ def fit(
     def snapshot() -> dict:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(), "history": result.history,
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "history": result.history,
             "epoch": len(result.history), "config": cfg.to_flat(), "seed": seed,
             "input_shape": data.input_shape, "classes": data.classes,
             "mean": data.mean, "std": data.std,
         }
 
+    steps_per_epoch = train.steps(cfg.batch_size)
     for epoch in range(len(result.history) + 1, epochs + 1):
         started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
+        step = (epoch - 1) * steps_per_epoch
         for xb, yb in train.shuffled(cfg.batch_size, generator):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, step, epochs * steps_per_epoch)
+            step += 1
             loss = F.cross_entropy(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

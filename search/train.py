@@ -1,0 +1,89 @@
+"""`python -m search.train best.yaml`: retrain an exported configuration and test it once.
+
+Uses the same training function as the search and the same final-model code as `search.run`,
+so the figures it prints are comparable with the ones in best.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+
+from search.errors import Parser, UserError, run_cli
+from search.run import SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m search.train", description=__doc__.splitlines()[0])
+    p.add_argument("config", help="a best.yaml exported by search.run")
+    p.add_argument("--epochs", type=int, default=None, help="override the epoch count in the file")
+    p.add_argument("--seed", type=int, default=None, help="override the seed in the file")
+    p.add_argument("--cpus", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--gpus", type=int, default=None, help="0 to stay on the CPU (default: a GPU if there is one)")
+    p.add_argument("--name", default=None, help="output folder name (default: SPACE-retrain-DATE-TIME)")
+    p.add_argument("--results-dir", default=None, help="where the retrained model goes (default: as for search.run)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--data-dir", default=None, help="dataset root, as for search.run")
+    p.add_argument("--smoke", action="store_true", help=f"tiny run on a slice ({SMOKE_TRAIN} training, {SMOKE_TEST} test images)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for flag in ("epochs", "cpus"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            raise UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    from search.export import BestConfig, git_commit, package_versions
+    from spaces import get_study
+
+    best = BestConfig.load(Path(args.config))
+    get_study(best.space)  # the study must still exist: its dataset and settings define the run
+    root = results_root(args.results_dir)
+    name = args.name or f"{best.space}-retrain-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out_dir = root / name
+    if out_dir.exists():
+        raise UserError(f"{out_dir} already exists; pass another --name")
+
+    import torch
+
+    from search.final import FinalSpec, log_final, retrain, save_model
+    from search.tracking import Tracker, default_tracking_uri
+    from trainables.data import load_dataset
+
+    if args.gpus and args.gpus > torch.cuda.device_count():
+        raise UserError(f"--gpus {args.gpus} but this machine has {torch.cuda.device_count()} GPU(s)")
+    dataset = load_dataset(best.dataset, args.data_dir)
+    seed = best.seed if args.seed is None else args.seed
+    if args.smoke:
+        dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, seed)
+    epochs = args.epochs or best.epochs
+    uri = args.tracking_uri or default_tracking_uri(root)
+    tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
+    spec = FinalSpec(best.hyperparameters, epochs=epochs, seed=seed, threads=args.cpus or os.cpu_count() or 1,
+                     use_gpu=torch.cuda.is_available() and args.gpus != 0)
+    out_dir.mkdir(parents=True)
+    run_id = tracker.start_run(name, {"config_file": str(Path(args.config).resolve()), "epochs": epochs, "seed": seed,
+                                      "smoke": args.smoke, "data_source": dataset.source, **best.hyperparameters},
+                               {"hpsearch.space": best.space, "hpsearch.kind": "retrain"})
+    print(f"retraining {args.config} ({best.space}) on {len(dataset.train)} images for {epochs} epochs, "
+          f"then testing once on {len(dataset.test)} images", flush=True)
+    final = retrain(spec, dataset, on_ray=False)
+    save_model(final, spec, dataset, best.space, out_dir)
+    log_final(tracker, run_id, final, spec, dataset, out_dir)
+    result = dataclasses.replace(
+        best, epochs=epochs, seed=seed, created="", versions=package_versions(), git_commit=git_commit(),
+        metrics={**best.metrics, "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
+        per_class_accuracy=final["per_class_accuracy"],
+        mlflow={"tracking_uri": uri, "experiment_id": tracker.experiment_id, "retrain_run_id": run_id},
+    )
+    result.save(out_dir / "best.yaml")
+    tracker.end_run(run_id)
+    print(f"test accuracy: {final['test_accuracy']:.4f} (search reported "
+          f"{best.metrics.get('test_accuracy', float('nan')):.4f}); results in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up hpsearch on a fresh machine, then run a short real search.
+#   bash setup.sh              # install, then search (6 trials x up to 2 epochs, a few minutes on a laptop CPU)
+#   bash setup.sh --no-search  # install only (what CI does)
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# Pinned versions live in pyproject.toml; torch is the 2.14.1 build that runs on CPU and CUDA.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# Debian ships Fashion-MNIST as a package: with it the first search needs no download at all.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }; } \
+    >/dev/null 2>&1 || echo "note: Debian's dataset-fashion-mnist is not available; hpsearch will look for the data elsewhere"
+fi
+
+if [ "${1:-}" != "--no-search" ]; then
+  .venv/bin/python -m search.run fashion_space --samples 6 --max-epochs 2 --name "quickstart-$(date +%Y%m%d-%H%M%S)"
+fi

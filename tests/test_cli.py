@@ -1,0 +1,83 @@
+"""Bad input: one clear line on stderr, exit status 2, no traceback, nothing saved damaged."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_module
+from tests.test_data import fake_dataset
+
+
+def assert_user_error(proc, *fragments):
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    fake_dataset(root / "FashionMNIST" / "raw")
+    return root
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["fashion_spcae"], ["unknown study 'fashion_spcae'", "fashion_space", "fashion_grid"]),
+    ([], ["name a study"]),
+    (["fashion_space", "--samples", "0"], ["--samples must be positive, got 0"]),
+    (["fashion_space", "--max-epochs", "-1"], ["--max-epochs must be positive"]),
+    (["fashion_space", "--sampels", "3"], ["unrecognized arguments: --sampels"]),
+    (["fashion_space", "--samples", "three"], ["invalid int value: 'three'"]),
+    (["fashion_space", "--gpus", "99"], ["--gpus 99 but this machine has"]),
+    (["fashion_space", "--cpus", "4096"], ["--cpus 4096 but this machine has"]),
+    (["fashion_space", "--data-dir", "/nonexistent/hpsearch-data"], ["does not exist; pass --data-dir"]),
+])
+def test_search_run_bad_input(tmp_path, args, fragments):
+    proc = run_module("search.run", *args, "--results-dir", str(tmp_path / "results"), timeout=120)
+    assert_user_error(proc, *fragments)
+
+
+def test_results_dir_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_module("search.run", "fashion_space", "--results-dir", str(blocker / "results"))
+    assert_user_error(proc, "is not writable", "--results-dir")
+
+
+def test_existing_study_name_is_refused_and_left_intact(tmp_path, fake_root):
+    study = tmp_path / "results" / "mine"
+    study.mkdir(parents=True)
+    (study / "best.yaml").write_text("precious: true\n")
+    proc = run_module("search.run", "fashion_space", "--name", "mine", "--results-dir", str(tmp_path / "results"),
+                      "--data-dir", str(fake_root))
+    assert_user_error(proc, "already exist", "--name")
+    assert (study / "best.yaml").read_text() == "precious: true\n"
+    assert sorted(p.name for p in study.iterdir()) == ["best.yaml"]
+
+
+def test_unreachable_tracking_server(tmp_path, fake_root):
+    proc = run_module("search.run", "fashion_space", "--smoke", "--data-dir", str(fake_root),
+                      "--results-dir", str(tmp_path), "--tracking-uri", "http://127.0.0.1:9")
+    assert_user_error(proc, "MLflow tracking server http://127.0.0.1:9 is not reachable")
+
+
+@pytest.mark.parametrize("text,fragments", [
+    ("space: [oops", ["not valid YAML"]),
+    ("space: fashion_space\n", ["missing key(s)"]),
+])
+def test_search_train_bad_yaml(tmp_path, text, fragments):
+    path = tmp_path / "best.yaml"
+    path.write_text(text)
+    proc = run_module("search.train", str(path), "--results-dir", str(tmp_path / "results"))
+    assert_user_error(proc, *fragments)
+    assert path.read_text() == text
+
+
+def test_list_studies():
+    proc = run_module("search.run", "--list")
+    assert proc.returncode == 0
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert names == ["fashion_grid", "fashion_space"]

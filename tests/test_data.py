@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from search.errors import UserError
+from trainables.data import (DATASETS, IDX_FILES, load_dataset, locate, read_idx, stratified_split)
+
+
+def write_idx(path, array: np.ndarray, gz: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def fake_dataset(folder, n_train=50, n_test=20, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{part}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)), gz)
+        write_idx(folder / f"{part}-labels-idx1-ubyte{suffix}", np.arange(n) % 10, gz)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_read_idx_plain_and_gzipped(tmp_path, gz):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte"
+    write_idx(path, images, gz)
+    np.testing.assert_array_equal(read_idx(path), images)
+
+
+def test_truncated_idx_names_the_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((5, 28, 28)), gz=False)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="train-images-idx3-ubyte.*truncated"):
+        read_idx(path)
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    write_idx(path, np.zeros(10), gz=True)
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz"):
+        read_idx(path)
+
+
+def test_stratified_split_is_disjoint_stratified_and_seeded():
+    y = np.repeat(np.arange(10), [100 + 10 * c for c in range(10)])
+    train, val = stratified_split(y, 0.1, seed=7)
+    assert not set(train) & set(val)
+    assert len(train) + len(val) == len(y)
+    for c in range(10):
+        assert np.sum(y[val] == c) == round(0.1 * (100 + 10 * c))
+    again_train, again_val = stratified_split(y, 0.1, seed=7)
+    np.testing.assert_array_equal(val, again_val)
+    assert not np.array_equal(val, stratified_split(y, 0.1, seed=8)[1])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_split_fraction_must_be_inside_0_1(fraction):
+    with pytest.raises(UserError, match="between 0 and 1"):
+        stratified_split(np.arange(10), fraction, 0)
+
+
+@pytest.mark.parametrize("layout", ["FashionMNIST/raw", "FashionMNIST", "."])
+def test_data_dir_layouts(tmp_path, layout):
+    fake_dataset(tmp_path / layout, gz=layout != ".")
+    ds = load_dataset("fashion_mnist", str(tmp_path))
+    assert ds.train.x.shape == (50, 1, 28, 28) and ds.test.x.shape == (20, 1, 28, 28)
+    assert ds.train.y.dtype == np.int64
+
+
+def test_env_var_is_used_when_no_flag(tmp_path, monkeypatch):
+    fake_dataset(tmp_path / "FashionMNIST" / "raw")
+    monkeypatch.setenv("HPSEARCH_DATA_DIR", str(tmp_path))
+    assert locate(DATASETS["fashion_mnist"], None) == tmp_path / "FashionMNIST" / "raw"
+
+
+def test_missing_data_dir_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist; pass --data-dir"):
+        load_dataset("fashion_mnist", str(tmp_path / "nowhere"))
+
+
+def test_data_dir_without_files_names_where_it_looked(tmp_path):
+    with pytest.raises(UserError, match="not found under .*FashionMNIST/raw"):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_offline_without_a_copy_says_what_to_pass(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.delenv("HPSEARCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setitem(DATASETS, "fashion_mnist", DATASETS["fashion_mnist"].__class__(
+        "fashion_mnist", "FashionMNIST", DATASETS["fashion_mnist"].classes, tmp_path / "no-debian"))
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(UserError, match="pass --data-dir DIR"):
+        load_dataset("fashion_mnist")
+
+
+def test_real_fashion_mnist(data_root):
+    ds = load_dataset("fashion_mnist", str(data_root))
+    assert ds.train.x.shape == (60000, 1, 28, 28) and ds.test.x.shape == (10000, 1, 28, 28)
+    assert np.bincount(ds.train.y).tolist() == [6000] * 10
+    assert np.bincount(ds.test.y).tolist() == [1000] * 10
+    data = ds.for_search(0.1, seed=0)
+    assert len(data.train) == 54000 and len(data.val) == 6000
+    assert np.bincount(data.val.y).tolist() == [600] * 10
+    assert 0.27 < data.mean[0] < 0.30 and 0.34 < data.std[0] < 0.37
+
+
+def test_search_data_never_holds_test_images(data_root):
+    ds = load_dataset("fashion_mnist", str(data_root)).sliced(2000, 500, seed=0)
+    data = ds.for_search(0.1, seed=0)
+    seen = {row.tobytes() for row in np.concatenate([data.train.x, data.val.x])}
+    train_rows = {row.tobytes() for row in ds.train.x}
+    assert seen == train_rows

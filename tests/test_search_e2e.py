@@ -1,0 +1,91 @@
+"""A real tiny search: Ray, Optuna TPE, ASHA and MLflow on a slice of real Fashion-MNIST,
+then the exported best.yaml retrained with `search.train`."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from search.export import BestConfig
+from tests.conftest import run_module
+
+pytestmark = pytest.mark.slow
+SAMPLES, EPOCHS = 4, 2
+
+
+@pytest.fixture(scope="module")
+def study(data_root, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = run_module("search.run", "fashion_space", "--smoke", "--samples", str(SAMPLES), "--max-epochs",
+                      str(EPOCHS), "--name", "tiny", "--results-dir", str(results), "--data-dir", str(data_root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return results, proc
+
+
+def test_outputs_and_progress(study):
+    results, proc = study
+    folder = results / "tiny"
+    for name in ("best.yaml", "trials.parquet", "trials.csv", "model.pt", "confusion_matrix.csv"):
+        assert (folder / name).is_file(), name
+    assert proc.stdout.count("] trial_") == SAMPLES
+    assert "top 5 trials" in proc.stdout
+    table = pd.read_parquet(folder / "trials.parquet")
+    assert len(table) == SAMPLES
+    assert set(table["status"]) <= {"completed", "stopped_early", "diverged"}
+    assert table["val_accuracy"].is_monotonic_decreasing
+    assert (pd.read_csv(folder / "trials.csv")["trial"] == table["trial"]).all()
+
+
+def test_best_yaml_and_test_accuracy(study):
+    results, _ = study
+    best = BestConfig.load(results / "tiny" / "best.yaml")
+    table = pd.read_parquet(results / "tiny" / "trials.parquet")
+    top = table.iloc[0]
+    assert best.metrics["val_accuracy"] == pytest.approx(top["val_accuracy"])
+    assert best.epochs == top["best_epoch"]
+    assert best.search["trials"] == SAMPLES
+    # 3,000 images for at most 2 epochs: far from the full figure, but clearly better than chance (0.1).
+    assert best.metrics["test_accuracy"] > 0.6
+    assert len(best.per_class_accuracy) == 10
+    assert best.versions["ray"].startswith("2.60") and best.versions["optuna"].startswith("5.0")
+
+
+def test_mlflow_parent_and_child_runs(study):
+    from mlflow.tracking import MlflowClient
+
+    results, _ = study
+    best = BestConfig.load(results / "tiny" / "best.yaml")
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([best.mlflow["experiment_id"]], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == best.mlflow["parent_run_id"]]
+    assert len(parents) == 1 and parents[0].info.run_id == best.mlflow["parent_run_id"]
+    parent = parents[0]
+    assert parent.data.tags["hpsearch.space"] == "fashion_space"
+    assert parent.data.params["samples"] == str(SAMPLES)
+    assert parent.data.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"])
+    assert "hpsearch.version.torch" in parent.data.tags and "hpsearch.git_commit" in parent.data.tags
+    assert len(children) == SAMPLES
+    assert {c.info.run_name for c in children} == {f"trial_{i:03d}" for i in range(1, SAMPLES + 1)}
+    for child in children:
+        assert child.data.tags["hpsearch.status"] in {"completed", "stopped_early", "diverged"}
+        assert "conv_layers" in child.data.params and "lr" in child.data.params
+        epochs = int(child.data.tags["hpsearch.epochs"])
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+    assert [c.data.tags.get("hpsearch.best") for c in children].count("true") == 1
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best.yaml", "trials.csv", "confusion_matrix.csv", "model"} <= artifacts
+
+
+def test_search_train_round_trip(study, data_root):
+    results, _ = study
+    best = BestConfig.load(results / "tiny" / "best.yaml")
+    proc = run_module("search.train", str(results / "tiny" / "best.yaml"), "--smoke", "--name", "again",
+                      "--results-dir", str(results), "--data-dir", str(data_root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = BestConfig.load(results / "again" / "best.yaml")
+    assert again.hyperparameters == best.hyperparameters and again.epochs == best.epochs
+    # Same configuration, seed, data slice and epochs: the same model, so the same score.
+    assert again.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"], abs=0.01)
+    assert (results / "again" / "model.pt").is_file()
