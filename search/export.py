@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from search.errors import UserError
-from search.tracking import trial_status
+from search.records import TrialRecord
 from trainables.model import CNNConfig, model_macs
 
 PACKAGES = ("hpsearch", "torch", "ray", "optuna", "mlflow", "numpy", "pandas")
@@ -60,48 +60,32 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 # --- the trials table ------------------------------------------------------------------------
 
-def trials_table(results, names: dict[str, str], metric: str, mode: str, max_epochs: int,
+def trials_table(records: list[TrialRecord], metric: str, mode: str,
                  input_shape: tuple[int, int, int], num_classes: int) -> pd.DataFrame:
-    """One row per trial: status, epochs, its best epoch's scores, cost, and every hyperparameter.
-    `names` maps Tune's trial ids to the names the trials were logged under."""
+    """One row per trial, best first: status, epochs, its best epoch's scores, cost, and every
+    hyperparameter (absent conditional ones are empty)."""
+    sign = 1.0 if mode == "max" else -1.0
     rows = []
-    for result in results:
-        history = result.metrics_dataframe
-        config = dict(result.config or {})
-        trial_id = _trial_id(result)
-        row: dict[str, Any] = {"trial": names.get(trial_id, trial_id), "trial_id": trial_id}
-        if history is not None and len(history) and metric in history:
-            scores = history[metric].astype(float)
-            best = scores.idxmax() if mode == "max" else scores.idxmin()
-            epochs = int(history["epoch"].max())
-            diverged = bool(history.get("diverged", pd.Series([0])).max())
-            row.update(
-                status=trial_status(epochs, max_epochs, diverged, result.error is not None),
-                epochs=epochs, best_epoch=int(history.loc[best, "epoch"]),
-                **{metric: float(scores.loc[best])},
-                **{k: float(history.loc[best, k]) for k in ("val_loss", "val_accuracy", "train_loss")
-                   if k in history and k != metric},
-                epoch_seconds=float(history["epoch_seconds"].mean()),
-            )
-        else:
-            row.update(status=trial_status(0, max_epochs, False, True), epochs=0)
+    for record in records:
+        row: dict[str, Any] = {"trial": record.name, "trial_id": record.trial_id,
+                               "status": record.status, "epochs": record.epochs}
+        scored = [h for h in record.history if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
+        if scored:
+            best = max(scored, key=lambda h: sign * h[metric])
+            row.update(best_epoch=int(best["epoch"]), **{metric: best[metric]},
+                       **{k: best[k] for k in ("val_loss", "val_accuracy", "train_loss") if k in best and k != metric},
+                       epoch_seconds=sum(h["epoch_seconds"] for h in record.history) / len(record.history))
         try:
-            row["mmacs"] = model_macs(CNNConfig.from_flat(config), input_shape, num_classes) / 1e6
+            row["mmacs"] = model_macs(CNNConfig.from_flat(record.config), input_shape, num_classes) / 1e6
         except UserError:
             row["mmacs"] = math.nan
-        row["error"] = str(result.error).splitlines()[0] if result.error is not None else ""
-        row.update(config)
+        row["error"] = record.error.strip().splitlines()[-1] if record.error.strip() else ""
+        row.update(record.config)
         rows.append(row)
     table = pd.DataFrame(rows)
     if metric in table:
         table = table.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
     return table.reset_index(drop=True)
-
-
-def _trial_id(result) -> str:
-    # Tune's trial directory is "<trainable>_<trial_id>_<index>_<config...>"; the metrics carry it too.
-    return str(result.metrics.get("trial_id")) if result.metrics and "trial_id" in result.metrics \
-        else Path(result.path).name
 
 
 def write_table(table: pd.DataFrame, folder: Path) -> tuple[Path, Path]:

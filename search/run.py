@@ -26,6 +26,8 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--name", default=None, help="study run name (default: SPACE-DATE-TIME)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study --name after a crash or Ctrl-C (its settings come from its study.json)")
     p.add_argument("--results-dir", default=None,
                    help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
@@ -77,14 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         args.samples = args.samples or 2
         args.max_epochs = args.max_epochs or 1
     root = results_root(args.results_dir)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = args.name or f"{study.name}-{stamp}"
+    if args.resume and not args.name:
+        raise UserError("--resume needs the --name of the study to continue")
+    name = args.name or f"{study.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     study_dir = root / name
-    if study_dir.exists():
-        raise UserError(f"results for {name!r} already exist in {study_dir}; pass another --name")
+    if args.resume and not study_dir.is_dir():
+        raise UserError(f"no study {name!r} in {root} to resume; check --name and --results-dir")
+    if study_dir.exists() and not args.resume:
+        raise UserError(f"results for {name!r} already exist in {study_dir}; pass --resume to continue "
+                        "that study or another --name")
 
     # Tune's console tables would bury our one line per trial; failures still reach the summary.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # The delivery queue retries an unreachable tracking server itself, without blocking; MLflow's
+    # own retries would stall each call for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

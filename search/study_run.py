@@ -1,27 +1,70 @@
 """One study from start to finish: data, tracking, Ray, the search, the trials table, the final
-model and best.yaml. The CLI (`search.run`) only parses and validates arguments."""
+model and best.yaml. The CLI (`search.run`) only parses and validates arguments.
+
+A study folder holds `study.json` (what was asked, the MLflow parent run, the phase reached),
+so `--resume` continues a study whose driver was killed: the search from Tune's saved state,
+or just the final retrain if the search had finished.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from search.errors import UserError
-from search.export import BestConfig, git_commit, package_versions, trials_table, write_table
-from search.final import FinalSpec, log_final, retrain, save_model
-from search.progress import Progress
 from search.cluster import start_ray
+from search.errors import UserError
+from search.export import BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_table
+from search.final import FinalSpec, log_final, retrain, save_model
+from search.records import TrialRecord, too_many_failures, trial_records
 from search.run import SMOKE_TEST, SMOKE_TRAIN
-from search.tracking import Tracker, TrialLogger, default_tracking_uri
-from search.tuner import build_tuner, make_plan
+from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
+from search.tuner import TUNE_DIR, build_tuner, make_plan, restore_tuner
 from spaces import Study
 from trainables.data import load_dataset
 from trainables.model import CNNConfig
 
 TOP_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "mmacs", "conv_layers",
                "kernel_size", "activation", "batch_norm", "optimizer", "lr", "batch_size"]
+STATE_FILE = "study.json"
+MAX_FAILED_FRACTION = 0.5
+TRACKING_WAIT_MIN = 10
+
+
+@dataclass
+class StudyState:
+    """What a study was asked to do and how far it got; written atomically at each phase."""
+
+    space: str
+    name: str
+    samples: int | None
+    max_epochs: int | None
+    seed: int
+    smoke: bool
+    time_budget: float | None
+    data_dir: str | None
+    tracking_uri: str
+    parent_run_id: str = ""
+    phase: str = "search"  # search -> final -> done
+    created: str = ""
+
+    def save(self, folder: Path) -> None:
+        atomic_write_text(folder / STATE_FILE, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "StudyState":
+        try:
+            return cls(**json.loads((folder / STATE_FILE).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"{folder} has no {STATE_FILE}: it is not a study hpsearch can resume") from None
+        except (json.JSONDecodeError, TypeError) as e:
+            raise UserError(f"{folder / STATE_FILE} is damaged ({e}); start a new study with another --name") from None
 
 
 class StudyRun:
@@ -29,84 +72,164 @@ class StudyRun:
         self.study, self.args, self.root, self.dir, self.name = study, args, root, study_dir, name
         self.settings = study.settings
 
+    def _state(self) -> StudyState:
+        a = self.args
+        if a.resume:
+            state = StudyState.load(self.dir)
+            if state.space != self.study.name:
+                raise UserError(f"study {self.name!r} searched {state.space!r}, not {self.study.name!r}")
+            return dataclasses.replace(state, data_dir=a.data_dir or state.data_dir)
+        return StudyState(space=self.study.name, name=self.name, samples=a.samples, max_epochs=a.max_epochs,
+                          seed=a.seed, smoke=a.smoke, time_budget=a.time_budget, data_dir=a.data_dir,
+                          tracking_uri=a.tracking_uri or default_tracking_uri(self.root),
+                          created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
     def execute(self) -> int:
         args, s = self.args, self.settings
+        state = self._state()
+        if state.phase == "done":
+            print(f"study {self.name} is already complete: {self.dir / 'best.yaml'}")
+            return 0
         # Everything that can fail on bad input is checked before any training starts.
-        dataset = load_dataset(s.dataset, args.data_dir)
-        if args.smoke:
-            dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, args.seed)
-        search_data = dataset.for_search(s.val_fraction, args.seed)
-        uri = args.tracking_uri or default_tracking_uri(self.root)
-        tracker = Tracker(uri, self.study.name, None if args.tracking_uri else self.root / "mlartifacts")
+        dataset = load_dataset(s.dataset, state.data_dir)
+        if state.smoke:
+            dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, state.seed)
+        search_data = dataset.for_search(s.val_fraction, state.seed)
+        tracker = Tracker(state.tracking_uri, self.study.name,
+                          self.root / "mlartifacts" if state.tracking_uri == default_tracking_uri(self.root) else None)
         cluster = start_ray(args.address, args.cpus, args.gpus)
         try:
             gpus = int(cluster.gpus) if args.gpus is None else args.gpus
             plan = make_plan(self.study, cluster_cpus=args.cpus or cluster.cpus, cluster_gpus=cluster.gpus,
-                             gpus=gpus, samples=args.samples, max_epochs=args.max_epochs,
-                             time_budget_min=args.time_budget, seed=args.seed)
-            self.dir.mkdir(parents=True)
-            parent = tracker.start_run(self.name, self._run_params(plan, dataset.source), {
-                "hpsearch.space": self.study.name, "hpsearch.kind": "study",
-                "hpsearch.git_commit": git_commit(),
-                **{f"hpsearch.version.{k}": v for k, v in package_versions().items()},
-            })
-            print(f"study {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs, "
+                             gpus=gpus, samples=state.samples, max_epochs=state.max_epochs,
+                             time_budget_min=state.time_budget, seed=state.seed)
+            if not args.resume:
+                self.dir.mkdir(parents=True)
+                state.parent_run_id = tracker.start_run(self.name, self._run_params(plan, dataset.source), {
+                    "hpsearch.space": self.study.name, "hpsearch.kind": "study",
+                    "hpsearch.git_commit": git_commit(),
+                    **{f"hpsearch.version.{k}": v for k, v in package_versions().items()},
+                })
+                state.save(self.dir)
+            parent = state.parent_run_id
+            verb = "resuming" if args.resume else "study"
+            print(f"{verb} {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs, "
                   f"{plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
                   f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
                   f"{len(search_data.train)} train / {len(search_data.val)} validation images")
-            print(f"tracking: {uri} (experiment {self.study.name!r}, run {parent})", flush=True)
-            progress = Progress(plan.num_samples, s.metric, s.mode)
-            callback = TrialLogger(tracker, parent, plan.max_epochs, progress)
-            results = build_tuner(self.study, plan, search_data, self.dir, [callback]).fit()
+            print(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
 
-            table = trials_table(results, callback.names, s.metric, s.mode, plan.max_epochs,
-                                 search_data.input_shape, search_data.num_classes)
+            started = time.monotonic()
+            if (self.dir / TUNE_DIR / "tuner.pkl").exists():
+                tuner = restore_tuner(plan, search_data, self.dir)
+            else:
+                logger = TrialLogger(state.tracking_uri, self.study.name, parent, plan.max_epochs, plan.num_samples,
+                                     s.metric, s.mode, MAX_FAILED_FRACTION)
+                tuner = build_tuner(self.study, plan, search_data, self.dir, logger)
+            results = tuner.fit()
+            records = trial_records(results, plan.max_epochs)
+            if not tracker.available():
+                print(f"tracking store {state.tracking_uri} is unreachable; waiting up to "
+                      f"{TRACKING_WAIT_MIN} min for it (the results are safe in {self.dir})", file=sys.stderr, flush=True)
+                if not tracker.wait_available(TRACKING_WAIT_MIN * 60):
+                    print(f"tracking store still unreachable: nothing is lost; when it is back, run\n  "
+                          f"{self._resume_command()}", file=sys.stderr)
+                    return 1
+            self._reconcile(tracker, parent, records)
+            table = trials_table(records, s.metric, s.mode, search_data.input_shape, search_data.num_classes)
             parquet, csv = write_table(table, self.dir)
             tracker.log_artifact(parent, csv)
+
+            unfinished = len(results) - results.num_terminated - results.num_errors
+            budget_over = plan.time_budget_s is not None and time.monotonic() - started >= plan.time_budget_s
+            if unfinished and not budget_over:
+                self._interrupted()
+                return 130
+            failed = sum(r.status == "failed" for r in records)
+            if too_many_failures(failed, len(records), MAX_FAILED_FRACTION):
+                return self._too_many_failures(tracker, parent, records, csv)
             scored = table[table["status"] != "failed"].dropna(subset=[s.metric]) if s.metric in table else table[:0]
             if scored.empty:
-                tracker.set_tags(parent, {"hpsearch.status": "failed"})
-                tracker.end_run(parent, failed=True)
-                print(f"no trial finished an epoch; errors are in {csv} and {self.dir / 'tune'}", file=sys.stderr)
-                return 1
-            best = scored.iloc[0]
-            params = CNNConfig.from_flat(_hyperparameters(best, results)).to_flat()
-            tracker.set_tags(parent, {"hpsearch.best_trial": str(best["trial"])})
-            if best["trial_id"] in callback.run_ids:
-                tracker.set_tags(callback.run_ids[best["trial_id"]], {"hpsearch.best": "true"})
-
-            spec = FinalSpec(params, epochs=int(best["best_epoch"]), seed=args.seed,
-                             threads=int(max(1, min(cluster.max_node_cpus, args.cpus or cluster.max_node_cpus))),
-                             use_gpu=gpus > 0)
-            print(f"retraining {best['trial']} on all {len(dataset.train)} training images for "
-                  f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
-            final = retrain(spec, dataset, on_ray=True)
-            save_model(final, spec, dataset, self.study.name, self.dir)
-            log_final(tracker, parent, final, spec, dataset, self.dir)
-            export = BestConfig(
-                space=self.study.name, dataset=s.dataset, hyperparameters=params, epochs=spec.epochs,
-                seed=args.seed, val_fraction=s.val_fraction,
-                metrics={s.metric: float(best[s.metric]), "val_loss": float(best["val_loss"]),
-                         "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
-                per_class_accuracy=final["per_class_accuracy"],
-                search={"name": self.name, "best_trial": str(best["trial"]), "trials": int(len(table)),
-                        "trial_epochs": int(table["epochs"].sum()), "smoke": bool(args.smoke),
-                        "train_images": len(search_data.train), "results_dir": str(self.dir)},
-                mlflow={"tracking_uri": uri, "experiment_id": tracker.experiment_id, "parent_run_id": parent,
-                        "trial_run_id": callback.run_ids.get(best["trial_id"], "")},
-                versions=package_versions(), git_commit=git_commit(),
-            )
-            export.save(self.dir / "best.yaml")
-            tracker.log_artifact(parent, self.dir / "best.yaml")
-            tracker.set_tags(parent, {"hpsearch.status": "completed"})
-            tracker.end_run(parent)
-            self._summary(table, final, parquet)
+                return self._too_many_failures(tracker, parent, records, csv)
+            state.phase = "final"
+            state.save(self.dir)
+            self._final(state, tracker, dataset, search_data, table, scored.iloc[0], records, cluster, gpus, parquet)
+            state.phase = "done"
+            state.save(self.dir)
             return 0
         finally:
             if cluster.started_here:
                 import ray
 
                 ray.shutdown()
+
+    def _reconcile(self, tracker: Tracker, parent: str, records: list[TrialRecord]) -> None:
+        try:
+            filled = reconcile(tracker, parent, records)
+        except Exception as e:  # noqa: BLE001 - the results are safe on disk; say so and go on
+            print(f"warning: could not bring MLflow up to date ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                  f"every result is in {self.dir}; `--resume` later delivers them", file=sys.stderr)
+            return
+        if filled:
+            print(f"tracking: delivered {filled} epoch results that had not reached MLflow during the search")
+
+    def _resume_command(self) -> str:
+        command = f"python -m search.run {self.study.name} --name {self.name} --resume"
+        return command + (f" --results-dir {self.args.results_dir}" if self.args.results_dir else "")
+
+    def _interrupted(self) -> None:
+        print(f"\ninterrupted: the search state is saved in {self.dir}. Resume with:\n  {self._resume_command()}",
+              file=sys.stderr)
+
+    def _too_many_failures(self, tracker: Tracker, parent: str, records: list[TrialRecord], csv: Path) -> int:
+        failed = [r for r in records if r.status == "failed"]
+        tracker.set_tags(parent, {"hpsearch.status": "failed"})
+        tracker.end_run(parent, failed=True)
+        print(f"\nsearch stopped: {len(failed)} of {len(records)} trials failed (the limit is "
+              f"{MAX_FAILED_FRACTION:.0%}). Errors:", file=sys.stderr)
+        for record in failed[:5]:
+            last = record.error.strip().splitlines()[-1] if record.error.strip() else "(no message)"
+            print(f"  {record.name}: {last}", file=sys.stderr)
+        print(f"full table: {csv}; MLflow run {parent}", file=sys.stderr)
+        return 1
+
+    def _final(self, state: StudyState, tracker: Tracker, dataset, search_data, table: pd.DataFrame,
+               best: pd.Series, records: list[TrialRecord], cluster, gpus: int, parquet: Path) -> None:
+        s = self.settings
+        record = next(r for r in records if r.trial_id == best["trial_id"])
+        params = CNNConfig.from_flat(record.config).to_flat()
+        parent = state.parent_run_id
+        tracker.set_tags(parent, {"hpsearch.best_trial": record.name})
+        children = tracker.child_runs(parent)
+        if record.trial_id in children:
+            tracker.set_tags(children[record.trial_id].run_id, {"hpsearch.best": "true"})
+        spec = FinalSpec(params, epochs=int(best["best_epoch"]), seed=state.seed,
+                         threads=int(max(1, min(cluster.max_node_cpus, self.args.cpus or cluster.max_node_cpus))),
+                         use_gpu=gpus > 0)
+        print(f"retraining {record.name} on all {len(dataset.train)} training images for "
+              f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
+        final = retrain(spec, dataset, on_ray=True)
+        save_model(final, spec, dataset, self.study.name, self.dir)
+        log_final(tracker, parent, final, spec, dataset, self.dir)
+        export = BestConfig(
+            space=self.study.name, dataset=s.dataset, hyperparameters=params, epochs=spec.epochs,
+            seed=state.seed, val_fraction=s.val_fraction,
+            metrics={s.metric: float(best[s.metric]), "val_loss": float(best["val_loss"]),
+                     "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
+            per_class_accuracy=final["per_class_accuracy"],
+            search={"name": self.name, "best_trial": record.name, "trials": int(len(table)),
+                    "trial_epochs": int(table["epochs"].sum()), "smoke": bool(state.smoke),
+                    "train_images": len(search_data.train), "results_dir": str(self.dir)},
+            mlflow={"tracking_uri": state.tracking_uri, "experiment_id": tracker.experiment_id,
+                    "parent_run_id": parent,
+                    "trial_run_id": children[record.trial_id].run_id if record.trial_id in children else ""},
+            versions=package_versions(), git_commit=git_commit(),
+        )
+        export.save(self.dir / "best.yaml")
+        tracker.log_artifact(parent, self.dir / "best.yaml")
+        tracker.set_tags(parent, {"hpsearch.status": "completed"})
+        tracker.end_run(parent)
+        self._summary(table, final, parquet)
 
     def _run_params(self, plan, data_source: str) -> dict:
         a = self.args
@@ -126,11 +249,3 @@ class StudyRun:
         print(f"\ntest accuracy of the retrained best configuration: {final['test_accuracy']:.4f} "
               f"(measured once, on images the search never saw)")
         print(f"results: {self.dir / 'best.yaml'}, {parquet}, {parquet.with_suffix('.csv')}, {self.dir / 'model.pt'}")
-
-
-def _hyperparameters(best: pd.Series, results) -> dict:
-    """The best trial's config exactly as Tune ran it (the table has NaN for absent layers)."""
-    for result in results:
-        if result.metrics and result.metrics.get("trial_id") == best["trial_id"]:
-            return dict(result.config)
-    raise UserError(f"best trial {best['trial_id']} not found in the results")  # pragma: no cover

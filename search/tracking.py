@@ -1,36 +1,33 @@
 """MLflow tracking: one parent run per study, one nested child run per trial.
 
-All logging happens in the driver (a Tune callback), so trials never wait on the tracking
-store and never need its credentials.
+All logging happens in the driver, so trials never wait on the tracking store and never need
+its credentials. Live logging goes through a delivery queue drained by a background thread
+that retries while the store is unreachable; at the end of a search (or of a resumed one)
+`reconcile` compares MLflow with Tune's own per-trial results and fills in whatever is missing,
+so an outage, or a driver killed with calls still queued, loses nothing and duplicates nothing.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
-import os
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ray import tune
 
 from search.errors import UserError
+from search.records import (FINAL_STATUSES, TrialRecord, finite, too_many_failures, trial_name, trial_number,
+                            trial_status)
 
 PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "hpsearch.trial_id"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
-
-
-def trial_status(epochs_done: int, max_epochs: int, diverged: bool, failed: bool) -> str:
-    if failed:
-        return "failed"
-    if diverged:
-        return "diverged"
-    return "completed" if epochs_done >= max_epochs else "stopped_early"
-
-
-def trial_name(number: int) -> str:
-    """Trials are named by the order they started in: short and sortable."""
-    return f"trial_{number:03d}"
 
 
 def default_tracking_uri(results_root: Path) -> str:
@@ -49,32 +46,67 @@ def _check_server(uri: str) -> None:
                         "start it or pass another --tracking-uri") from None
 
 
+@dataclass
+class ChildRun:
+    run_id: str
+    name: str
+    steps: set[int] = field(default_factory=set)
+    status: str = "running"
+
+
+def _locked(error: Exception) -> bool:
+    return "locked" in str(error).lower()
+
+
+def _patient(method):
+    """Several searches may share one SQLite store: wait out its short write locks."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        for attempt in range(60):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - only lock contention is retried here
+                if not _locked(e) or attempt == 59:
+                    raise
+                time.sleep(0.5)
+    return call
+
+
 class Tracker:
     """Thin wrapper over MlflowClient: explicit run ids, no global active-run state."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None):
         _check_server(uri)
-        # MLflow and alembic log migrations and warnings at INFO; users want the search output.
         import mlflow
+        from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
+        self.experiment = experiment
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            else:
-                self.experiment_id = found.experiment_id
+            self.experiment_id = self._experiment_id(experiment, artifact_root)
         except Exception as e:  # noqa: BLE001 - any store failure here means the same to the user
             raise UserError(f"cannot use MLflow tracking store {uri}: {str(e).splitlines()[0]}") from None
 
+    def _experiment_id(self, name: str, artifact_root: Path | None) -> str:
+        for attempt in range(5):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            try:
+                location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+                return self.client.create_experiment(name, artifact_location=location)
+            except Exception:  # noqa: BLE001 - another search created it first: look it up again
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @_patient
     def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
                   parent_id: str | None = None) -> str:
         from mlflow.entities import Param
@@ -84,10 +116,11 @@ class Tracker:
             tags[PARENT_TAG] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         items = [Param(k, str(v)) for k, v in params.items()]
-        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=items[start:start + 100])
         return run.info.run_id
 
+    @_patient
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
@@ -96,15 +129,34 @@ class Tracker:
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
+    @_patient
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+        from mlflow.entities import RunTag
 
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    @_patient
     def end_run(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
+    @_patient
     def log_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
+
+    def available(self) -> bool:
+        try:
+            self.client.get_experiment(self.experiment_id)
+            return True
+        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
+            return False
+
+    def wait_available(self, timeout: float, poll: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.available():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
 
     def log_model(self, run_id: str, model, input_example, torch_version: str) -> None:
         with self.mlflow.start_run(run_id=run_id):
@@ -114,51 +166,236 @@ class Tracker:
                 pip_requirements=[f"torch=={torch_version}"],
             )
 
+    @_patient
+    def child_runs(self, parent_id: str) -> dict[str, ChildRun]:
+        """The trials already recorded under `parent_id`, by Tune trial id, with the epochs
+        (steps) they have, so a resumed search neither duplicates runs nor metric points."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                       max_results=5000)
+        children = {}
+        for run in runs:
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if trial_id is None:
+                continue
+            steps = {m.step for m in self.client.get_metric_history(run.info.run_id, "val_accuracy")}
+            children[trial_id] = ChildRun(run.info.run_id, run.info.run_name, steps,
+                                          run.data.tags.get("hpsearch.status", "running"))
+        return children
+
+
+def _transient(error: Exception) -> bool:
+    text = f"{type(error).__name__} {error}".lower()
+    return any(word in text for word in ("connect", "timeout", "timed out", "locked", "unavailable",
+                                          "max retries", "503", "502", "504", "refused", "reset"))
+
+
+class DeliveryQueue:
+    """Tracking calls delivered in order by a background thread. While the store is
+    unreachable the calls wait and are retried, so training never blocks on MLflow; a call
+    refused for another reason is retried a few times, then counted as undelivered."""
+
+    def __init__(self, tracker: Tracker, retry_seconds: float = 2.0, stream=None):
+        self.tracker = tracker
+        self.retry_seconds = retry_seconds
+        self.stream = stream or sys.stderr
+        self.ops: collections.deque[Callable[[], None]] = collections.deque()
+        self.cond = threading.Condition()
+        self.undelivered: list[str] = []
+        self.outage_since: float | None = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._drain, name="mlflow-delivery", daemon=True)
+        self.thread.start()
+
+    def put(self, op: Callable[[], None]) -> None:
+        with self.cond:
+            self.ops.append(op)
+            self.cond.notify()
+
+    def _drain(self) -> None:
+        failures = 0
+        while True:
+            with self.cond:
+                while not self.ops and not self.closed:
+                    self.cond.wait()
+                if not self.ops:
+                    return
+                op = self.ops[0]
+            try:
+                op()
+            except Exception as e:  # noqa: BLE001 - any failure is retried or counted below
+                failures += 1
+                if _transient(e) or failures < 3:
+                    if self.outage_since is None:
+                        self.outage_since = time.monotonic()
+                        print(f"tracking store unavailable ({type(e).__name__}); training goes on and "
+                              "results are kept until it is back", file=self.stream, flush=True)
+                    time.sleep(self.retry_seconds)
+                    continue
+                self.undelivered.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            else:
+                if self.outage_since is not None:
+                    print(f"tracking store back after {time.monotonic() - self.outage_since:.0f} s; "
+                          "delivering what was kept", file=self.stream, flush=True)
+                    self.outage_since = None
+            failures = 0
+            with self.cond:
+                self.ops.popleft()
+                self.cond.notify_all()
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.ops)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued is delivered; False if `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.ops:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 1.0))
+        return True
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
 
 class TrialLogger(tune.Callback):
     """Mirrors each Tune trial into a nested MLflow child run: params at start, metrics per
-    epoch (step = epoch, so the UI draws learning curves), a status tag at the end."""
+    epoch (step = epoch, so the UI draws learning curves), a status tag at the end. Also
+    keeps the failure budget: too many failed trials end the search early.
 
-    def __init__(self, tracker: Tracker, parent_id: str, max_epochs: int, progress=None):
-        self.tracker = tracker
-        self.parent_id = parent_id
-        self.max_epochs = max_epochs
-        self.progress = progress
-        self.run_ids: dict[str, str] = {}
-        self.names: dict[str, str] = {}
+    Tune pickles its callbacks with the experiment; only the settings are kept, so a
+    resumed search rebuilds the connection and reloads the runs it already has."""
+
+    def __init__(self, uri: str, experiment: str, parent_id: str, max_epochs: int, total: int,
+                 metric: str, mode: str, max_failed_fraction: float = 0.5, min_finished: int = 4):
+        self.settings = dict(uri=uri, experiment=experiment, parent_id=parent_id, max_epochs=max_epochs,
+                             total=total, metric=metric, mode=mode, max_failed_fraction=max_failed_fraction,
+                             min_finished=min_finished)
+        self.__setstate__(self.settings)
+
+    def __getstate__(self) -> dict:
+        return self.settings
+
+    def __setstate__(self, settings: dict) -> None:
+        from search.progress import Progress
+
+        self.settings = settings
+        for key, value in settings.items():
+            setattr(self, key, value)
+        self.progress = Progress(self.total, self.metric, self.mode)
+        self.tracker: Tracker | None = None
+        self.queue: DeliveryQueue | None = None
+        self.children: dict[str, ChildRun] = {}
         self.last: dict[str, dict] = {}
+        self.finished = 0
+        self.failed = 0
+        self.abort_reason: str | None = None
+
+    def setup(self, **info) -> None:
+        self.tracker = Tracker(self.uri, self.experiment)
+        self.queue = DeliveryQueue(self.tracker)
+        self.children = self.tracker.child_runs(self.parent_id)
+        done = [c for c in self.children.values() if c.status in FINAL_STATUSES]
+        self.finished = self.progress.done = len(done)
+        self.failed = sum(c.status == "failed" for c in done)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.run_ids:
-            return
-        name = self.names[trial.trial_id] = trial_name(len(self.names) + 1)
-        self.run_ids[trial.trial_id] = self.tracker.start_run(
-            name, trial.config,
-            {"hpsearch.trial_id": trial.trial_id, "hpsearch.status": "running"}, parent_id=self.parent_id,
-        )
+        if trial.trial_id in self.children:
+            return  # resumed trial: keep its run
+        child = self.children[trial.trial_id] = ChildRun("", trial_name(trial_number(trial.experiment_tag)))
+        tracker, parent, config = self.tracker, self.parent_id, dict(trial.config)
+
+        def start() -> None:
+            child.run_id = tracker.start_run(child.name, config, {TRIAL_TAG: trial.trial_id,
+                                                                   "hpsearch.status": "running"}, parent_id=parent)
+        self.queue.put(start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
-        metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
-        self.tracker.log_metrics(self.run_ids[trial.trial_id], metrics, step=int(result.get("epoch", 0)))
-        if self.progress is not None:
-            self.progress.on_result(self.names[trial.trial_id], result)
+        child = self.children.get(trial.trial_id)
+        step = int(result.get("epoch", 0))
+        if child is not None and step not in child.steps:
+            child.steps.add(step)
+            metrics = finite({k: result[k] for k in EPOCH_METRICS if k in result})
+            self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=step))
+        self.progress.on_result(child.name if child else trial.trial_id, result)
 
-    def _finish(self, trial, failed: bool) -> None:
+    def _finish(self, trial, errored: bool) -> None:
         result = self.last.get(trial.trial_id, {})
+        failed = errored or bool(result.get("failed"))
         status = trial_status(int(result.get("epoch", 0)), self.max_epochs, bool(result.get("diverged")), failed)
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is not None:
+        child = self.children.get(trial.trial_id)
+        if child is not None:
+            child.status = status
             tags = {"hpsearch.status": status, "hpsearch.epochs": str(int(result.get("epoch", 0)))}
-            if failed and trial.error_file and os.path.exists(trial.error_file):
-                tags["hpsearch.error"] = Path(trial.error_file).read_text()[-4000:]
-            self.tracker.set_tags(run_id, tags)
-            self.tracker.end_run(run_id, failed=failed)
-        if self.progress is not None:
-            self.progress.on_finish(self.names.get(trial.trial_id, trial.trial_id), status, result)
+            error = result.get("error") or (Path(trial.error_file).read_text() if errored and trial.error_file
+                                             and Path(trial.error_file).exists() else "")
+            if error:
+                tags["hpsearch.error"] = str(error)[-4000:]
+
+            def finish() -> None:
+                self.tracker.set_tags(child.run_id, tags)
+                self.tracker.end_run(child.run_id, failed=failed)
+            self.queue.put(finish)
+        self.finished += 1
+        self.failed += failed
+        if too_many_failures(self.failed, self.finished, self.max_failed_fraction, self.min_finished):
+            self.abort_reason = (f"{self.failed} of {self.finished} finished trials failed (more than "
+                                 f"{self.max_failed_fraction:.0%}); last error: "
+                                 f"{str(result.get('error') or 'see the trial logs').strip().splitlines()[-1]}")
+        self.progress.on_finish(child.name if child else trial.trial_id, status, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, failed=False)
+        self._finish(trial, errored=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, failed=True)
+        self._finish(trial, errored=True)
+
+    def on_experiment_end(self, trials, **info):
+        if self.queue is not None and not self.queue.flush(timeout=30):
+            print(f"{self.queue.pending()} tracking calls still waiting for the store; they are "
+                  "reconciled from Tune's results at the end", file=sys.stderr, flush=True)
+        if self.queue is not None:
+            self.queue.close()
+
+
+class FailureBudget(tune.Stopper):
+    """Ends the search when the trial logger says too many trials failed."""
+
+    def __init__(self, logger: TrialLogger):
+        self.logger = logger
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.logger.abort_reason is not None
+
+
+def reconcile(tracker: Tracker, parent_id: str, records: list[TrialRecord]) -> int:
+    """Make MLflow hold exactly one child run per trial with every epoch Tune recorded.
+    Returns the number of metric points that had to be filled in."""
+    children = tracker.child_runs(parent_id)
+    filled = 0
+    for record in records:
+        child = children.get(record.trial_id)
+        if child is None:
+            run_id = tracker.start_run(record.name, record.config, {TRIAL_TAG: record.trial_id}, parent_id=parent_id)
+            child = ChildRun(run_id, record.name)
+        for row in record.history:
+            step = int(row.get("epoch", 0))
+            if step and step not in child.steps:
+                metrics = finite({k: row[k] for k in EPOCH_METRICS if k in row})
+                tracker.log_metrics(child.run_id, metrics, step=step)
+                filled += 1
+        tags = {"hpsearch.status": record.status, "hpsearch.epochs": str(record.epochs)}
+        if record.error:
+            tags["hpsearch.error"] = record.error[-4000:]
+        tracker.set_tags(child.run_id, tags)
+        tracker.end_run(child.run_id, failed=record.status == "failed")
+    return filled

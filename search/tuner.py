@@ -15,10 +15,13 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from search.errors import UserError
+from search.tracking import FailureBudget, TrialLogger
 from spaces import SpaceContext, Study
 from trainables.data import TrainingData
 from trainables.model import CNNConfig, model_macs
 from trainables.train import TrialSettings, tune_trial
+
+TUNE_DIR = "tune"
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,16 @@ def make_scheduler(study: Study, plan: Plan):
     )
 
 
-def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, callbacks: list) -> tune.Tuner:
+def make_trainable(plan: Plan, data: TrainingData):
     settings = TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial)
     # with_parameters puts the data into the object store once; every trial on a node maps it.
     trainable = tune.with_parameters(tune_trial, settings=settings, data=data)
-    trainable = tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+
+
+def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger) -> tune.Tuner:
     return tune.Tuner(
-        trainable,
+        make_trainable(plan, data),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric, mode=study.settings.mode,
             search_alg=make_searcher(study, plan, data), scheduler=make_scheduler(study, plan),
@@ -110,8 +116,17 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, cal
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(storage), callbacks=callbacks, verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=1),
+            name=TUNE_DIR, storage_path=str(storage), callbacks=[logger], stop=FailureBudget(logger),
+            verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Retries cover worker processes that die (OOM, a lost node); exceptions in the
+            # training code are caught in the trainable and recorded, not retried.
+            failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
+
+
+def restore_tuner(plan: Plan, data: TrainingData, storage: Path) -> tune.Tuner:
+    """Continue a saved search: finished trials are kept, unfinished ones continue from their
+    last epoch checkpoint, and the searcher and scheduler come back with their state."""
+    return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=make_trainable(plan, data),
+                              resume_unfinished=True, resume_errored=True)

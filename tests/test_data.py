@@ -123,3 +123,30 @@ def test_search_data_never_holds_test_images(data_root):
     seen = {row.tobytes() for row in np.concatenate([data.train.x, data.val.x])}
     train_rows = {row.tobytes() for row in ds.train.x}
     assert seen == train_rows
+
+
+def test_damaged_copy_of_the_published_data_fails_its_checksum(tmp_path, data_root):
+    import shutil
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    shutil.copytree(data_root / "FashionMNIST" / "raw", raw)
+    labels = raw / "train-labels-idx1-ubyte.gz"
+    unpacked = bytearray(gzip.decompress(labels.read_bytes()))
+    unpacked[-1] = (unpacked[-1] + 1) % 10  # a valid label, the right size, the wrong data
+    labels.unlink()
+    (raw / "train-labels-idx1-ubyte").write_bytes(bytes(unpacked))
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte: contents do not match.*checksum"):
+        load_dataset("fashion_mnist", str(tmp_path))
+
+
+def test_plain_and_regzipped_copies_of_the_published_data_pass(tmp_path, data_root):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for i, path in enumerate(sorted((data_root / "FashionMNIST" / "raw").glob("*.gz"))):
+        unpacked = gzip.decompress(path.read_bytes())
+        target = raw / path.name[:-3]
+        if i % 2:
+            target.write_bytes(unpacked)
+        else:  # like Debian's package: same contents, other gzip header
+            (raw / path.name).write_bytes(gzip.compress(unpacked, mtime=0))
+    assert len(load_dataset("fashion_mnist", str(tmp_path)).train) == 60000

@@ -75,7 +75,15 @@ def test_mlflow_parent_and_child_runs(study):
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
     assert [c.data.tags.get("hpsearch.best") for c in children].count("true") == 1
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"best.yaml", "trials.csv", "confusion_matrix.csv", "model"} <= artifacts
+    assert {"best.yaml", "trials.csv", "confusion_matrix.csv"} <= artifacts
+    models = client.search_logged_models(experiment_ids=[best.mlflow["experiment_id"]],
+                                         filter_string=f"source_run_id = '{parent.info.run_id}'")
+    assert len(models) == 1
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
 
 
 def test_search_train_round_trip(study, data_root):

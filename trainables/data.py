@@ -8,6 +8,7 @@ indexing. The test images are never part of what a search trial receives.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,11 @@ class DatasetInfo:
     folder: str  # torchvision's folder name under a data root
     classes: tuple[str, ...]
     debian_dir: Path | None = None
+    # sha256 of each published file's unpacked bytes: the same whether a copy is gzipped,
+    # re-gzipped (Debian's package) or plain. Checked when a file claims the published image
+    # count, so a damaged copy is caught while a user's own subset in the same layout still loads.
+    sha256: dict[str, str] | None = None
+    counts: tuple[int, int] = (60000, 10000)
 
 
 DATASETS = {
@@ -38,8 +44,19 @@ DATASETS = {
         "fashion_mnist", "FashionMNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         DEBIAN_FASHION_DIR,
+        {
+            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
     ),
-    "mnist": DatasetInfo("mnist", "MNIST", tuple(str(d) for d in range(10))),
+    "mnist": DatasetInfo("mnist", "MNIST", tuple(str(d) for d in range(10)), None, {
+        "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    }),
 }
 
 
@@ -143,8 +160,9 @@ def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 # --- finding and reading the files -------------------------------------------------------
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzipped or not, told by its magic bytes, not its name)."""
+def read_idx(path: Path, published: tuple[int, str] | None = None) -> np.ndarray:
+    """Read an IDX file (gzipped or not, told by its magic bytes, not its name), checking its
+    header, its size against the header and, where known, the checksum of its contents."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -162,6 +180,9 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) != expected:
         raise UserError(f"{path}: IDX data is {len(raw) - header} bytes, header says {expected - header} "
                         "(truncated or corrupt); replace the file")
+    if published is not None and shape[0] == published[0] and hashlib.sha256(raw).hexdigest() != published[1]:
+        raise UserError(f"{path}: contents do not match the published dataset (checksum differs); "
+                        "the file is corrupt or another dataset's: replace it")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -230,7 +251,12 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     except KeyError:
         raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
     folder = locate(info, data_dir)
-    arrays = {key: read_idx(_find_file(folder, stem)) for key, stem in IDX_FILES.items()}  # type: ignore[arg-type]
+    def published(key: str) -> tuple[int, str] | None:
+        count = info.counts[0] if key.startswith("train") else info.counts[1]
+        return (count, info.sha256[key]) if info.sha256 else None
+
+    arrays = {key: read_idx(_find_file(folder, stem), published(key))  # type: ignore[arg-type]
+              for key, stem in IDX_FILES.items()}
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import traceback
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,11 +21,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from search.records import trial_number_from_path
+from trainables import faults
 from trainables.data import Split, TrainingData
 from trainables.model import CNNConfig, build_model, learning_rate, make_optimizer
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 2048
+DIVERGENCE_CHECK_STEPS = 50
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
     state: dict | None = None,
+    before_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> FitResult:
     """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
     `epochs` is also the horizon of the learning-rate schedule.
@@ -151,6 +156,8 @@ def fit(
 
     steps_per_epoch = train.steps(cfg.batch_size)
     for epoch in range(len(result.history) + 1, epochs + 1):
+        if before_epoch is not None:
+            before_epoch(epoch, model)
         started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -167,6 +174,8 @@ def fit(
             # Accumulated on the device: a .item() per step would sync a GPU every batch.
             loss_sum += loss.detach() * len(yb)
             seen += len(yb)
+            if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
+                break  # no point finishing an epoch whose loss is already NaN/inf
         train_loss = loss_sum.item() / max(seen, 1)
         metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
         result.diverged = not math.isfinite(train_loss)
@@ -174,6 +183,10 @@ def fit(
             scores = evaluate(model, val, data.num_classes)
             metrics.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
             result.diverged = not math.isfinite(scores["loss"])
+        if val is not None and result.diverged:
+            # A diverged model's predictions mean nothing: score it below chance so searchers
+            # and schedulers rank it last, and leave the loss undefined.
+            metrics.update(val_loss=float("nan"), val_accuracy=0.0)
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["diverged"] = float(result.diverged)
         result.history.append(metrics)
@@ -194,18 +207,31 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
 
     torch.set_num_threads(max(1, settings.threads))
     device = pick_device(use_gpu=bool(ray.get_gpu_ids()))
+    context = tune.get_context()
+    trial_dir = Path(context.get_trial_dir())
+    fault_list = faults.for_trial(trial_number_from_path(str(trial_dir), context.get_trial_id()))
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+    epochs_done = len(state["history"]) if state else 0
 
     def report(metrics: dict[str, float], snapshot: Callable[[], dict]) -> None:
+        nonlocal epochs_done
+        epochs_done = int(metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state)
+    try:
+        fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state,
+            before_epoch=lambda epoch, model: faults.inject(fault_list, epoch, model, trial_dir))
+    except Exception:  # noqa: BLE001 - recorded as this trial's failure; the search goes on
+        # A Python error repeats if retried, so it ends the trial with its traceback instead of
+        # raising into Tune (whose retries are for workers that die).
+        tune.report({"epoch": epochs_done + 1, "val_accuracy": 0.0, "failed": 1.0,
+                     "error": traceback.format_exc()[-4000:]})
 
 
 # --- the final model -----------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""What Tune recorded about each trial, digested once: name, config, per-epoch history,
+status and error. The trials table and the MLflow reconciliation are both built from it."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FINAL_STATUSES = ("completed", "stopped_early", "diverged", "failed")
+
+
+def trial_status(epochs_done: int, max_epochs: int, diverged: bool, failed: bool) -> str:
+    if failed:
+        return "failed"
+    if diverged:
+        return "diverged"
+    return "completed" if epochs_done >= max_epochs else "stopped_early"
+
+
+def trial_name(number: int) -> str:
+    return f"trial_{number:03d}"
+
+
+def trial_number(experiment_tag: str) -> int:
+    """Tune's experiment tag starts with the trial's creation index ("3_activation=relu,...");
+    it is saved with the experiment, so names stay the same across resumes."""
+    return int(experiment_tag.split("_", 1)[0])
+
+
+def trial_number_from_path(path: str, trial_id: str) -> int | None:
+    """The same index, read from a trial folder name ("tune_trial_<id>_<index>_<config>_<date>")."""
+    found = re.search(rf"_{re.escape(trial_id)}_(\d+)_", Path(path).name + "_")
+    return int(found.group(1)) if found else None
+
+
+def too_many_failures(failed: int, finished: int, max_fraction: float, min_finished: int = 4) -> bool:
+    """The failure budget: more than `max_fraction` of the finished trials failed (counted
+    over at least `min_finished`, so two early failures do not end a search)."""
+    return failed > max_fraction * max(finished, min_finished)
+
+
+def finite(metrics: dict) -> dict[str, float]:
+    """Numbers a tracking store accepts: NaN and infinities (a diverged trial) are left out."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    name: str
+    config: dict
+    history: list[dict] = field(default_factory=list)
+    status: str = "failed"
+    error: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return int(self.history[-1]["epoch"]) if self.history else 0
+
+
+def trial_records(results, max_epochs: int) -> list[TrialRecord]:
+    records = []
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = str(metrics.get("trial_id") or Path(result.path).name)
+        number = trial_number_from_path(result.path, trial_id)
+        frame = result.metrics_dataframe
+        history = [] if frame is None or "epoch" not in frame else [
+            {k: v for k, v in row.items() if k in ("epoch", "train_loss", "val_loss", "val_accuracy",
+                                                   "epoch_seconds", "diverged", "failed")}
+            for row in frame.to_dict("records")
+        ]
+        error = str(metrics.get("error") or "") or (str(result.error) if result.error is not None else "")
+        failed = result.error is not None or bool(metrics.get("failed"))
+        diverged = any(row.get("diverged") for row in history)
+        epochs = int(history[-1]["epoch"]) if history else 0
+        records.append(TrialRecord(
+            trial_id=trial_id, name=trial_name(number) if number is not None else trial_id,
+            config=dict(result.config or {}), history=history,
+            status=trial_status(epochs, max_epochs, diverged, failed), error=error,
+        ))
+    return sorted(records, key=lambda r: r.name)

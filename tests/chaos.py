@@ -1,0 +1,220 @@
+"""Chaos run: a search whose driver is killed twice, one of whose workers is killed once, and
+whose MLflow server goes away for a while; then the record is checked.
+
+    python -m tests.chaos --data-dir ../shared/datasets [--results-dir DIR] [--samples 8] [--max-epochs 6]
+
+Afterwards the study must have exactly the requested number of trials, MLflow exactly one
+child run per trial with no missing or repeated epoch, and best.yaml must name the true best of
+the recorded trials. Exit status 0 when all of that holds. The helpers here are also what the
+recovery tests use to start servers and kill processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epochs_done(folder: Path) -> int:
+    """Epoch results Tune has written for the study so far (rows of every progress.csv)."""
+    return sum(max(0, len(p.read_text().splitlines()) - 1) for p in (folder / "tune").glob("*/progress.csv"))
+
+
+def start_search(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started (its local Ray), by PID, as a crash would."""
+    import psutil
+
+    driver = psutil.Process(proc.pid)
+    family = [driver, *driver.children(recursive=True)]
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.communicate(timeout=30)
+    psutil.wait_procs(family, timeout=30)
+
+
+def kill_one_worker(proc: subprocess.Popen) -> int:
+    """SIGKILL one Ray worker process that is running a trial; returns its PID."""
+    import psutil
+
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "ImplicitFunc" in " ".join(child.cmdline()) or "ImplicitFunc" in child.name():
+                child.kill()
+                return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError("no trial worker found to kill")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 that can be stopped and started again on its port."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        import requests
+
+        def healthy() -> bool:
+            try:
+                return requests.get(f"{self.uri}/health", timeout=1).ok
+            except requests.RequestException:
+                return False
+        wait_for(healthy, 90, "the MLflow server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+def recorded_trials(results: Path, name: str, uri: str | None = None):
+    """(parent run, {trial name: (run, sorted val_accuracy steps, best val_accuracy)}, child count)."""
+    from mlflow.tracking import MlflowClient
+
+    state = json.loads((results / name / "study.json").read_text())
+    client = MlflowClient(uri or state["tracking_uri"])
+    parent = client.get_run(state["parent_run_id"])
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              max_results=1000)
+    children = {}
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        children[run.info.run_name] = (run, sorted(m.step for m in history), max((m.value for m in history), default=None))
+    return parent, children, len(runs)
+
+
+def check(results: Path, name: str, samples: int, uri: str) -> list[str]:
+    import pandas as pd
+    import yaml
+
+    problems = []
+    folder = results / name
+    table = pd.read_parquet(folder / "trials.parquet")
+    if len(table) != samples:
+        problems.append(f"{len(table)} trials in the table, asked for {samples}")
+    _, children, count = recorded_trials(results, name, uri)
+    if count != samples or len(children) != samples:
+        problems.append(f"{count} MLflow child runs ({len(children)} names) for {samples} trials")
+    for _, row in table.iterrows():
+        run = children.get(row["trial"])
+        if run is None:
+            problems.append(f"{row['trial']} has no MLflow run")
+            continue
+        expected = list(range(1, int(row["epochs"]) + 1)) if row["status"] not in ("failed",) else run[1]
+        if run[1] != expected:
+            problems.append(f"{row['trial']}: MLflow epochs {run[1]}, Tune recorded {int(row['epochs'])}")
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    scored = {n: c[2] for n, c in children.items() if c[2] is not None}
+    true_best = max(scored, key=scored.get)
+    if best["search"]["best_trial"] != true_best or abs(best["metrics"]["val_accuracy"] - scored[true_best]) > 1e-9:
+        problems.append(f"best.yaml names {best['search']['best_trial']}, the recorded best is {true_best}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--results-dir", default=None)
+    p.add_argument("--space", default="fashion_space")
+    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--max-epochs", type=int, default=6)
+    args = p.parse_args(argv)
+    results = Path(args.results_dir or tempfile.mkdtemp(prefix="hpsearch-chaos-"))
+    results.mkdir(parents=True, exist_ok=True)
+    server = MlflowServer(results)
+    server.start()
+    name = "chaos"
+    search = [args.space, "--smoke", "--samples", str(args.samples), "--max-epochs", str(args.max_epochs),
+              "--name", name, "--results-dir", str(results), "--data-dir", args.data_dir,
+              "--tracking-uri", server.uri]
+    folder = results / name
+    log = []
+
+    def step(message: str) -> None:
+        log.append(message)
+        print(f"chaos: {message}", flush=True)
+
+    try:
+        proc = start_search(*search)
+        wait_for(lambda: epochs_done(folder) >= 3, 300, "the first epochs")
+        kill_tree(proc)
+        step(f"driver killed (SIGKILL) after {epochs_done(folder)} epochs")
+
+        proc = start_search(*search, "--resume")
+        mark = epochs_done(folder)
+        wait_for(lambda: epochs_done(folder) >= mark + 2, 300, "progress after the first resume")
+        step(f"worker {kill_one_worker(proc)} killed (SIGKILL)")
+        server.stop()
+        step("tracking server stopped")
+        mark = epochs_done(folder)
+        wait_for(lambda: epochs_done(folder) >= mark + 3, 300, "epochs during the outage")
+        server.start()
+        step(f"tracking server back after {epochs_done(folder) - mark} epochs")
+        mark = epochs_done(folder)
+        wait_for(lambda: epochs_done(folder) >= mark + 2 or proc.poll() is not None, 300, "progress")
+        if proc.poll() is not None:
+            print("chaos: PROBLEM: the search ended before the second kill; give it more --samples", file=sys.stderr)
+            return 1
+        kill_tree(proc)
+        step(f"driver killed (SIGKILL) again after {epochs_done(folder)} epochs")
+        final = subprocess.run([sys.executable, "-m", "search.run", *search, "--resume"], cwd=REPO,
+                               capture_output=True, text=True, timeout=1800)
+        if final.returncode != 0:
+            print(final.stdout + final.stderr, file=sys.stderr)
+            return 1
+        step("resumed to the end")
+        problems = check(results, name, args.samples, server.uri)
+    finally:
+        server.stop()
+    for problem in problems:
+        print(f"chaos: PROBLEM: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"chaos: ok: {args.samples} trials, one MLflow run each with every epoch once, "
+              f"best.yaml names the recorded best ({results / name})")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

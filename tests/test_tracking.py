@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from search.records import TrialRecord, too_many_failures, trial_number_from_path
+from search.tracking import DeliveryQueue, Tracker, reconcile
+
+
+class FakeStore(Tracker):
+    """Stands in for nothing but the network: the queue is what is under test."""
+
+    def __init__(self):
+        pass
+
+
+def test_queue_waits_out_an_outage_and_keeps_order():
+    delivered, outage = [], threading.Event()
+    outage.set()
+    attempts = {"n": 0}
+
+    def op(i):
+        def run():
+            attempts["n"] += 1
+            if outage.is_set() and attempts["n"] > 1:
+                raise ConnectionError("Connection refused")
+            delivered.append(i)
+        return run
+
+    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=open("/dev/null", "w"))
+    for i in range(5):
+        queue.put(op(i))
+    assert not queue.flush(timeout=0.3)  # the store is down: nothing after the first call gets through
+    assert delivered == [0] and queue.pending() == 4
+    outage.clear()
+    assert queue.flush(timeout=5)
+    assert delivered == [0, 1, 2, 3, 4] and not queue.undelivered
+    queue.close()
+
+
+def test_queue_gives_up_on_a_call_the_store_refuses_and_goes_on():
+    delivered = []
+
+    def refused():
+        raise ValueError("INVALID_PARAMETER_VALUE: param too long")
+
+    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=open("/dev/null", "w"))
+    queue.put(refused)
+    queue.put(lambda: delivered.append("next"))
+    assert queue.flush(timeout=5)
+    assert delivered == ["next"] and len(queue.undelivered) == 1
+    queue.close()
+
+
+@pytest.mark.parametrize("failed,finished,expect", [(2, 2, False), (3, 4, True), (2, 4, False), (5, 10, False),
+                                                    (6, 10, True)])
+def test_failure_budget(failed, finished, expect):
+    assert too_many_failures(failed, finished, 0.5) is expect
+
+
+def test_trial_number_from_a_tune_folder_name():
+    name = "tune_trial_8d2c1a00_12_activation=relu,batch_norm=True_2026-11-22_00-27-16"
+    assert trial_number_from_path(f"/results/x/tune/{name}", "8d2c1a00") == 12
+    assert trial_number_from_path("/elsewhere", "8d2c1a00") is None
+
+
+def test_reconcile_fills_only_what_mlflow_lacks(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "reconcile", tmp_path / "artifacts")
+    parent = tracker.start_run("study", {}, {})
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.0 / e, "val_accuracy": 0.5 + e / 10,
+                "epoch_seconds": 1.0} for e in (1, 2, 3)]
+    known = tracker.start_run("trial_001", {"lr": 0.1}, {"hpsearch.trial_id": "a"}, parent_id=parent)
+    tracker.log_metrics(known, {"val_accuracy": 0.6}, step=1)
+    records = [TrialRecord("a", "trial_001", {"lr": 0.1}, history, "completed"),
+               TrialRecord("b", "trial_002", {"lr": 0.2}, history[:1], "stopped_early"),
+               TrialRecord("c", "trial_003", {"lr": 9.0}, [], "failed", "Traceback...\nRuntimeError: boom")]
+    assert reconcile(tracker, parent, records) == 2 + 1
+    assert reconcile(tracker, parent, records) == 0  # a second pass (a resume) adds nothing
+    children = tracker.child_runs(parent)
+    assert set(children) == {"a", "b", "c"}
+    assert children["a"].steps == {1, 2, 3} and children["b"].steps == {1} and children["c"].steps == set()
+    assert [children[k].status for k in "abc"] == ["completed", "stopped_early", "failed"]
+    failed = tracker.client.get_run(children["c"].run_id)
+    assert failed.info.status == "FAILED" and "RuntimeError: boom" in failed.data.tags["hpsearch.error"]
