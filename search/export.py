@@ -74,7 +74,7 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
             best = max(scored, key=lambda h: sign * h[metric])
             row.update(best_epoch=int(best["epoch"]), **{metric: best[metric]},
                        **{k: best[k] for k in ("val_loss", "val_accuracy", "train_loss") if k in best and k != metric},
-                       epoch_seconds=sum(h["epoch_seconds"] for h in record.history) / len(record.history))
+                       epoch_seconds=float(pd.Series([h.get("epoch_seconds") for h in record.history]).mean()))
         try:
             row["mmacs"] = model_macs(CNNConfig.from_flat(record.config), input_shape, num_classes) / 1e6
         except UserError:

@@ -41,6 +41,14 @@ def too_many_failures(failed: int, finished: int, max_fraction: float, min_finis
     return failed > max_fraction * max(finished, min_finished)
 
 
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged")
+
+
+def _flag(value) -> bool:
+    """Tune's tables hold NaN where a result lacked a key; NaN is truthy, a flag is 1."""
+    return value is True or (isinstance(value, (int, float)) and value == 1)
+
+
 def finite(metrics: dict) -> dict[str, float]:
     """Numbers a tracking store accepts: NaN and infinities (a diverged trial) are left out."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -67,14 +75,14 @@ def trial_records(results, max_epochs: int) -> list[TrialRecord]:
         trial_id = str(metrics.get("trial_id") or Path(result.path).name)
         number = trial_number_from_path(result.path, trial_id)
         frame = result.metrics_dataframe
-        history = [] if frame is None or "epoch" not in frame else [
-            {k: v for k, v in row.items() if k in ("epoch", "train_loss", "val_loss", "val_accuracy",
-                                                   "epoch_seconds", "diverged", "failed")}
-            for row in frame.to_dict("records")
-        ]
+        rows = [] if frame is None or "epoch" not in frame else frame.to_dict("records")
+        # An epoch that was run again after a crash appears twice in Tune's log: keep the last.
+        by_epoch = {int(row["epoch"]): {k: v for k, v in row.items() if k in HISTORY_KEYS}
+                    for row in rows if not _flag(row.get("failed"))}
+        history = [by_epoch[e] for e in sorted(by_epoch)]
         error = str(metrics.get("error") or "") or (str(result.error) if result.error is not None else "")
-        failed = result.error is not None or bool(metrics.get("failed"))
-        diverged = any(row.get("diverged") for row in history)
+        failed = result.error is not None or _flag(metrics.get("failed"))
+        diverged = any(_flag(row.get("diverged")) for row in history)
         epochs = int(history[-1]["epoch"]) if history else 0
         records.append(TrialRecord(
             trial_id=trial_id, name=trial_name(number) if number is not None else trial_id,

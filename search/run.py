@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Tune's console tables would bury our one line per trial; failures still reach the summary.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see study_run.CtrlC
     # The delivery queue retries an unreachable tracking server itself, without blocking; MLflow's
     # own retries would stall each call for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
+import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,30 @@ TOP_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "mmacs
 STATE_FILE = "study.json"
 MAX_FAILED_FRACTION = 0.5
 TRACKING_WAIT_MIN = 10
+
+
+class CtrlC:
+    """The first Ctrl-C asks Tune to stop the way it stops on SIGUSR1: no new trials, the
+    experiment state saved, running trials left resumable. A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.pressed = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nstopping: saving the search state (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __enter__(self) -> "CtrlC":
+        # Tune's own SIGINT handler is off (TUNE_DISABLE_SIGINT_HANDLER, set by the CLI) so
+        # that this one can tell an interruption from a search that ended by itself.
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
 
 
 @dataclass
@@ -119,14 +144,14 @@ class StudyRun:
                   f"{len(search_data.train)} train / {len(search_data.val)} validation images")
             print(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
 
-            started = time.monotonic()
             if (self.dir / TUNE_DIR / "tuner.pkl").exists():
                 tuner = restore_tuner(plan, search_data, self.dir)
             else:
                 logger = TrialLogger(state.tracking_uri, self.study.name, parent, plan.max_epochs, plan.num_samples,
                                      s.metric, s.mode, MAX_FAILED_FRACTION)
                 tuner = build_tuner(self.study, plan, search_data, self.dir, logger)
-            results = tuner.fit()
+            with CtrlC() as ctrl_c:
+                results = tuner.fit()
             records = trial_records(results, plan.max_epochs)
             if not tracker.available():
                 print(f"tracking store {state.tracking_uri} is unreachable; waiting up to "
@@ -140,9 +165,7 @@ class StudyRun:
             parquet, csv = write_table(table, self.dir)
             tracker.log_artifact(parent, csv)
 
-            unfinished = len(results) - results.num_terminated - results.num_errors
-            budget_over = plan.time_budget_s is not None and time.monotonic() - started >= plan.time_budget_s
-            if unfinished and not budget_over:
+            if ctrl_c.pressed:
                 self._interrupted()
                 return 130
             failed = sum(r.status == "failed" for r in records)

@@ -319,7 +319,7 @@ class TrialLogger(tune.Callback):
         self.last[trial.trial_id] = result
         child = self.children.get(trial.trial_id)
         step = int(result.get("epoch", 0))
-        if child is not None and step not in child.steps:
+        if child is not None and step not in child.steps and not result.get("failed"):
             child.steps.add(step)
             metrics = finite({k: result[k] for k in EPOCH_METRICS if k in result})
             self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=step))

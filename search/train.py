@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from search.errors import Parser, UserError, run_cli
-from search.run import SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
+from search.run import SMOKE_TEST, SMOKE_TRAIN, results_root
 
 
 def build_parser() -> Parser:

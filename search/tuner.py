@@ -4,6 +4,7 @@ resources per trial and the concurrency they allow."""
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.errors import UserError
@@ -63,10 +64,42 @@ def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: i
     )
 
 
+class GridSearcher(Searcher):
+    """Runs an explicit list of configurations, each once, in order. Tune's own grid is a
+    cartesian product over keys; a study's grid may have per-layer keys that exist only at
+    some depths, so it is given as the points themselves."""
+
+    def __init__(self, points: list[dict], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.points = points
+        self.next = 0
+
+    def suggest(self, trial_id: str):
+        if self.next >= len(self.points):
+            return Searcher.FINISHED
+        self.next += 1
+        return dict(self.points[self.next - 1])
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        pass
+
+    def get_state(self) -> dict:
+        return {"points": self.points, "next": self.next}
+
+    def set_state(self, state: dict) -> None:
+        self.points, self.next = state["points"], state["next"]
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps(self.get_state()))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.set_state(json.loads(Path(checkpoint_path).read_text()))
+
+
 def make_searcher(study: Study, plan: Plan, data: TrainingData):
     if study.grid is not None:
-        points = study.grid_points()[: plan.num_samples]
-        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=plan.concurrency)
+        searcher = GridSearcher(study.grid_points()[: plan.num_samples], study.settings.metric, study.settings.mode)
+        return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
     ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs)
     start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx)]
     # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from search.errors import UserError
-from trainables.data import (DATASETS, IDX_FILES, load_dataset, locate, read_idx, stratified_split)
+from trainables.data import DATASETS, load_dataset, locate, read_idx, stratified_split
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:

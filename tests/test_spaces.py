@@ -59,7 +59,6 @@ def test_every_sample_builds_trains_and_fits_the_cpu_cap(name, sampler):
 
 @pytest.mark.parametrize("name", list_studies())
 def test_uncapped_space_builds_its_largest_networks(name):
-    study = get_study(name)
     for params in configs_of(name, None, optuna.samplers.RandomSampler(seed=2))[:30]:
         build_model(CNNConfig.from_flat(params), INPUT, CLASSES)(torch.zeros(2, *INPUT))
 

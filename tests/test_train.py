@@ -27,7 +27,7 @@ CFG = CNNConfig.from_flat({**GRID_WINNER, "batch_size": 32})
 
 def test_fit_learns_and_reports_every_epoch():
     seen = []
-    result = fit(CFG, toy_data(), epochs=3, seed=0, device=torch.device("cpu"),
+    fit(CFG, toy_data(), epochs=3, seed=0, device=torch.device("cpu"),
                  on_epoch=lambda metrics, snapshot: seen.append(metrics))
     assert [m["epoch"] for m in seen] == [1, 2, 3]
     assert set(seen[0]) >= {"train_loss", "val_loss", "val_accuracy", "epoch_seconds"}

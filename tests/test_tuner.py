@@ -60,3 +60,17 @@ def test_more_cpus_per_trial_than_the_cluster_has():
     with pytest.raises(UserError, match="needs 8 CPUs per trial"):
         make_plan(greedy, cluster_cpus=2, cluster_gpus=0, gpus=0, samples=None, max_epochs=None,
                   time_budget_min=None, seed=0)
+
+
+def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
+    from ray.tune.search import Searcher
+
+    from search.tuner import GridSearcher
+
+    points = get_study("fashion_grid").grid_points()[:3]
+    searcher = GridSearcher(points, "val_accuracy", "max")
+    assert searcher.suggest("a") == points[0]
+    searcher.save(str(tmp_path / "state.json"))
+    again = GridSearcher([], "val_accuracy", "max")
+    again.restore(str(tmp_path / "state.json"))
+    assert [again.suggest(t) for t in "bcd"] == [points[1], points[2], Searcher.FINISHED]
