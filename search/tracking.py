@@ -10,6 +10,7 @@ so an outage, or a driver killed with calls still queued, loses nothing and dupl
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import sys
@@ -54,6 +55,18 @@ class ChildRun:
     status: str = "running"
 
 
+def _store_lock(uri: str):
+    """MLflow creates and migrates a new SQLite store on first use; two searches starting
+    together on one file would both migrate it. A lock file beside it makes them take turns."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=300)
+
+
 def _locked(error: Exception) -> bool:
     return "locked" in str(error).lower()
 
@@ -86,9 +99,10 @@ class Tracker:
         self.experiment = experiment
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
         try:
-            self.experiment_id = self._experiment_id(experiment, artifact_root)
+            with _store_lock(uri):
+                self.client = MlflowClient(uri)
+                self.experiment_id = self._experiment_id(experiment, artifact_root)
         except Exception as e:  # noqa: BLE001 - any store failure here means the same to the user
             raise UserError(f"cannot use MLflow tracking store {uri}: {str(e).splitlines()[0]}") from None
 
