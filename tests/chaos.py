@@ -1,7 +1,7 @@
 """Chaos run: a search whose driver is killed twice, one of whose workers is killed once, and
 whose MLflow server goes away for a while; then the record is checked.
 
-    python -m tests.chaos --data-dir ../shared/datasets [--results-dir DIR] [--samples 8] [--max-epochs 6]
+    python -m tests.chaos --data-dir ../shared/datasets [--results-dir DIR] [--samples 12] [--max-epochs 8]
 
 Afterwards the study must have exactly the requested number of trials, MLflow exactly one
 child run per trial with no missing or repeated epoch, and best.yaml must name the true best of
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--results-dir", default=None)
     p.add_argument("--space", default="fashion_space")
-    p.add_argument("--samples", type=int, default=8)
-    p.add_argument("--max-epochs", type=int, default=6)
+    p.add_argument("--samples", type=int, default=12)
+    p.add_argument("--max-epochs", type=int, default=8)
     args = p.parse_args(argv)
     results = Path(args.results_dir or tempfile.mkdtemp(prefix="hpsearch-chaos-"))
     results.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         step(f"tracking server back after {epochs_done(folder) - mark} epochs")
         mark = epochs_done(folder)
-        wait_for(lambda: epochs_done(folder) >= mark + 2 or proc.poll() is not None, 300, "progress")
+        wait_for(lambda: epochs_done(folder) >= mark + 1 or proc.poll() is not None, 300, "progress")
         if proc.poll() is not None:
             print("chaos: PROBLEM: the search ended before the second kill; give it more --samples", file=sys.stderr)
             return 1
