@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 from search.errors import UserError
@@ -30,11 +31,26 @@ def check_local_resources(cpus: int | None, gpus: int | None) -> tuple[int, int]
     return have_cpus, have_gpus
 
 
+def check_reachable(address: str) -> None:
+    """ray.init keeps retrying an address nobody answers on; a plain TCP connect fails fast."""
+    if address == "auto":
+        return  # Ray finds the local cluster itself and says at once if there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        raise UserError(f"--address {address!r} is not HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"no Ray cluster answers at {address} ({e.strerror or type(e).__name__}); "
+                        "check the head's address, or drop --address to run locally") from None
+
+
 def start_ray(address: str | None, cpus: int | None, gpus: int | None) -> Cluster:
     import ray
 
     quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:

@@ -7,7 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
-from search.cluster import check_local_resources
+from search.cluster import check_local_resources, check_reachable
 from search.errors import Parser, UserError, run_cli
 
 SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
     check_positive(args)
     study = get_study(args.space)
-    if not args.address:
+    if args.address:
+        check_reachable(args.address)
+    else:
         check_local_resources(args.cpus, args.gpus)
     if args.smoke:
         args.samples = args.samples or 2

@@ -17,6 +17,20 @@ def assert_user_error(proc, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def saved_results(root):
+    """A results folder as an earlier study left it; returns its snapshot."""
+    study = root / "earlier"
+    study.mkdir(parents=True)
+    (study / "best.yaml").write_text("space: fashion_space\n")
+    (study / "trials.csv").write_text("trial,val_accuracy\ntrial_001,0.9\n")
+    (root / "mlflow.db").write_bytes(b"not really a database, but precious")
+    return snapshot(root)
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
@@ -34,10 +48,16 @@ def fake_root(tmp_path_factory):
     (["fashion_space", "--gpus", "99"], ["--gpus 99 but this machine has"]),
     (["fashion_space", "--cpus", "4096"], ["--cpus 4096 but this machine has"]),
     (["fashion_space", "--data-dir", "/nonexistent/hpsearch-data"], ["does not exist; pass --data-dir"]),
+    (["fashion_space", "--resume"], ["--resume needs the --name"]),
+    (["fashion_space", "--resume", "--name", "never-ran"], ["no study 'never-ran'"]),
+    (["fashion_space", "--name", "earlier"], ["already exist", "--resume"]),
 ])
 def test_search_run_bad_input(tmp_path, args, fragments):
-    proc = run_module("search.run", *args, "--results-dir", str(tmp_path / "results"), timeout=120)
+    results = tmp_path / "results"
+    earlier = saved_results(results)
+    proc = run_module("search.run", *args, "--results-dir", str(results), timeout=120)
     assert_user_error(proc, *fragments)
+    assert snapshot(results) == earlier  # nothing already saved was touched
 
 
 def test_results_dir_not_writable(tmp_path):
@@ -56,6 +76,17 @@ def test_existing_study_name_is_refused_and_left_intact(tmp_path, fake_root):
     assert_user_error(proc, "already exist", "--name")
     assert (study / "best.yaml").read_text() == "precious: true\n"
     assert sorted(p.name for p in study.iterdir()) == ["best.yaml"]
+
+
+@pytest.mark.parametrize("address,fragment", [("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1"),
+                                              ("nowhere", "is not HOST:PORT or 'auto'")])
+def test_unreachable_ray_address(tmp_path, fake_root, address, fragment):
+    results = tmp_path / "results"
+    earlier = saved_results(results)
+    proc = run_module("search.run", "fashion_space", "--smoke", "--address", address, "--data-dir", str(fake_root),
+                      "--results-dir", str(results), timeout=120)
+    assert_user_error(proc, fragment)
+    assert snapshot(results) == earlier
 
 
 def test_unreachable_tracking_server(tmp_path, fake_root):
