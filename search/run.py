@@ -108,5 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     return StudyRun(study, args, root, study_dir, name).execute()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point: the same error handling as `python -m search.run`."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

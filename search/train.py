@@ -85,5 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry point: the same error handling as `python -m search.train`."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -112,3 +112,15 @@ def test_list_studies():
     assert proc.returncode == 0
     names = [line.split()[0] for line in proc.stdout.splitlines()]
     assert names == ["fashion_grid", "fashion_space"]
+
+
+def test_console_script_reports_user_errors_the_same_way():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "hpsearch"
+    if not script.exists():
+        pytest.skip("hpsearch is not installed as a console script in this environment")
+    proc = subprocess.run([str(script), "fashion_spcae"], capture_output=True, text=True, timeout=120)
+    assert_user_error(proc, "unknown study 'fashion_spcae'")
