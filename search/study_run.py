@@ -130,6 +130,8 @@ class StudyRun:
                              time_budget_min=state.time_budget, seed=state.seed)
             if not args.resume:
                 self.dir.mkdir(parents=True)
+                state.save(self.dir)  # first, so that even a driver killed right now can --resume
+            if not state.parent_run_id:
                 state.parent_run_id = tracker.start_run(self.name, self._run_params(plan, dataset.source), {
                     "hpsearch.space": self.study.name, "hpsearch.kind": "study",
                     "hpsearch.git_commit": git_commit(),
