@@ -40,12 +40,12 @@ def build_parser() -> Parser:
     return p
 
 
-def check_positive(args) -> None:
-    for flag in ("samples", "max_epochs", "cpus", "time_budget"):
+def check_positive(args, flags=("samples", "max_epochs", "cpus", "time_budget")) -> None:
+    for flag in flags:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    if args.gpus is not None and args.gpus < 0:
+    if getattr(args, "gpus", None) is not None and args.gpus < 0:
         raise UserError(f"--gpus must be 0 or more, got {args.gpus}")
 
 

@@ -96,7 +96,6 @@ class Tracker:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = uri
-        self.experiment = experiment
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
         try:
@@ -308,7 +307,7 @@ class TrialLogger(tune.Callback):
         self.last: dict[str, dict] = {}
         self.finished = 0
         self.failed = 0
-        self.abort_reason: str | None = None
+        self.over_budget = False
 
     def setup(self, **info) -> None:
         self.tracker = Tracker(self.uri, self.experiment)
@@ -342,11 +341,12 @@ class TrialLogger(tune.Callback):
     def _finish(self, trial, errored: bool) -> None:
         result = self.last.get(trial.trial_id, {})
         failed = errored or bool(result.get("failed"))
-        status = trial_status(int(result.get("epoch", 0)), self.max_epochs, bool(result.get("diverged")), failed)
+        epochs = int(result.get("epoch", 0)) - bool(result.get("failed"))
+        status = trial_status(epochs, self.max_epochs, bool(result.get("diverged")), failed)
         child = self.children.get(trial.trial_id)
         if child is not None:
             child.status = status
-            tags = {"hpsearch.status": status, "hpsearch.epochs": str(int(result.get("epoch", 0)))}
+            tags = {"hpsearch.status": status, "hpsearch.epochs": str(epochs)}
             error = result.get("error") or (Path(trial.error_file).read_text() if errored and trial.error_file
                                              and Path(trial.error_file).exists() else "")
             if error:
@@ -358,10 +358,8 @@ class TrialLogger(tune.Callback):
             self.queue.put(finish)
         self.finished += 1
         self.failed += failed
-        if too_many_failures(self.failed, self.finished, self.max_failed_fraction, self.min_finished):
-            self.abort_reason = (f"{self.failed} of {self.finished} finished trials failed (more than "
-                                 f"{self.max_failed_fraction:.0%}); last error: "
-                                 f"{str(result.get('error') or 'see the trial logs').strip().splitlines()[-1]}")
+        # The summary of what failed is printed by the study once Tune has stopped.
+        self.over_budget = too_many_failures(self.failed, self.finished, self.max_failed_fraction, self.min_finished)
         self.progress.on_finish(child.name if child else trial.trial_id, status, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -371,11 +369,16 @@ class TrialLogger(tune.Callback):
         self._finish(trial, errored=True)
 
     def on_experiment_end(self, trials, **info):
-        if self.queue is not None and not self.queue.flush(timeout=30):
+        if self.queue is None:
+            return
+        if not self.queue.flush(timeout=30):
             print(f"{self.queue.pending()} tracking calls still waiting for the store; they are "
                   "reconciled from Tune's results at the end", file=sys.stderr, flush=True)
-        if self.queue is not None:
-            self.queue.close()
+        if self.queue.undelivered:
+            print(f"{len(self.queue.undelivered)} tracking calls were refused by the store (first: "
+                  f"{self.queue.undelivered[0]}); the epoch metrics are reconciled from Tune's results",
+                  file=sys.stderr, flush=True)
+        self.queue.close()
 
 
 class FailureBudget(tune.Stopper):
@@ -388,7 +391,7 @@ class FailureBudget(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.logger.abort_reason is not None
+        return self.logger.over_budget
 
 
 def reconcile(tracker: Tracker, parent_id: str, records: list[TrialRecord]) -> int:

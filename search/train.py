@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from search.errors import Parser, UserError, run_cli
-from search.run import SMOKE_TEST, SMOKE_TRAIN, results_root
+from search.cluster import check_local_resources
+from search.run import SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
 
 
 def build_parser() -> Parser:
@@ -32,9 +33,8 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for flag in ("epochs", "cpus"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            raise UserError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    check_positive(args, ("epochs", "cpus"))
+    check_local_resources(args.cpus, args.gpus)
     from search.export import BestConfig, git_commit, package_versions
     from spaces import get_study
 
@@ -52,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from search.tracking import Tracker, default_tracking_uri
     from trainables.data import load_dataset
 
-    if args.gpus and args.gpus > torch.cuda.device_count():
-        raise UserError(f"--gpus {args.gpus} but this machine has {torch.cuda.device_count()} GPU(s)")
     dataset = load_dataset(best.dataset, args.data_dir)
     seed = best.seed if args.seed is None else args.seed
     if args.smoke:

@@ -124,3 +124,17 @@ def test_console_script_reports_user_errors_the_same_way():
         pytest.skip("hpsearch is not installed as a console script in this environment")
     proc = subprocess.run([str(script), "fashion_spcae"], capture_output=True, text=True, timeout=120)
     assert_user_error(proc, "unknown study 'fashion_spcae'")
+
+
+@pytest.mark.parametrize("args,fragment", [(["--epochs", "0"], "--epochs must be positive"),
+                                           (["--gpus", "99"], "--gpus 99 but this machine has"),
+                                           (["--cpus", "4096"], "--cpus 4096 but this machine has")])
+def test_search_train_bad_options(tmp_path, args, fragment):
+    from search.export import BestConfig
+    from spaces.fashion_space import TEXTBOOK_CNN
+
+    path = tmp_path / "best.yaml"
+    BestConfig(space="fashion_space", dataset="fashion_mnist", hyperparameters=TEXTBOOK_CNN, epochs=2, seed=0).save(path)
+    proc = run_module("search.train", str(path), *args, "--results-dir", str(tmp_path / "results"))
+    assert_user_error(proc, fragment)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
