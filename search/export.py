@@ -20,7 +20,7 @@ import yaml
 
 from search.errors import UserError
 from search.records import TrialRecord
-from trainables.model import CNNConfig, model_macs
+from trainables.model import NetConfig, model_macs
 
 PACKAGES = ("hpsearch", "torch", "ray", "optuna", "mlflow", "numpy", "pandas")
 
@@ -61,7 +61,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 # --- the trials table ------------------------------------------------------------------------
 
 def trials_table(records: list[TrialRecord], metric: str, mode: str,
-                 input_shape: tuple[int, int, int], num_classes: int) -> pd.DataFrame:
+                 input_shape: tuple[int, int, int], num_classes: int, backbone=None) -> pd.DataFrame:
     """One row per trial, best first: status, epochs, its best epoch's scores, cost, and every
     hyperparameter (absent conditional ones are empty)."""
     sign = 1.0 if mode == "max" else -1.0
@@ -76,7 +76,7 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
                        **{k: best[k] for k in ("val_loss", "val_accuracy", "train_loss") if k in best and k != metric},
                        epoch_seconds=float(pd.Series([h.get("epoch_seconds") for h in record.history]).mean()))
         try:
-            row["mmacs"] = model_macs(CNNConfig.from_flat(record.config), input_shape, num_classes) / 1e6
+            row["mmacs"] = model_macs(NetConfig.from_flat(record.config), input_shape, num_classes, backbone) / 1e6
         except UserError:
             row["mmacs"] = math.nan
         row["error"] = record.error.strip().splitlines()[-1] if record.error.strip() else ""
@@ -111,6 +111,10 @@ class BestConfig:
     epochs: int
     seed: int
     val_fraction: float = 0.1
+    # The data it was searched on (search.data_args.DataChoice) and the class names in index
+    # order: for CSV data this is the mapping from the file's labels to the model's outputs.
+    data: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     per_class_accuracy: dict[str, float] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +124,7 @@ class BestConfig:
     created: str = ""
 
     def __post_init__(self) -> None:
-        CNNConfig.from_flat(self.hyperparameters)  # names the bad key or value
+        NetConfig.from_flat(self.hyperparameters)  # names the bad key or value
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.seed, int):

@@ -14,8 +14,9 @@ import torch
 from search.export import atomic_write_text
 from search.tracking import Tracker
 from trainables.data import Dataset
-from trainables.model import CNNConfig, build_model
+from trainables.model import NetConfig, build_model
 from trainables.train import TrialSettings, retrain_and_test
+from trainables.transfer import Backbone
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,12 @@ class FinalSpec:
     use_gpu: bool = False
 
 
-def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool) -> dict[str, Any]:
+def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> dict[str, Any]:
     """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one);
     without Ray it runs in this process."""
     args = (spec.params, dataset.for_final(), dataset.test,
-            TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads), spec.use_gpu)
+            TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads, backbone=backbone),
+            spec.use_gpu)
     if not on_ray:
         return retrain_and_test(*args)
     import ray
@@ -40,7 +42,8 @@ def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool) -> dict[str, Any]:
     return ray.get(task.remote(*args))
 
 
-def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path) -> Path:
+def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
+               backbone: Backbone | None = None) -> Path:
     data = dataset.for_final()
     path = out_dir / "model.pt"
     tmp = out_dir / ".model.pt.tmp"
@@ -48,7 +51,9 @@ def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: 
         "state_dict": final["state_dict"], "config": spec.params, "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
         "mean": data.mean, "std": data.std, "epochs": spec.epochs, "seed": spec.seed,
-        "test_accuracy": final["test_accuracy"],
+        "test_accuracy": final["test_accuracy"], "label_map": dataset.label_map,
+        # A transfer model is rebuilt from this description (its weights are all in state_dict).
+        "backbone": backbone.describe() if backbone is not None else None,
     }, tmp)
     tmp.replace(path)
     rows = [",".join(["true\\predicted", *data.classes])]
@@ -58,7 +63,7 @@ def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: 
 
 
 def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalSpec, dataset: Dataset,
-              out_dir: Path) -> None:
+              out_dir: Path, backbone: Backbone | None = None) -> None:
     for epoch in final["history"]:
         tracker.log_metrics(run_id, {f"final_{k}": v for k, v in epoch.items() if k in ("train_loss", "epoch_seconds")},
                             step=int(epoch["epoch"]))
@@ -68,10 +73,10 @@ def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalS
     })
     tracker.log_artifact(run_id, out_dir / "confusion_matrix.csv")
     data = dataset.for_final()
-    model = build_model(CNNConfig.from_flat(spec.params), data.input_shape, data.num_classes)
+    model = build_model(NetConfig.from_flat(spec.params), data.input_shape, data.num_classes, backbone)
     model.load_state_dict(final["state_dict"])
     model.eval()
-    example = dataset.test.x[:2].astype(np.float32) / 255.0
+    example = dataset.test.x[:2].astype(np.float32) / (255.0 if dataset.test.x.dtype == np.uint8 else 1.0)
     mean = np.asarray(data.mean, dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(data.std, dtype=np.float32).reshape(1, -1, 1, 1)
     tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0])

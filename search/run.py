@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from search.cluster import check_local_resources, check_reachable
+from search.data_args import add_data_arguments
 from search.errors import Parser, UserError, run_cli
 
 SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
@@ -32,11 +33,9 @@ def build_parser() -> Parser:
                    help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
-    p.add_argument("--data-dir", default=None,
-                   help="dataset root holding e.g. FashionMNIST/raw/ (default: $HPSEARCH_DATA_DIR, "
-                        "Debian's dataset package, the user cache, else download)")
     p.add_argument("--smoke", action="store_true",
                    help=f"tiny first try: {SMOKE_TRAIN} training images, 2 trials, 1 epoch")
+    add_data_arguments(p)
     return p
 
 

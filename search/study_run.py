@@ -28,10 +28,10 @@ from search.run import SMOKE_TEST, SMOKE_TRAIN
 from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
 from search.tuner import TUNE_DIR, build_tuner, make_plan, restore_tuner
 from spaces import Study
-from trainables.data import load_dataset
-from trainables.model import CNNConfig
+from search.data_args import DataChoice, choice_from_args, load_choice
+from trainables.model import NetConfig
 
-TOP_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "mmacs", "conv_layers",
+TOP_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",
                "kernel_size", "activation", "batch_norm", "optimizer", "lr", "batch_size"]
 STATE_FILE = "study.json"
 MAX_FAILED_FRACTION = 0.5
@@ -73,7 +73,7 @@ class StudyState:
     seed: int
     smoke: bool
     time_budget: float | None
-    data_dir: str | None
+    data: dict  # search.data_args.DataChoice: dataset, files, backbone
     tracking_uri: str
     parent_run_id: str = ""
     phase: str = "search"  # search -> final -> done
@@ -98,14 +98,17 @@ class StudyRun:
         self.settings = study.settings
 
     def _state(self) -> StudyState:
-        a = self.args
+        a, s = self.args, self.settings
         if a.resume:
             state = StudyState.load(self.dir)
             if state.space != self.study.name:
                 raise UserError(f"study {self.name!r} searched {state.space!r}, not {self.study.name!r}")
-            return dataclasses.replace(state, data_dir=a.data_dir or state.data_dir)
+            # Files may have moved since: options given now override the saved ones.
+            choice = choice_from_args(a, s.dataset, s.needs_backbone, DataChoice.from_dict(state.data))
+            return dataclasses.replace(state, data=choice.to_dict())
+        choice = choice_from_args(a, s.dataset, s.needs_backbone)
         return StudyState(space=self.study.name, name=self.name, samples=a.samples, max_epochs=a.max_epochs,
-                          seed=a.seed, smoke=a.smoke, time_budget=a.time_budget, data_dir=a.data_dir,
+                          seed=a.seed, smoke=a.smoke, time_budget=a.time_budget, data=choice.to_dict(),
                           tracking_uri=a.tracking_uri or default_tracking_uri(self.root),
                           created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -116,7 +119,7 @@ class StudyRun:
             print(f"study {self.name} is already complete: {self.dir / 'best.yaml'}")
             return 0
         # Everything that can fail on bad input is checked before any training starts.
-        dataset = load_dataset(s.dataset, state.data_dir)
+        dataset, backbone = load_choice(DataChoice.from_dict(state.data))
         if state.smoke:
             dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, state.seed)
         search_data = dataset.for_search(s.val_fraction, state.seed)
@@ -147,11 +150,11 @@ class StudyRun:
             print(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
 
             if (self.dir / TUNE_DIR / "tuner.pkl").exists():
-                tuner = restore_tuner(plan, search_data, self.dir)
+                tuner = restore_tuner(plan, search_data, self.dir, backbone)
             else:
                 logger = TrialLogger(state.tracking_uri, self.study.name, parent, plan.max_epochs, plan.num_samples,
                                      s.metric, s.mode, MAX_FAILED_FRACTION)
-                tuner = build_tuner(self.study, plan, search_data, self.dir, logger)
+                tuner = build_tuner(self.study, plan, search_data, self.dir, logger, backbone)
             with CtrlC() as ctrl_c:
                 results = tuner.fit()
             records = trial_records(results, plan.max_epochs)
@@ -163,7 +166,7 @@ class StudyRun:
                           f"{self._resume_command()}", file=sys.stderr)
                     return 1
             self._reconcile(tracker, parent, records)
-            table = trials_table(records, s.metric, s.mode, search_data.input_shape, search_data.num_classes)
+            table = trials_table(records, s.metric, s.mode, search_data.input_shape, search_data.num_classes, backbone)
             parquet, csv = write_table(table, self.dir)
             tracker.log_artifact(parent, csv)
 
@@ -178,7 +181,8 @@ class StudyRun:
                 return self._too_many_failures(tracker, parent, records, csv)
             state.phase = "final"
             state.save(self.dir)
-            self._final(state, tracker, dataset, search_data, table, scored.iloc[0], records, cluster, gpus, parquet)
+            self._final(state, tracker, dataset, backbone, search_data, table, scored.iloc[0], records, cluster, gpus,
+                        parquet)
             state.phase = "done"
             state.save(self.dir)
             return 0
@@ -218,11 +222,11 @@ class StudyRun:
         print(f"full table: {csv}; MLflow run {parent}", file=sys.stderr)
         return 1
 
-    def _final(self, state: StudyState, tracker: Tracker, dataset, search_data, table: pd.DataFrame,
+    def _final(self, state: StudyState, tracker: Tracker, dataset, backbone, search_data, table: pd.DataFrame,
                best: pd.Series, records: list[TrialRecord], cluster, gpus: int, parquet: Path) -> None:
         s = self.settings
         record = next(r for r in records if r.trial_id == best["trial_id"])
-        params = CNNConfig.from_flat(record.config).to_flat()
+        params = NetConfig.from_flat(record.config).to_flat()
         parent = state.parent_run_id
         tracker.set_tags(parent, {"hpsearch.best_trial": record.name})
         children = tracker.child_runs(parent)
@@ -233,11 +237,13 @@ class StudyRun:
                          use_gpu=gpus > 0)
         print(f"retraining {record.name} on all {len(dataset.train)} training images for "
               f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
-        final = retrain(spec, dataset, on_ray=True)
-        save_model(final, spec, dataset, self.study.name, self.dir)
-        log_final(tracker, parent, final, spec, dataset, self.dir)
+        final = retrain(spec, dataset, on_ray=True, backbone=backbone)
+        save_model(final, spec, dataset, self.study.name, self.dir, backbone)
+        log_final(tracker, parent, final, spec, dataset, self.dir, backbone)
+        choice = DataChoice.from_dict(state.data)
         export = BestConfig(
-            space=self.study.name, dataset=s.dataset, hyperparameters=params, epochs=spec.epochs,
+            space=self.study.name, dataset=choice.spec.dataset, hyperparameters=params, epochs=spec.epochs,
+            data=choice.to_dict(), classes=list(dataset.info.classes),
             seed=state.seed, val_fraction=s.val_fraction,
             metrics={s.metric: float(best[s.metric]), "val_loss": float(best["val_loss"]),
                      "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from search.errors import Parser, UserError, run_cli
 from search.cluster import check_local_resources
+from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
 from search.run import SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
 
 
@@ -26,8 +27,8 @@ def build_parser() -> Parser:
     p.add_argument("--name", default=None, help="output folder name (default: SPACE-retrain-DATE-TIME)")
     p.add_argument("--results-dir", default=None, help="where the retrained model goes (default: as for search.run)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
-    p.add_argument("--data-dir", default=None, help="dataset root, as for search.run")
     p.add_argument("--smoke", action="store_true", help=f"tiny run on a slice ({SMOKE_TRAIN} training, {SMOKE_TEST} test images)")
+    add_data_arguments(p)  # each overrides what best.yaml says (e.g. files that have moved)
     return p
 
 
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from spaces import get_study
 
     best = BestConfig.load(Path(args.config))
-    get_study(best.space)  # the study must still exist: its dataset and settings define the run
+    study = get_study(best.space)  # the study must still exist: its dataset and settings define the run
+    saved = DataChoice.from_dict(best.data) if best.data else None
+    choice = choice_from_args(args, best.dataset, study.settings.needs_backbone, saved)
     root = results_root(args.results_dir)
     name = args.name or f"{best.space}-retrain-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out_dir = root / name
@@ -50,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from search.final import FinalSpec, log_final, retrain, save_model
     from search.tracking import Tracker, default_tracking_uri
-    from trainables.data import load_dataset
-
-    dataset = load_dataset(best.dataset, args.data_dir)
+    dataset, backbone = load_choice(choice)
+    if best.classes and list(dataset.info.classes) != list(best.classes):
+        raise UserError(f"the data's classes ({', '.join(dataset.info.classes)}) are not the ones {args.config} was "
+                        f"searched on ({', '.join(best.classes)}); pass the same data")
     seed = best.seed if args.seed is None else args.seed
     if args.smoke:
         dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, seed)
@@ -67,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                                {"hpsearch.space": best.space, "hpsearch.kind": "retrain"})
     print(f"retraining {args.config} ({best.space}) on {len(dataset.train)} images for {epochs} epochs, "
           f"then testing once on {len(dataset.test)} images", flush=True)
-    final = retrain(spec, dataset, on_ray=False)
-    save_model(final, spec, dataset, best.space, out_dir)
-    log_final(tracker, run_id, final, spec, dataset, out_dir)
+    final = retrain(spec, dataset, on_ray=False, backbone=backbone)
+    save_model(final, spec, dataset, best.space, out_dir, backbone)
+    log_final(tracker, run_id, final, spec, dataset, out_dir, backbone)
     result = dataclasses.replace(
-        best, epochs=epochs, seed=seed, created="", versions=package_versions(), git_commit=git_commit(),
+        best, epochs=epochs, seed=seed, created="", data=choice.to_dict(), classes=list(dataset.info.classes), versions=package_versions(), git_commit=git_commit(),
         metrics={**best.metrics, "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
         per_class_accuracy=final["per_class_accuracy"],
         mlflow={"tracking_uri": uri, "experiment_id": tracker.experiment_id, "retrain_run_id": run_id},

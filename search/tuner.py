@@ -19,8 +19,9 @@ from search.errors import UserError
 from search.tracking import FailureBudget, TrialLogger
 from spaces import SpaceContext, Study
 from trainables.data import TrainingData
-from trainables.model import CNNConfig, model_macs
+from trainables.model import NetConfig, model_macs
 from trainables.train import TrialSettings, tune_trial
+from trainables.transfer import Backbone
 
 TUNE_DIR = "tune"
 
@@ -96,12 +97,13 @@ class GridSearcher(Searcher):
         self.set_state(json.loads(Path(checkpoint_path).read_text()))
 
 
-def make_searcher(study: Study, plan: Plan, data: TrainingData):
+def make_searcher(study: Study, plan: Plan, data: TrainingData, backbone: Backbone | None = None):
     if study.grid is not None:
         searcher = GridSearcher(study.grid_points()[: plan.num_samples], study.settings.metric, study.settings.mode)
         return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
-    ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs)
-    start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx)]
+    ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs,
+                       backbone.body_layers if backbone is not None else 0)
+    start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)]
     # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the
     # multivariate model handle the conditional (define-by-run) parameters.
     sampler = optuna.samplers.TPESampler(
@@ -115,8 +117,9 @@ def make_searcher(study: Study, plan: Plan, data: TrainingData):
     return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
 
 
-def _within_cap(params, ctx: SpaceContext) -> bool:
-    return ctx.max_macs is None or model_macs(CNNConfig.from_flat(params), ctx.input_shape, ctx.num_classes) <= ctx.max_macs
+def _within_cap(params, ctx: SpaceContext, backbone: Backbone | None) -> bool:
+    return ctx.max_macs is None or \
+        model_macs(NetConfig.from_flat(params), ctx.input_shape, ctx.num_classes, backbone) <= ctx.max_macs
 
 
 def make_scheduler(study: Study, plan: Plan):
@@ -129,19 +132,21 @@ def make_scheduler(study: Study, plan: Plan):
     )
 
 
-def make_trainable(plan: Plan, data: TrainingData):
-    settings = TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial)
+def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None):
+    settings = TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial,
+                             backbone=backbone)
     # with_parameters puts the data into the object store once; every trial on a node maps it.
     trainable = tune.with_parameters(tune_trial, settings=settings, data=data)
     return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 
-def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger) -> tune.Tuner:
+def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
+                backbone: Backbone | None = None) -> tune.Tuner:
     return tune.Tuner(
-        make_trainable(plan, data),
+        make_trainable(plan, data, backbone),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric, mode=study.settings.mode,
-            search_alg=make_searcher(study, plan, data), scheduler=make_scheduler(study, plan),
+            search_alg=make_searcher(study, plan, data, backbone), scheduler=make_scheduler(study, plan),
             num_samples=plan.num_samples, max_concurrent_trials=plan.concurrency,
             time_budget_s=plan.time_budget_s,
             # Trials have identical resources: one worker process serves many trials, saving
@@ -158,8 +163,8 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
     )
 
 
-def restore_tuner(plan: Plan, data: TrainingData, storage: Path) -> tune.Tuner:
+def restore_tuner(plan: Plan, data: TrainingData, storage: Path, backbone: Backbone | None = None) -> tune.Tuner:
     """Continue a saved search: finished trials are kept, unfinished ones continue from their
     last epoch checkpoint, and the searcher and scheduler come back with their state."""
-    return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=make_trainable(plan, data),
+    return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=make_trainable(plan, data, backbone),
                               resume_unfinished=True, resume_errored=True)

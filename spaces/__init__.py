@@ -30,6 +30,11 @@ class StudySettings:
     max_mmacs_gpu: float | None = None
     n_startup_trials: int = 6
     val_fraction: float = 0.1
+    needs_backbone: bool = False  # transfer studies: the run must name a trained network (--weights)
+    # The data shape the space is designed around (CSV studies: a typical file); the registry's
+    # tests sample every space with it.
+    example_input: tuple[int, int, int] = (1, 28, 28)
+    example_classes: int = 10
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
@@ -45,6 +50,7 @@ class SpaceContext:
     input_shape: tuple[int, int, int]
     num_classes: int
     max_macs: int | None
+    backbone_layers: int = 0  # transfer studies: conv/linear layers of the backbone's body
 
 
 # (trial, context) -> constants to add to the config, or None
@@ -97,4 +103,6 @@ def list_studies() -> list[str]:
 
 
 # Importing a study module registers it.
-from spaces import fashion_space  # noqa: E402,F401
+from spaces import (  # noqa: E402,F401
+    cifar10_space, fashion_space, mnist_space, pixels_csv_space, tabular_csv_space, transfer_space,
+)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from typing import Any
 
 from spaces import SpaceContext, Study, StudySettings, register_study
-from trainables.model import ACTIVATIONS, CNNConfig, model_macs
+from spaces.blocks import numbered, suggest_capped_widths
+from trainables.model import ACTIVATIONS
 
 # The original study's winner, as the user tuned it by hand (with our cosine schedule); TPE starts from it.
 GRID_WINNER = {
@@ -25,20 +26,9 @@ TEXTBOOK_CNN = {
 }
 
 
-def _largest(low: int, high: int, fits: Callable[[int], bool]) -> int:
-    """Largest value in [low, high] with fits(value) (fits is monotone), or low if none fits."""
-    if not fits(low):
-        return low
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid - 1)
-    return low
-
-
 def define_cnn_space(trial: Any, ctx: SpaceContext) -> dict[str, Any]:
-    """Conditional CNN space: per-layer widths exist only for layers that exist, and each
-    width's upper bound leaves room in the cost cap for the smallest possible rest of the
-    network, so every sample builds and stays within the cap."""
+    """Conditional CNN space: per-layer widths exist only for layers that exist, each capped so
+    every sample builds and stays within the cost cap."""
     p: dict[str, Any] = {
         "conv_layers": trial.suggest_int("conv_layers", 1, 4),
         "kernel_size": trial.suggest_categorical("kernel_size", [3, 5, 7]),
@@ -53,31 +43,11 @@ def define_cnn_space(trial: Any, ctx: SpaceContext) -> dict[str, Any]:
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128, 256, 512]),
     }
-    filters: list[int] = []
-    nodes: list[int] = []
-
-    def fits(candidate_filters: list[int], candidate_nodes: list[int]) -> bool:
-        if ctx.max_macs is None:
-            return True
-        rest_filters = [8] * (p["conv_layers"] - len(candidate_filters))
-        rest_nodes = [32] * (p["dense_layers"] - len(candidate_nodes))
-        cfg = CNNConfig.from_flat({**p, **_numbered("filters", candidate_filters + rest_filters),
-                                   **_numbered("dense_nodes", candidate_nodes + rest_nodes)})
-        return model_macs(cfg, ctx.input_shape, ctx.num_classes) <= ctx.max_macs
-
-    for i in range(p["conv_layers"]):
-        high = _largest(8, 128, lambda f: fits(filters + [f], []))
-        filters.append(trial.suggest_int(f"filters_{i}", 8, high, log=True))
-    for i in range(p["dense_layers"]):
-        high = _largest(32, 512, lambda n: fits(filters, nodes + [n]))
-        nodes.append(trial.suggest_int(f"dense_nodes_{i}", 32, high, log=True))
+    suggest_capped_widths(trial, p, ctx, [("filters", [(8, 128)] * p["conv_layers"]),
+                                          ("dense_nodes", [(32, 512)] * p["dense_layers"])])
     # Not searched: cosine decay beats a constant rate at every budget we tried, and 20 trials
     # are better spent on the architecture.
     return {"lr_schedule": "cosine"}
-
-
-def _numbered(prefix: str, values: list[int]) -> dict[str, int]:
-    return {f"{prefix}_{i}": v for i, v in enumerate(values)}
 
 
 def original_grid() -> tuple[dict[str, Any], ...]:
@@ -88,7 +58,7 @@ def original_grid() -> tuple[dict[str, Any], ...]:
         ["relu", "sigmoid", "tanh"], [3, 5], [128, 256], [0.1, 0.3], [16, 32], [2, 3]
     ):
         points.append({
-            "conv_layers": depth, **_numbered("filters", [width] * depth), "kernel_size": kernel,
+            "conv_layers": depth, **numbered("filters", [width] * depth), "kernel_size": kernel,
             "pool_type": "max", "pool_size": 2, "activation": activation, "batch_norm": False,
             "dropout": dropout, "dense_layers": 1, "dense_nodes_0": dense, "optimizer": "adam",
             "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64,

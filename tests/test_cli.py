@@ -60,6 +60,47 @@ def test_search_run_bad_input(tmp_path, args, fragments):
     assert snapshot(results) == earlier  # nothing already saved was touched
 
 
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """CSV and weights files as users bring them, some of them wrong."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    import torchvision
+
+    root = tmp_path_factory.mktemp("files")
+    pixels = pd.DataFrame(np.random.default_rng(0).integers(0, 256, (40, 784)), columns=[f"p{i}" for i in range(784)])
+    pixels.insert(0, "label", np.arange(40) % 4)
+    pixels.to_csv(root / "letters.csv", index=False)
+    pd.DataFrame({"age": [50, 60, 70, 40], "chol": [200, 250, 210, 190], "sick": [0, 1, 1, 0]}).to_csv(
+        root / "heart.csv", index=False)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet18.pth")
+    return root
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["tabular_csv_space", "--data-file", "{f}/heart.csv", "--target", "Outcome"],
+     ["no target column 'Outcome'", "age, chol, sick"]),
+    (["tabular_csv_space", "--data-file", "{f}/heart.csv"], ["needs --target"]),
+    (["pixels_csv_space", "--data-file", "{f}/letters.csv", "--image-shape", "3,28,28"],
+     ["--image-shape 3,28,28 has 2352 pixels", "784 pixel columns"]),
+    (["pixels_csv_space", "--data-file", "{f}/letters.csv", "--image-shape", "28x28"], ["C,H,W"]),
+    (["pixels_csv_space"], ["needs --data-file"]),
+    (["transfer_space", "--data-file", "{f}/letters.csv"], ["needs --weights"]),
+    (["transfer_space", "--data-file", "{f}/letters.csv", "--weights", "{f}/resnet18.pth", "--arch",
+      "mobilenet_v3_small"], ["does not fit the mobilenet_v3_small architecture"]),
+    (["transfer_space", "--data-file", "{f}/letters.csv", "--weights", "{f}/letters.csv"], ["not a PyTorch weights file"]),
+    (["mnist_space", "--weights", "{f}/resnet18.pth"], ["--weights is for transfer studies"]),
+])
+def test_bad_data_arguments(tmp_path, user_files, args, fragments):
+    results = tmp_path / "results"
+    earlier = saved_results(results)
+    proc = run_module("search.run", *[a.format(f=user_files) for a in args], "--results-dir", str(results),
+                      timeout=120)
+    assert_user_error(proc, *fragments)
+    assert snapshot(results) == earlier
+
+
 def test_results_dir_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -111,7 +152,9 @@ def test_list_studies():
     proc = run_module("search.run", "--list")
     assert proc.returncode == 0
     names = [line.split()[0] for line in proc.stdout.splitlines()]
-    assert names == ["fashion_grid", "fashion_space"]
+    from spaces import list_studies
+
+    assert names == list_studies() and {"mnist_space", "cifar10_space", "transfer_space"} <= set(names)
 
 
 def test_console_script_reports_user_errors_the_same_way():

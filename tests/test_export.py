@@ -5,12 +5,12 @@ import pytest
 from search.errors import UserError
 from search.export import BestConfig
 from spaces.fashion_space import TEXTBOOK_CNN
-from trainables.model import CNNConfig
+from trainables.model import NetConfig
 
 
 def best(**changes) -> BestConfig:
     fields = dict(space="fashion_space", dataset="fashion_mnist",
-                  hyperparameters=CNNConfig.from_flat(TEXTBOOK_CNN).to_flat(), epochs=7, seed=3,
+                  hyperparameters=NetConfig.from_flat(TEXTBOOK_CNN).to_flat(), epochs=7, seed=3,
                   metrics={"val_accuracy": 0.91, "test_accuracy": 0.92})
     return BestConfig(**{**fields, **changes})
 
@@ -22,7 +22,7 @@ def test_yaml_round_trip(tmp_path):
     loaded = BestConfig.load(path)
     assert loaded.hyperparameters == original.hyperparameters
     assert (loaded.epochs, loaded.seed, loaded.metrics) == (7, 3, original.metrics)
-    assert CNNConfig.from_flat(loaded.hyperparameters) == CNNConfig.from_flat(TEXTBOOK_CNN)
+    assert NetConfig.from_flat(loaded.hyperparameters) == NetConfig.from_flat(TEXTBOOK_CNN)
 
 
 @pytest.mark.parametrize("text,message", [

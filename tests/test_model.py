@@ -6,7 +6,7 @@ from torch import nn
 
 from search.errors import UserError
 from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
-from trainables.model import CNNConfig, build_model, model_macs, pooled_sizes
+from trainables.model import NetConfig, build_model, model_macs, pooled_sizes
 
 
 def counted_macs(model: nn.Module, input_shape) -> int:
@@ -32,9 +32,10 @@ def counted_macs(model: nn.Module, input_shape) -> int:
 
 @pytest.mark.parametrize("params", [GRID_WINNER, TEXTBOOK_CNN])
 def test_flat_round_trip(params):
-    cfg = CNNConfig.from_flat(params)
-    assert CNNConfig.from_flat(cfg.to_flat()) == cfg
-    assert cfg.to_flat() == {**params, "momentum": 0.9}
+    cfg = NetConfig.from_flat(params)
+    assert NetConfig.from_flat(cfg.to_flat()) == cfg
+    assert cfg.to_flat() == {**params, "family": "cnn", "momentum": 0.9, "shuffle": True, "convs_per_block": 1,
+                             "norm_after_activation": False, "conv_dropout": 0.0}
 
 
 @pytest.mark.parametrize("depth,pool,expect", [(4, 2, [True] * 4), (4, 3, [True, True, True, False]),
@@ -50,7 +51,7 @@ def test_model_macs_matches_layers_run(depth, kernel, pool):
     for i in range(4):
         params.pop(f"filters_{i}", None)
     params.update({f"filters_{i}": 8 * (i + 1) for i in range(depth)})
-    cfg = CNNConfig.from_flat(params)
+    cfg = NetConfig.from_flat(params)
     model = build_model(cfg, (1, 28, 28), 10).eval()
     assert model_macs(cfg, (1, 28, 28), 10) == counted_macs(model, (1, 28, 28))
 
@@ -66,22 +67,22 @@ def test_model_macs_matches_layers_run(depth, kernel, pool):
 ])
 def test_bad_hyperparameters_name_the_value(change, message):
     with pytest.raises(UserError, match=message):
-        CNNConfig.from_flat({**GRID_WINNER, **change})
+        NetConfig.from_flat({**GRID_WINNER, **change})
 
 
 def test_missing_hyperparameter_is_named():
     params = dict(GRID_WINNER)
     del params["lr"]
     with pytest.raises(UserError, match="missing hyperparameter 'lr'"):
-        CNNConfig.from_flat(params)
+        NetConfig.from_flat(params)
 
 
 def test_cosine_schedule_decays_to_zero_and_constant_stays():
-    from trainables.model import learning_rate
+    from trainables.model import lr_factor
 
-    cosine = CNNConfig.from_flat({**GRID_WINNER, "lr": 0.1, "lr_schedule": "cosine"})
-    assert learning_rate(cosine, 0, 100) == pytest.approx(0.1)
-    assert learning_rate(cosine, 50, 100) == pytest.approx(0.05)
-    assert learning_rate(cosine, 100, 100) == pytest.approx(0.0)
-    constant = CNNConfig.from_flat({**GRID_WINNER, "lr": 0.1, "lr_schedule": "constant"})
-    assert {learning_rate(constant, s, 100) for s in (0, 50, 100)} == {0.1}
+    cosine = NetConfig.from_flat({**GRID_WINNER, "lr": 0.1, "lr_schedule": "cosine"})
+    assert lr_factor(cosine, 0, 100) == pytest.approx(1.0)
+    assert lr_factor(cosine, 50, 100) == pytest.approx(0.5)
+    assert lr_factor(cosine, 100, 100) == pytest.approx(0.0)
+    constant = NetConfig.from_flat({**GRID_WINNER, "lr": 0.1, "lr_schedule": "constant"})
+    assert {lr_factor(constant, s, 100) for s in (0, 50, 100)} == {1.0}

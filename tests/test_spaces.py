@@ -1,7 +1,9 @@
 """Every registered study, tested automatically: each configuration it can propose builds,
-trains a step and stays within the study's cost cap."""
+trains a step (with its augmentation) and stays within the study's cost cap."""
 
 from __future__ import annotations
+
+import functools
 
 import optuna
 import pytest
@@ -9,14 +11,39 @@ import torch
 from torch.nn import functional as F
 
 from spaces import SpaceContext, get_study, list_studies
-from trainables.model import CNNConfig, build_model, make_optimizer, model_macs
+from trainables.augment import augment
+from trainables.model import NetConfig, build_model, make_optimizer, model_macs
 
-INPUT, CLASSES = (1, 28, 28), 10
-SAMPLES = 60
+INPUT, CLASSES = (1, 28, 28), 10  # the Fashion-MNIST studies'
+SAMPLES = 25
+
+
+@functools.cache
+def example_backbone():
+    """A small trained-network stand-in for transfer studies: an hpsearch CNN saved as model.pt."""
+    import tempfile
+    from pathlib import Path
+
+    from spaces.mnist_space import REFERENCE_POINTS
+    from trainables.transfer import load_backbone
+
+    params = REFERENCE_POINTS[2]
+    model = build_model(NetConfig.from_flat(params), (1, 28, 28), 7)
+    path = Path(tempfile.mkdtemp()) / "model.pt"
+    torch.save({"state_dict": model.state_dict(), "config": params, "input_shape": (1, 28, 28),
+                "classes": [str(d) for d in range(7)], "mean": (0.13,), "std": (0.31,), "space": "mnist_space"}, path)
+    return load_backbone(path)
+
+
+def context(study, max_macs) -> tuple[SpaceContext, object]:
+    s = study.settings
+    backbone = example_backbone() if s.needs_backbone else None
+    shape = backbone.input_shape if backbone else s.example_input
+    return SpaceContext(shape, s.example_classes, max_macs, backbone.body_layers if backbone else 0), backbone
 
 
 def sampled_configs(study, max_macs, sampler, n=SAMPLES):
-    ctx = SpaceContext(INPUT, CLASSES, max_macs)
+    ctx, _ = context(study, max_macs)
     opt_study = optuna.create_study(direction="maximize", sampler=sampler)
     for i in range(n):
         trial = opt_study.ask()
@@ -32,10 +59,12 @@ def configs_of(name, max_macs, sampler):
     return list(sampled_configs(study, max_macs, sampler))
 
 
-def train_step(cfg: CNNConfig) -> None:
-    model = build_model(cfg, INPUT, CLASSES)
-    x, y = torch.randn(3, *INPUT), torch.tensor([0, 1, 2])
-    loss = F.cross_entropy(model(x), y)
+def train_step(cfg: NetConfig, ctx: SpaceContext, backbone) -> None:
+    model = build_model(cfg, ctx.input_shape, ctx.num_classes, backbone)
+    x, y = torch.randn(4, *ctx.input_shape), torch.arange(4) % ctx.num_classes
+    x, y, y_mix, lam = augment(x, y, cfg.augment, torch.Generator().manual_seed(0))
+    out = model(x)
+    loss = F.cross_entropy(out, y) if y_mix is None else lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y_mix)
     loss.backward()
     make_optimizer(cfg, model).step()
     assert torch.isfinite(loss)
@@ -46,21 +75,35 @@ def train_step(cfg: CNNConfig) -> None:
 def test_every_sample_builds_trains_and_fits_the_cpu_cap(name, sampler):
     study = get_study(name)
     cap = None if study.settings.max_mmacs_cpu is None else int(study.settings.max_mmacs_cpu * 1e6)
+    ctx, backbone = context(study, cap)
     optuna_sampler = (optuna.samplers.RandomSampler(seed=1) if sampler == "random" else
                       optuna.samplers.TPESampler(seed=1, n_startup_trials=10, multivariate=True, group=True))
     configs = configs_of(name, cap, optuna_sampler)
     assert configs
     for params in configs:
-        cfg = CNNConfig.from_flat(params)
+        cfg = NetConfig.from_flat(params)
         if cap is not None:
-            assert model_macs(cfg, INPUT, CLASSES) <= cap, params
-        train_step(cfg)
+            assert model_macs(cfg, ctx.input_shape, ctx.num_classes, backbone) <= cap, params
+        train_step(cfg, ctx, backbone)
+
+
+@pytest.mark.parametrize("name", list_studies())
+def test_start_points_are_valid_configurations_inside_the_cap(name):
+    study = get_study(name)
+    cap = None if study.settings.max_mmacs_cpu is None else int(study.settings.max_mmacs_cpu * 1e6)
+    ctx, backbone = context(study, cap)
+    for point in study.start_points:
+        cfg = NetConfig.from_flat(point)
+        assert cap is None or model_macs(cfg, ctx.input_shape, ctx.num_classes, backbone) <= cap
+        train_step(cfg, ctx, backbone)
 
 
 @pytest.mark.parametrize("name", list_studies())
 def test_uncapped_space_builds_its_largest_networks(name):
-    for params in configs_of(name, None, optuna.samplers.RandomSampler(seed=2))[:30]:
-        build_model(CNNConfig.from_flat(params), INPUT, CLASSES)(torch.zeros(2, *INPUT))
+    ctx, backbone = context(get_study(name), None)
+    for params in configs_of(name, None, optuna.samplers.RandomSampler(seed=2))[:20]:
+        build_model(NetConfig.from_flat(params), ctx.input_shape, ctx.num_classes, backbone)(
+            torch.zeros(2, *ctx.input_shape))
 
 
 def test_conditional_parameters_exist_only_for_existing_layers():
@@ -99,8 +142,19 @@ def test_grid_is_the_original_96_points():
     assert {p["pool_size"] for p in grid} == {2}
 
 
-def test_start_points_are_inside_the_space():
-    study = get_study("fashion_space")
-    ctx_cap = int(study.settings.max_mmacs_cpu * 1e6)
-    for point in study.start_points:
-        assert model_macs(CNNConfig.from_flat(point), INPUT, CLASSES) <= ctx_cap
+def test_mnist_space_holds_the_reference_networks_and_both_families():
+    study = get_study("mnist_space")
+    shapes = {(p["family"], p.get("dense_nodes_0"), p.get("dense_nodes_1"), p.get("filters_0")) for p in study.start_points}
+    assert ("mlp", 512, 512, None) in shapes and ("mlp", 128, 64, None) in shapes and ("cnn", 50, None, 10) in shapes
+    seen = {p["family"] for p in sampled_configs(study, None, optuna.samplers.RandomSampler(seed=5), n=30)}
+    assert seen == {"mlp", "cnn"}
+
+
+def test_cifar_space_searches_both_families_and_every_augmentation():
+    configs = list(sampled_configs(get_study("cifar10_space"), None, optuna.samplers.RandomSampler(seed=6), n=40))
+    assert {p["convs_per_block"] for p in configs} == {1, 2}
+    for key in ("aug_rotate_p", "aug_crop_p", "aug_translate_p", "aug_flip_p", "aug_cutmix_p"):
+        assert all(key in p for p in configs)
+    three_block = [p for p in configs if p["convs_per_block"] == 1]
+    assert all(24 <= p["filters_0"] <= 64 and 96 <= p["filters_2"] <= 256 for p in three_block)
+    assert {p["kernel_size_0"] for p in three_block} == {3, 5, 7}

@@ -6,7 +6,7 @@ import torch
 
 from spaces.fashion_space import GRID_WINNER
 from trainables.data import Split, TrainingData
-from trainables.model import CNNConfig
+from trainables.model import NetConfig
 from trainables.train import TrialSettings, fit, retrain_and_test
 
 
@@ -22,7 +22,7 @@ def toy_data(n=240, seed=0, with_val=True) -> TrainingData:
     return TrainingData(train, val, tuple(str(c) for c in range(10)), (0.2,), (0.3,))
 
 
-CFG = CNNConfig.from_flat({**GRID_WINNER, "batch_size": 32})
+CFG = NetConfig.from_flat({**GRID_WINNER, "batch_size": 32})
 
 
 def test_fit_learns_and_reports_every_epoch():
@@ -67,7 +67,7 @@ def test_same_seed_same_result_other_seed_differs():
 
 
 def test_divergence_stops_training_and_is_flagged():
-    cfg = CNNConfig.from_flat({**GRID_WINNER, "optimizer": "sgd", "lr": 10.0, "momentum": 0.99,
+    cfg = NetConfig.from_flat({**GRID_WINNER, "optimizer": "sgd", "lr": 10.0, "momentum": 0.99,
                                "activation": "elu", "batch_size": 16})
     result = fit(cfg, toy_data(), epochs=5, seed=0, device=torch.device("cpu"))
     assert result.diverged

@@ -2,14 +2,21 @@
 
 Images are decoded once into uint8 arrays of shape (N, C, H, W) and kept resident; trials
 receive them through the Ray object store (zero-copy on a node) and cut batches by tensor
-indexing. The test images are never part of what a search trial receives.
+indexing. Tabular rows are float32 arrays of shape (N, F, 1, 1): one "channel" per feature,
+so the same per-channel standardisation and batching serve both. The test images are never
+part of what a search trial receives.
+
+`DataSpec` is what a user says about the data (a registered dataset, or CSV files, and the
+options that go with them); `load_data` turns it into a `Dataset`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +58,9 @@ DATASETS = {
             "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
     ),
+    "cifar10": DatasetInfo("cifar10", "cifar-10-batches-py", (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        counts=(50000, 10000)),
     "mnist": DatasetInfo("mnist", "MNIST", tuple(str(d) for d in range(10)), None, {
         "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -100,17 +110,41 @@ class Dataset:
     train: Split
     test: Split
     source: str
+    # Fixed normalisation (e.g. a transfer backbone's); None: statistics of the training split.
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # How the original labels map to class indices, for labels that were remapped (CSV data).
+    label_map: dict[str, int] | None = None
+
+    def _stats(self, x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self.norm if self.norm is not None else channel_stats(x)
 
     def for_search(self, val_fraction: float, seed: int) -> TrainingData:
         """Training data minus a stratified validation split; the test split is left out."""
         train_idx, val_idx = stratified_split(self.train.y, val_fraction, seed)
         train = self.train.take(train_idx)
-        return TrainingData(train, self.train.take(val_idx), self.info.classes, *channel_stats(train.x))
+        return TrainingData(train, self.train.take(val_idx), self.info.classes, *self._stats(train.x))
 
     def for_final(self) -> TrainingData:
         """All training images (train + validation) for the final retrain; evaluation is the
         caller's single pass over ``self.test``."""
-        return TrainingData(self.train, None, self.info.classes, *channel_stats(self.train.x))
+        return TrainingData(self.train, None, self.info.classes, *self._stats(self.train.x))
+
+    def select_classes(self, names: tuple[str, ...]) -> "Dataset":
+        """Only the images of these classes, relabelled 0..K-1 in the order given."""
+        unknown = [n for n in names if n not in self.info.classes]
+        if unknown or len(set(names)) < 2:
+            raise UserError(f"--classes needs two or more of {', '.join(self.info.classes)}; "
+                            f"got {', '.join(names)}")
+        old = np.array([self.info.classes.index(n) for n in names])
+        lookup = np.full(len(self.info.classes), -1)
+        lookup[old] = np.arange(len(old))
+
+        def keep(split: Split) -> Split:
+            idx = np.flatnonzero(np.isin(split.y, old))
+            return Split(np.ascontiguousarray(split.x[idx]), lookup[split.y[idx]].astype(np.int64))
+
+        info = dataclasses.replace(self.info, classes=tuple(names), sha256=None)
+        return dataclasses.replace(self, info=info, train=keep(self.train), test=keep(self.test))
 
     def sliced(self, n_train: int, n_test: int, seed: int) -> "Dataset":
         """A small stratified slice, for smoke runs and tests."""
@@ -123,12 +157,14 @@ class Dataset:
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std, on the [0, 1] scale for uint8 images, as-is for float features."""
     # Computed in chunks over uint8 so a large dataset never exists as float32 in memory.
     c = x.shape[1]
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
     total = np.zeros(c)
     total_sq = np.zeros(c)
     for start in range(0, len(x), 8192):
-        chunk = x[start:start + 8192].astype(np.float64) / 255.0
+        chunk = x[start:start + 8192].astype(np.float64) / scale
         total += chunk.sum(axis=(0, 2, 3))
         total_sq += (chunk ** 2).sum(axis=(0, 2, 3))
     n = len(x) * x.shape[2] * x.shape[3]
@@ -249,7 +285,9 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     try:
         info = DATASETS[name]
     except KeyError:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *CSV_KINDS])}") from None
+    if name == "cifar10":
+        return load_cifar10(info, data_dir or os.environ.get("HPSEARCH_DATA_DIR") or None)
     folder = locate(info, data_dir)
     def published(key: str) -> tuple[int, str] | None:
         count = info.counts[0] if key.startswith("train") else info.counts[1]
@@ -268,3 +306,132 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         return Split(arrays[f"{part}_images"][:, None, :, :], arrays[f"{part}_labels"].astype(np.int64))
 
     return Dataset(info, split("train"), split("test"), str(folder))
+
+
+# --- CIFAR-10 ----------------------------------------------------------------------------------
+
+CIFAR_SUBSET = Path("cifar10") / "cifar10-subset.npz"
+
+
+def load_cifar10(info: DatasetInfo, data_dir: str | None) -> Dataset:
+    """The full dataset in torchvision's layout (cifar-10-batches-py/) or a subset saved as .npz
+    (x_train/y_train/x_test/y_test, images N x 32 x 32 x 3); the full one is preferred."""
+    roots = [Path(data_dir).expanduser()] if data_dir else [cache_root()]
+    if data_dir and not roots[0].is_dir():
+        raise UserError(f"data directory {roots[0]} does not exist; pass --data-dir with a folder holding "
+                        f"{info.folder}/ or {CIFAR_SUBSET}")
+    for root in roots:
+        for folder in (root / info.folder, root):
+            if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
+                return _cifar_batches(info, folder)
+        for npz in (root / CIFAR_SUBSET, root / CIFAR_SUBSET.name):
+            if npz.is_file():
+                return _cifar_npz(info, npz)
+    if data_dir:
+        raise UserError(f"CIFAR-10 not found under {data_dir}; expected {info.folder}/data_batch_1..5 and "
+                        f"test_batch, or {CIFAR_SUBSET}")
+    return _cifar_download(info)
+
+
+def _cifar_batches(info: DatasetInfo, folder: Path) -> Dataset:
+    def read(names: list[str]) -> Split:
+        xs, ys = [], []
+        for name in names:
+            path = folder / name
+            if not path.is_file():
+                raise UserError(f"{path} is missing; the CIFAR-10 folder is incomplete")
+            try:
+                with path.open("rb") as f:
+                    batch = pickle.load(f, encoding="bytes")
+                xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
+                raise UserError(f"{path}: not a CIFAR-10 batch file ({type(e).__name__}); replace it") from None
+        return Split(np.concatenate(xs), np.concatenate(ys))
+
+    return Dataset(info, read([f"data_batch_{i}" for i in range(1, 6)]), read(["test_batch"]), str(folder))
+
+
+def _cifar_npz(info: DatasetInfo, path: Path) -> Dataset:
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (KeyError, ValueError, OSError) as e:
+        raise UserError(f"{path}: not a CIFAR-10 .npz with x_train/y_train/x_test/y_test ({e})") from None
+
+    def split(part: str) -> Split:
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or len(x) != len(y) or x.dtype != np.uint8:
+            raise UserError(f"{path}: x_{part} must be uint8 N x 32 x 32 x 3 matching y_{part}, got {x.shape}")
+        return Split(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), y.astype(np.int64))
+
+    return Dataset(info, split("train"), split("test"), str(path))
+
+
+def _cifar_download(info: DatasetInfo) -> Dataset:
+    import torchvision.datasets as tvd  # only the last resort needs it
+
+    try:
+        tvd.CIFAR10(root=str(cache_root()), train=True, download=True)
+    except Exception as e:  # noqa: BLE001 - any network failure means the same thing to the user
+        raise UserError(f"cifar10 is not on this machine and could not be downloaded ({type(e).__name__}); "
+                        f"pass --data-dir DIR with DIR/{info.folder}/ or DIR/{CIFAR_SUBSET}") from None
+    return _cifar_batches(info, cache_root() / info.folder)
+
+
+# --- what the user asked for -------------------------------------------------------------------
+
+CSV_KINDS = ("pixels_csv", "tabular_csv")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The data of a run, as the user gave it: a registered dataset (`data_dir` optional) or a
+    CSV kind with its files. Saved with a study (resume) and in best.yaml (retrain)."""
+
+    dataset: str
+    data_dir: str | None = None
+    data_file: str | None = None
+    test_file: str | None = None
+    image_shape: tuple[int, int, int] | None = None
+    target: str | None = None
+    classes: tuple[str, ...] | None = None  # keep only these classes of a registered dataset
+
+    def __post_init__(self) -> None:
+        if self.dataset not in (*DATASETS, *CSV_KINDS):
+            raise UserError(f"unknown dataset {self.dataset!r}; known: {', '.join([*DATASETS, *CSV_KINDS])}")
+        if self.dataset in CSV_KINDS and not self.data_file:
+            raise UserError(f"{self.dataset} data needs --data-file FILE.csv (and optionally --test-file)")
+        if self.dataset not in CSV_KINDS and (self.data_file or self.test_file):
+            raise UserError(f"--data-file/--test-file are for CSV studies; {self.dataset} is read from --data-dir")
+        if self.image_shape is not None and self.dataset != "pixels_csv":
+            raise UserError("--image-shape is for pixel CSV files (pixels_csv)")
+        if self.target is not None and self.dataset != "tabular_csv":
+            raise UserError("--target is for tabular CSV files (tabular_csv)")
+        if self.dataset == "tabular_csv" and not self.target:
+            raise UserError("tabular data needs --target COLUMN naming the column to predict")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataSpec":
+        d = dict(d)
+        for key in ("image_shape", "classes"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def load_data(spec: DataSpec) -> Dataset:
+    if spec.dataset in CSV_KINDS:
+        from trainables import tables  # CSV parsing needs pandas; image studies never import it
+
+        if spec.dataset == "pixels_csv":
+            dataset = tables.load_pixels_csv(spec.data_file, spec.test_file, spec.image_shape)
+        else:
+            dataset = tables.load_tabular_csv(spec.data_file, spec.test_file, spec.target)
+    else:
+        dataset = load_dataset(spec.dataset, spec.data_dir)
+    return dataset.select_classes(spec.classes) if spec.classes else dataset

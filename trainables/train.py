@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -23,8 +23,12 @@ from torch.nn import functional as F
 
 from search.records import trial_number_from_path
 from trainables import faults
+from trainables.augment import augment
 from trainables.data import Split, TrainingData
-from trainables.model import CNNConfig, build_model, learning_rate, make_optimizer
+from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
+
+if TYPE_CHECKING:
+    from trainables.transfer import Backbone
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 2048
@@ -38,6 +42,7 @@ class TrialSettings:
     max_epochs: int
     seed: int = 0
     threads: int = 1
+    backbone: "Backbone | None" = None  # transfer studies: the network they fine-tune
 
 
 @dataclass
@@ -59,13 +64,15 @@ def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class Batches:
-    """Normalised float batches cut from a resident uint8 tensor (no per-sample pipeline)."""
+    """Normalised float batches cut from a resident uint8 tensor (no per-sample pipeline);
+    tabular features arrive as float32 and are only standardised."""
 
     def __init__(self, split: Split, data: TrainingData, device: torch.device):
         self.x = _tensor(split.x, device)
         self.y = _tensor(split.y, device)
         shape = (1, -1, 1, 1)
-        self.scale = (1.0 / (255.0 * torch.tensor(data.std, device=device))).view(shape)
+        full_scale = 255.0 if self.x.dtype == torch.uint8 else 1.0
+        self.scale = (1.0 / (full_scale * torch.tensor(data.std, device=device))).view(shape)
         self.shift = (torch.tensor(data.mean, device=device) / torch.tensor(data.std, device=device)).view(shape)
 
     def __len__(self) -> int:
@@ -78,8 +85,9 @@ class Batches:
         full, rest = divmod(len(self), batch_size)
         return full + (rest > 1)
 
-    def shuffled(self, batch_size: int, generator: torch.Generator):
-        order = torch.randperm(len(self), generator=generator).to(self.x.device)
+    def shuffled(self, batch_size: int, generator: torch.Generator, shuffle: bool = True):
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        order = order.to(self.x.device)
         for start in range(0, len(self), batch_size):
             idx = order[start:start + batch_size]
             if len(idx) > 1:  # a batch of one breaks batch norm on 1x1 maps
@@ -110,7 +118,7 @@ def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> dict[str, 
 
 
 def fit(
-    cfg: CNNConfig,
+    cfg: NetConfig,
     data: TrainingData,
     epochs: int,
     seed: int,
@@ -118,6 +126,7 @@ def fit(
     on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
     state: dict | None = None,
     before_epoch: Callable[[int, nn.Module], None] | None = None,
+    backbone: "Backbone | None" = None,
 ) -> FitResult:
     """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
     `epochs` is also the horizon of the learning-rate schedule.
@@ -127,7 +136,7 @@ def fit(
     checkpoint dict (model, optimizer, RNG, history and the config itself).
     """
     torch.manual_seed(seed)
-    model = build_model(cfg, data.input_shape, data.num_classes).to(device)
+    model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device)
     optimizer = make_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult(model)
@@ -155,6 +164,7 @@ def fit(
         }
 
     steps_per_epoch = train.steps(cfg.batch_size)
+    augmenting = cfg.augment.active
     for epoch in range(len(result.history) + 1, epochs + 1):
         if before_epoch is not None:
             before_epoch(epoch, model)
@@ -163,11 +173,19 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         seen = 0
         step = (epoch - 1) * steps_per_epoch
-        for xb, yb in train.shuffled(cfg.batch_size, generator):
+        for xb, yb in train.shuffled(cfg.batch_size, generator, cfg.shuffle):
+            factor = lr_factor(cfg, step, epochs * steps_per_epoch)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, step, epochs * steps_per_epoch)
+                group["lr"] = group["base_lr"] * factor
             step += 1
-            loss = F.cross_entropy(model(xb), yb)
+            if augmenting:
+                xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, generator)
+            else:
+                y_mix = None
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            if y_mix is not None:  # CutMix: labels weighted by the share of pixels each image gave
+                loss = lam * loss + (1.0 - lam) * F.cross_entropy(out, y_mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -201,7 +219,7 @@ def fit(
 
 def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> None:
     """Ray Tune function trainable: one trial of a search."""
-    cfg = CNNConfig.from_flat(config)
+    cfg = NetConfig.from_flat(config)
     import ray  # inside: the final retrain and `search.train` also run without Ray
     from ray import tune
 
@@ -226,7 +244,8 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
 
     try:
         fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state,
-            before_epoch=lambda epoch, model: faults.inject(fault_list, epoch, model, trial_dir))
+            before_epoch=lambda epoch, model: faults.inject(fault_list, epoch, model, trial_dir),
+            backbone=settings.backbone)
     except Exception:  # noqa: BLE001 - recorded as this trial's failure; the search goes on
         # A Python error repeats if retried, so it ends the trial with its traceback instead of
         # raising into Tune (whose retries are for workers that die).
@@ -242,11 +261,11 @@ def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: Tr
 
     Returns plain data (CPU state dict, metrics, confusion) so it can come back from a Ray task.
     """
-    cfg = CNNConfig.from_flat(params)
+    cfg = NetConfig.from_flat(params)
     torch.set_num_threads(max(1, settings.threads))
     device = pick_device(use_gpu)
     started = time.perf_counter()
-    result = fit(cfg, data, settings.max_epochs, settings.seed, device)
+    result = fit(cfg, data, settings.max_epochs, settings.seed, device, backbone=settings.backbone)
     scores = evaluate(result.model, Batches(test, data, device), data.num_classes)
     confusion = np.asarray(scores["confusion"])
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
