@@ -150,3 +150,47 @@ def test_plain_and_regzipped_copies_of_the_published_data_pass(tmp_path, data_ro
         else:  # like Debian's package: same contents, other gzip header
             (raw / path.name).write_bytes(gzip.compress(unpacked, mtime=0))
     assert len(load_dataset("fashion_mnist", str(tmp_path)).train) == 60000
+
+
+# --- CIFAR-10 ----------------------------------------------------------------------------------
+
+def write_cifar_batches(folder, per_batch=20, seed=0):
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, per_batch))}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return rng
+
+
+def test_cifar_full_layout_is_read_channels_first(tmp_path):
+    write_cifar_batches(tmp_path / "cifar-10-batches-py")
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.train.x.shape == (100, 3, 32, 32) and ds.test.x.shape == (20, 3, 32, 32)
+    assert ds.info.classes[0] == "airplane"
+
+
+def test_cifar_subset_from_the_shared_folder(data_root):
+    if not (data_root / "cifar10" / "cifar10-subset.npz").is_file():
+        pytest.skip("the CIFAR-10 subset is not in the shared datasets")
+    ds = load_dataset("cifar10", str(data_root))
+    assert ds.train.x.shape == (10000, 3, 32, 32) and len(ds.test) == 2000
+    with np.load(data_root / "cifar10" / "cifar10-subset.npz") as z:
+        assert np.array_equal(ds.train.x[5].transpose(1, 2, 0), z["x_train"][5])
+    assert np.bincount(ds.test.y).tolist() == [200] * 10
+
+
+def test_cifar_missing_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="CIFAR-10 not found under"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_cifar_damaged_batch_is_named(tmp_path):
+    write_cifar_batches(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="data_batch_3: not a CIFAR-10 batch file"):
+        load_dataset("cifar10", str(tmp_path))
