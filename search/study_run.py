@@ -135,7 +135,7 @@ class StudyRun:
                 self.dir.mkdir(parents=True)
                 state.save(self.dir)  # first, so that even a driver killed right now can --resume
             if not state.parent_run_id:
-                state.parent_run_id = tracker.start_run(self.name, self._run_params(plan, dataset.source), {
+                state.parent_run_id = tracker.start_run(self.name, self._run_params(plan, dataset.source, state.data), {
                     "hpsearch.space": self.study.name, "hpsearch.kind": "study",
                     "hpsearch.git_commit": git_commit(),
                     **{f"hpsearch.version.{k}": v for k, v in package_versions().items()},
@@ -262,7 +262,7 @@ class StudyRun:
         tracker.end_run(parent)
         self._summary(table, final, parquet)
 
-    def _run_params(self, plan, data_source: str) -> dict:
+    def _run_params(self, plan, data_source: str, data: dict) -> dict:
         a = self.args
         return {
             "space": self.study.name, "samples": plan.num_samples, "max_epochs": plan.max_epochs,
@@ -271,6 +271,7 @@ class StudyRun:
             "concurrency": plan.concurrency, "cpus_per_trial": plan.cpus_per_trial,
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
             "scheduler": self.settings.scheduler, "command": " ".join(sys.argv),
+            **{f"data.{k}": v for k, v in data.items()},
         }
 
     def _summary(self, table: pd.DataFrame, final: dict, parquet: Path) -> None:

@@ -83,3 +83,18 @@ def test_final_retrain_tests_once_on_the_held_out_split():
     assert confusion.sum() == len(test)
     assert out["test_accuracy"] == pytest.approx(np.trace(confusion) / len(test))
     assert set(out["per_class_accuracy"]) == set(data.classes)
+
+
+def test_batches_standardise_float_features_without_touching_the_data():
+    from trainables.train import Batches
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(500.0, 40.0, (50, 3, 1, 1))).astype(np.float32)
+    split = Split(x.copy(), np.arange(50) % 2)
+    data = TrainingData(split, None, ("a", "b"), tuple(x.mean(axis=(0, 2, 3))), tuple(x.std(axis=(0, 2, 3))))
+    batches = Batches(split, data, torch.device("cpu"))
+    first = torch.cat([xb for xb, _ in batches.in_order(16)])
+    second = torch.cat([xb for xb, _ in batches.in_order(16)])
+    torch.testing.assert_close(first, second)
+    assert abs(first.mean().item()) < 1e-3 and abs(first.std().item() - 1) < 0.05
+    assert np.array_equal(split.x, x)

@@ -79,7 +79,8 @@ class Batches:
         return len(self.y)
 
     def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[idx].float().mul_(self.scale).sub_(self.shift), self.y[idx]
+        # A copy even for float features: the in-place ops below must never touch the resident data.
+        return self.x[idx].to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift), self.y[idx]
 
     def steps(self, batch_size: int) -> int:
         full, rest = divmod(len(self), batch_size)
