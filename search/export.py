@@ -22,6 +22,7 @@ from search.errors import UserError
 from search.records import TrialRecord
 from trainables.model import CNNConfig, model_macs
 
+HISTORY_FILE = "history.csv"
 PACKAGES = ("hpsearch", "torch", "ray", "optuna", "mlflow", "numpy", "pandas")
 
 
@@ -97,6 +98,18 @@ def write_table(table: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
     os.replace(tmp, parquet)
     atomic_write_text(csv, table.to_csv(index=False))
     return parquet, csv
+
+
+def history_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """Every epoch of every trial (long format): the report's learning curves and anytime curve."""
+    rows = [{"trial": r.name, "trial_id": r.trial_id, "status": r.status, **h} for r in records for h in r.history]
+    return pd.DataFrame(rows, columns=None if rows else ["trial", "trial_id", "status", "epoch"])
+
+
+def write_history(records: list[TrialRecord], folder: Path) -> Path:
+    path = folder / HISTORY_FILE
+    atomic_write_text(path, history_table(records).to_csv(index=False))
+    return path
 
 
 # --- best.yaml -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pandas as pd
 
 from search.cluster import start_ray
 from search.errors import UserError
-from search.export import BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_table
+from search.export import BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_history, write_table
 from search.final import FinalSpec, log_final, retrain, save_model
 from search.records import TrialRecord, too_many_failures, trial_records
 from search.run import SMOKE_TEST, SMOKE_TRAIN
@@ -165,6 +165,7 @@ class StudyRun:
             self._reconcile(tracker, parent, records)
             table = trials_table(records, s.metric, s.mode, search_data.input_shape, search_data.num_classes)
             parquet, csv = write_table(table, self.dir)
+            write_history(records, self.dir)
             tracker.log_artifact(parent, csv)
 
             if ctrl_c.pressed:
