@@ -91,10 +91,12 @@ class Progress:
         width = width or shutil.get_terminal_size((100, 20)).columns
         filled = round(self.BAR * self.done / max(self.total, 1))
         eta = self.eta_minutes()
+        eta_text = "done" if self.done >= self.total else "ETA ?" if eta is None else \
+            f"ETA {eta:.0f} min" if eta >= 1 else "ETA <1 min"
         running = ", ".join(f"{n.removeprefix('trial_')}:e{e}" for n, e in sorted(self.running.items()))
         line = (f"[{'#' * filled}{'.' * (self.BAR - filled)}] {self.done}/{self.total} trials  "
                 f"best {self._fmt(self.best)}  {self._minutes():.1f} min  "
-                f"ETA {'?' if eta is None else f'{eta:.0f} min' if eta >= 1 else '<1 min'}"
+                f"{eta_text}"
                 f"{f'  running {running}' if running else ''}")
         # Wider than the terminal, the line would wrap and \r could no longer redraw it.
         return line if len(line) < width else line[: max(width - 2, 10)] + "…"
