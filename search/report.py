@@ -173,7 +173,9 @@ def anytime_figure(results: StudyResults, path: Path, label: str | None = None, 
     if ax is None:
         fig = _figure(9, 5)
         ax = fig.add_subplot()
-    line, = ax.step(curve["trial_epochs"], curve["best"], where="post", lw=2.2,
+    # Held for half a trial-epoch past the last one, so a gain at the very end is visible.
+    xs = [*curve["trial_epochs"], curve["trial_epochs"].iloc[-1] + 0.5]
+    line, = ax.step(xs, [*curve["best"], curve["best"].iloc[-1]], where="post", lw=2.2,
                     label=label or f"best so far ({results.name})")
     if fig is not None:
         last = curve.groupby("trial").tail(1)
@@ -326,8 +328,9 @@ def curves_figure(results: StudyResults, path: Path) -> Path | None:
     ax.set_xlim(0.7, max_epochs + 0.3)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{results.name}: learning curves (top {len(top)} in colour, the other "
-                 f"{h['trial'].nunique() - len(top)} grey; X = stopped early)")
+    others = h["trial"].nunique() - len(top)
+    ax.set_title(f"{results.name}: learning curves (top {len(top)} in colour"
+                 f"{f', the other {others} grey' if others else ''}; X = stopped early)")
     return _save(fig, path)
 
 
@@ -440,13 +443,14 @@ th {{ background: #f3f3f3; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #ddd; }}
 figcaption {{ color: #555; font-size: 0.9em; max-width: 60em; }}
 pre {{ background: #f7f7f7; padding: 0.8em; }}
+.wide {{ overflow-x: auto; }}
 </style></head><body>
 <h1>hpsearch report: {e(results.name)}</h1>
 <table class="facts">{facts}</table>
 {f'<ul class="notes">{notes}</ul>' if notes else ''}
 {''.join(sections)}
 <h2>Top {len(table)} configurations (by {e(results.metric)})</h2>
-<table class="top"><tr>{head}</tr>{rows}</table>
+<div class="wide"><table class="top"><tr>{head}</tr>{rows}</table></div>
 {best_yaml}
 </body></html>
 """
