@@ -21,7 +21,8 @@ import pandas as pd
 
 from search.cluster import start_ray
 from search.errors import UserError
-from search.export import BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_history, write_table
+from search.export import (BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_history,
+                           write_table)
 from search.final import FinalSpec, log_final, retrain, save_model
 from search.progress import Verbosity, say, verbosity
 from search.records import TrialRecord, too_many_failures, trial_records
@@ -142,9 +143,9 @@ class StudyRun:
             parent = state.parent_run_id
             verb = "resuming" if args.resume else "study"
             say(f"{verb} {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs, "
-                  f"{plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
-                  f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
-                  f"{len(search_data.train)} train / {len(search_data.val)} validation images")
+                f"{plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
+                f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
+                f"{len(search_data.train)} train / {len(search_data.val)} validation images")
             say(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
 
             if (self.dir / TUNE_DIR / "tuner.pkl").exists():
@@ -234,7 +235,7 @@ class StudyRun:
                          threads=int(max(1, min(cluster.max_node_cpus, self.args.cpus or cluster.max_node_cpus))),
                          use_gpu=gpus > 0)
         say(f"retraining {record.name} on all {len(dataset.train)} training images for "
-              f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
+            f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
         final = retrain(spec, dataset, on_ray=True)
         save_model(final, spec, dataset, self.study.name, self.dir)
         log_final(tracker, parent, final, spec, dataset, self.dir)

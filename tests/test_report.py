@@ -154,3 +154,16 @@ def test_export_bad_arguments(studies, args, message):
 def test_bad_results_folder(tmp_path):
     assert "no study.json" in one_line_error(run_module("search.report", str(tmp_path)))
     assert "no such directory" in one_line_error(run_module("search.export", str(tmp_path / "missing")))
+
+
+def test_history_falls_back_to_tunes_own_logs(studies, tmp_path):
+    """A study from before history.csv existed: the same epochs come from tune/*/result.json."""
+    import shutil
+
+    results, _, _ = studies
+    old = tmp_path / "old"
+    shutil.copytree(results / "space", old)
+    (old / "history.csv").unlink()
+    new_curve, old_curve = load(results / "space").anytime(), load(old).anytime()
+    assert 3 <= len(old_curve) <= 6  # 3 trials of 1 or 2 epochs
+    assert old_curve.equals(new_curve)
