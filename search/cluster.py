@@ -48,7 +48,11 @@ def check_reachable(address: str) -> None:
 def start_ray(address: str | None, cpus: int | None, gpus: int | None) -> Cluster:
     import ray
 
-    quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    from search.progress import Verbosity, verbosity
+
+    verbose = verbosity() >= Verbosity.VERBOSE  # --verbose: Ray's own log lines and the workers' output too
+    quiet = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
+                 log_to_driver=verbose)
     if address:
         check_reachable(address)
         try:

@@ -1,6 +1,9 @@
-"""What a study leaves behind: the trials table (Parquet + CSV) and `best.yaml`, plus the
-provenance (versions, git commit) recorded with both. Files are written atomically so an
-interrupted run never leaves a half-written result."""
+"""What a study leaves behind: the trials table (Parquet + CSV), the per-epoch history and
+`best.yaml`, plus the provenance (versions, git commit) recorded with them. Files are written
+atomically so an interrupted run never leaves a half-written result.
+
+`python -m search.export RESULTS_DIR [--top K] [--format yaml|json] [--output FILE]` exports the
+best (or the top K) configurations of a finished study; a single one loads in `search.train`."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from search.errors import UserError
 from search.records import TrialRecord
 from trainables.model import NetConfig, model_macs
 
+HISTORY_FILE = "history.csv"
 PACKAGES = ("hpsearch", "torch", "ray", "optuna", "mlflow", "numpy", "pandas")
 
 
@@ -99,6 +103,18 @@ def write_table(table: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
     return parquet, csv
 
 
+def history_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """Every epoch of every trial (long format): the report's learning curves and anytime curve."""
+    rows = [{"trial": r.name, "trial_id": r.trial_id, "status": r.status, **h} for r in records for h in r.history]
+    return pd.DataFrame(rows, columns=None if rows else ["trial", "trial_id", "status", "epoch"])
+
+
+def write_history(records: list[TrialRecord], folder: Path) -> Path:
+    path = folder / HISTORY_FILE
+    atomic_write_text(path, history_table(records).to_csv(index=False))
+    return path
+
+
 # --- best.yaml -------------------------------------------------------------------------------
 
 @dataclass
@@ -130,10 +146,13 @@ class BestConfig:
         if not isinstance(self.seed, int):
             raise UserError(f"seed must be an integer, got {self.seed!r}")
 
-    def to_yaml(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         body = {name: getattr(self, name) for name in self.__dataclass_fields__}
         body["created"] = body["created"] or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        return yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+        return body
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, self.to_yaml())
@@ -165,3 +184,95 @@ class BestConfig:
             return cls(**body)
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
+
+
+# --- `python -m search.export` ---------------------------------------------------------------
+
+def top_configs(folder: Path, k: int) -> list[BestConfig]:
+    """The best `k` configurations of a study, best first, each retrainable as it stands. The
+    best is best.yaml itself (with its test score) once the study has run its final retrain."""
+    import dataclasses
+
+    from search.results import load
+
+    results = load(folder)
+    scored = results.scored().head(k)
+    if scored.empty:
+        raise UserError(f"{folder}: no trial of this study has a score to export")
+    settings = results.settings
+    if settings is None and results.best is None:
+        raise UserError(f"{folder}: study {results.space!r} is no longer registered; cannot tell its dataset")
+    configs = []
+    for rank, (_, row) in enumerate(scored.iterrows(), 1):
+        search = {"name": results.name, "trial": str(row["trial"]), "rank": rank, "results_dir": str(results.folder)}
+        best = results.best
+        if best is not None and best.search.get("best_trial") == row["trial"]:
+            configs.append(dataclasses.replace(best, search={**best.search, **search}))
+            continue
+        metrics = {m: float(row[m]) for m in (results.metric, "val_loss") if m in row and pd.notna(row[m])}
+        configs.append(BestConfig(
+            space=results.space, dataset=best.dataset if best is not None else settings.dataset,
+            hyperparameters=NetConfig.from_flat(results.params(row)).to_flat(),
+            epochs=int(row["best_epoch"]), seed=int(results.state.get("seed", 0)),
+            val_fraction=best.val_fraction if best is not None else settings.val_fraction,
+            metrics=metrics, search=search,
+            data=best.data if best is not None else {}, classes=best.classes if best is not None else [],
+            versions=best.versions if best is not None else {}, git_commit=best.git_commit if best is not None else "unknown",
+        ))
+    return configs
+
+
+def render(configs: list[BestConfig], fmt: str, single: bool) -> str:
+    import json
+
+    body: Any = configs[0].to_dict() if single else [c.to_dict() for c in configs]
+    if fmt == "json":
+        return json.dumps(body, indent=2) + "\n"
+    return yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+
+
+def build_parser():
+    from search.errors import Parser
+
+    p = Parser(prog="python -m search.export", description="Export the best (or the top K) configurations of a finished study; "
+                                                        "the best alone loads in search.train.")
+    p.add_argument("results_dir", help="a study's results folder, as printed by search.run")
+    p.add_argument("--top", type=int, default=1, metavar="K",
+                   help="export the K best configurations as a list (default 1: the best alone, "
+                        "in the form search.train reads)")
+    p.add_argument("--format", choices=("yaml", "json"), default=None,
+                   help="output format (default: from --output's suffix, else yaml)")
+    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of to standard output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = build_parser().parse_args(argv)
+    if args.top < 1:
+        raise UserError(f"--top must be 1 or more, got {args.top}")
+    output = Path(args.output) if args.output else None
+    fmt = args.format or ("json" if output is not None and output.suffix.lower() == ".json" else "yaml")
+    if output is not None and not output.parent.is_dir():
+        raise UserError(f"--output {output}: folder {output.parent} does not exist")
+    configs = top_configs(Path(args.results_dir), args.top)
+    if len(configs) < args.top:
+        print(f"note: only {len(configs)} trials have a score; exporting those", file=sys.stderr)
+    text = render(configs, fmt, single=args.top == 1)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+        print(f"wrote {len(configs)} configuration{'s' if len(configs) > 1 else ''} to {output}", file=sys.stderr)
+    return 0
+
+
+def cli() -> None:
+    from search.errors import run_cli
+
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -41,7 +41,8 @@ def too_many_failures(failed: int, finished: int, max_fraction: float, min_finis
     return failed > max_fraction * max(finished, min_finished)
 
 
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged")
+# timestamp (Tune's, seconds) orders epochs across trials for the report's anytime curve.
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged", "timestamp")
 
 
 def _flag(value) -> bool:

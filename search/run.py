@@ -33,6 +33,11 @@ def build_parser() -> Parser:
                    help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", "-q", action="store_true",
+                      help="print only errors and the final summary (best configuration, test accuracy, results)")
+    talk.add_argument("--verbose", "-v", action="store_true",
+                      help="also print every epoch and Ray/Tune's own output")
     p.add_argument("--smoke", action="store_true",
                    help=f"tiny first try: {SMOKE_TRAIN} training images, 2 trials, 1 epoch")
     add_data_arguments(p)
@@ -66,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for name in list_studies():
-            print(f"{name:<16} {get_study(name).description}")
+            study = get_study(name)
+            s = study.settings
+            budget = f"{len(study.grid) if study.grid is not None else s.num_samples} trials x {s.max_epochs} epochs"
+            print(f"{name:<16} {s.dataset:<14} {budget:<22} {study.description}")
         return 0
     if not args.space:
         raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
@@ -90,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"results for {name!r} already exist in {study_dir}; pass --resume to continue "
                         "that study or another --name")
 
-    # Tune's console tables would bury our one line per trial; failures still reach the summary.
+    from search.progress import Verbosity, set_verbosity
+
+    set_verbosity(Verbosity.QUIET if args.quiet else Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
+    # Tune's console tables would bury the progress bar (--verbose turns them on); failures
+    # still reach the summary.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see study_run.CtrlC
     # The delivery queue retries an unreachable tracking server itself, without blocking; MLflow's

@@ -21,8 +21,10 @@ import pandas as pd
 
 from search.cluster import start_ray
 from search.errors import UserError
-from search.export import BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_table
+from search.export import (BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_history,
+                           write_table)
 from search.final import FinalSpec, log_final, retrain, save_model
+from search.progress import Verbosity, say, verbosity
 from search.records import TrialRecord, too_many_failures, trial_records
 from search.run import SMOKE_TEST, SMOKE_TRAIN
 from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
@@ -143,11 +145,11 @@ class StudyRun:
                 state.save(self.dir)
             parent = state.parent_run_id
             verb = "resuming" if args.resume else "study"
-            print(f"{verb} {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs, "
-                  f"{plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
-                  f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
-                  f"{len(search_data.train)} train / {len(search_data.val)} validation images")
-            print(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
+            say(f"{verb} {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs, "
+                f"{plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
+                f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
+                f"{len(search_data.train)} train / {len(search_data.val)} validation images")
+            say(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
 
             if (self.dir / TUNE_DIR / "tuner.pkl").exists():
                 tuner = restore_tuner(plan, search_data, self.dir, backbone)
@@ -168,6 +170,7 @@ class StudyRun:
             self._reconcile(tracker, parent, records)
             table = trials_table(records, s.metric, s.mode, search_data.input_shape, search_data.num_classes, backbone)
             parquet, csv = write_table(table, self.dir)
+            write_history(records, self.dir)
             tracker.log_artifact(parent, csv)
 
             if ctrl_c.pressed:
@@ -200,7 +203,7 @@ class StudyRun:
                   f"every result is in {self.dir}; `--resume` later delivers them", file=sys.stderr)
             return
         if filled:
-            print(f"tracking: delivered {filled} epoch results that had not reached MLflow during the search")
+            say(f"tracking: delivered {filled} epoch results that had not reached MLflow during the search")
 
     def _resume_command(self) -> str:
         command = f"python -m search.run {self.study.name} --name {self.name} --resume"
@@ -235,8 +238,8 @@ class StudyRun:
         spec = FinalSpec(params, epochs=int(best["best_epoch"]), seed=state.seed,
                          threads=int(max(1, min(cluster.max_node_cpus, self.args.cpus or cluster.max_node_cpus))),
                          use_gpu=gpus > 0)
-        print(f"retraining {record.name} on all {len(dataset.train)} training images for "
-              f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
+        say(f"retraining {record.name} on all {len(dataset.train)} training images for "
+            f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
         final = retrain(spec, dataset, on_ray=True, backbone=backbone)
         save_model(final, spec, dataset, self.study.name, self.dir, backbone)
         log_final(tracker, parent, final, spec, dataset, self.dir, backbone)
@@ -258,9 +261,26 @@ class StudyRun:
         )
         export.save(self.dir / "best.yaml")
         tracker.log_artifact(parent, self.dir / "best.yaml")
+        report = self._report(tracker, parent)
         tracker.set_tags(parent, {"hpsearch.status": "completed"})
         tracker.end_run(parent)
-        self._summary(table, final, parquet)
+        self._summary(table, params, final, parquet, report)
+
+    def _report(self, tracker: Tracker, parent: str) -> Path | None:
+        """report.html and its figures, also on the parent run (the page at the artifact root,
+        the PNGs under report/, so its relative links hold there too)."""
+        try:
+            from search.report import REPORT_DIR, write_report
+
+            report = write_report(self.dir)
+        except Exception as e:  # noqa: BLE001 - the study's results are complete; the report can be redone
+            print(f"warning: could not write the report ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                  f"run `python -m search.report {self.dir}` to retry", file=sys.stderr)
+            return None
+        tracker.log_artifact(parent, report.html)
+        for figure in report.figures.values():
+            tracker.log_artifact(parent, figure, REPORT_DIR)
+        return report.html
 
     def _run_params(self, plan, data_source: str, data: dict) -> dict:
         a = self.args
@@ -274,10 +294,17 @@ class StudyRun:
             **{f"data.{k}": v for k, v in data.items()},
         }
 
-    def _summary(self, table: pd.DataFrame, final: dict, parquet: Path) -> None:
+    def _summary(self, table: pd.DataFrame, params: dict, final: dict, parquet: Path, report: Path | None) -> None:
         columns = [c for c in TOP_COLUMNS if c in table]
-        print("\ntop 5 trials (by validation accuracy):")
-        print(table[columns].head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        print(f"\ntest accuracy of the retrained best configuration: {final['test_accuracy']:.4f} "
+        if verbosity() >= Verbosity.NORMAL:
+            print("\ntop 5 trials (by validation accuracy):")
+            print(table[columns].head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+        else:  # --quiet: the best configuration in one line instead of the table
+            best = table.iloc[0]
+            print(f"best: {best['trial']} ({self.settings.metric} {best[self.settings.metric]:.4f}): "
+                  + " ".join(f"{k}={v}" for k, v in params.items()))
+        print(f"test accuracy of the retrained best configuration: {final['test_accuracy']:.4f} "
               f"(measured once, on images the search never saw)")
         print(f"results: {self.dir / 'best.yaml'}, {parquet}, {parquet.with_suffix('.csv')}, {self.dir / 'model.pt'}")
+        if report is not None:
+            print(f"report: {report} (open it in a browser)")

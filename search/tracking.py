@@ -153,8 +153,8 @@ class Tracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     @_patient
-    def log_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
 
     def available(self) -> bool:
         try:
@@ -300,7 +300,7 @@ class TrialLogger(tune.Callback):
         self.settings = settings
         for key, value in settings.items():
             setattr(self, key, value)
-        self.progress = Progress(self.total, self.metric, self.mode)
+        self.progress = Progress(self.total, self.metric, self.mode, self.max_epochs)
         self.tracker: Tracker | None = None
         self.queue: DeliveryQueue | None = None
         self.children: dict[str, ChildRun] = {}
@@ -314,7 +314,8 @@ class TrialLogger(tune.Callback):
         self.queue = DeliveryQueue(self.tracker)
         self.children = self.tracker.child_runs(self.parent_id)
         done = [c for c in self.children.values() if c.status in FINAL_STATUSES]
-        self.finished = self.progress.done = len(done)
+        self.finished = len(done)
+        self.progress.resumed(len(done))
         self.failed = sum(c.status == "failed" for c in done)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -369,6 +370,7 @@ class TrialLogger(tune.Callback):
         self._finish(trial, errored=True)
 
     def on_experiment_end(self, trials, **info):
+        self.progress.close()
         if self.queue is None:
             return
         if not self.queue.flush(timeout=30):

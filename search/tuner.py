@@ -16,6 +16,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.errors import UserError
+from search.progress import Verbosity, verbosity
 from search.tracking import FailureBudget, TrialLogger
 from spaces import SpaceContext, Study
 from trainables.data import TrainingData
@@ -155,7 +156,7 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=str(storage), callbacks=[logger], stop=FailureBudget(logger),
-            verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=2 if verbosity() >= Verbosity.VERBOSE else 0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Retries cover worker processes that die (OOM, a lost node); exceptions in the
             # training code are caught in the trainable and recorded, not retried.
             failure_config=tune.FailureConfig(max_failures=2),

@@ -1,0 +1,137 @@
+"""`python -m search.compare RESULTS_A RESULTS_B`: two studies side by side (e.g. the grid against
+TPE + ASHA): a table in the terminal, and compare.html with both anytime curves on one axis."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from search.errors import Parser, UserError, run_cli
+from search.export import atomic_write_text
+from search.report import _figure, _format, _metric_label, _save, anytime_figure
+from search.results import StudyResults, load
+
+
+def facts(r: StudyResults) -> dict[str, str]:
+    scored = r.scored()
+    best = scored.iloc[0] if len(scored) else None
+    test = r.best.metrics.get("test_accuracy", math.nan) if r.best is not None else math.nan
+    return {
+        "space": r.space,
+        "trials": str(len(r.table)),
+        "trial-epochs": str(int(r.table["epochs"].sum())) if "epochs" in r.table else "?",
+        "wall minutes": f"{r.wall_minutes():.1f}",
+        f"best {r.metric}": "-" if best is None else f"{best[r.metric]:.4f} ({best['trial']})",
+        "test accuracy": "-" if math.isnan(test) else f"{test:.4f}",
+    }
+
+
+def best_params(r: StudyResults) -> dict:
+    if r.best is not None:
+        return dict(r.best.hyperparameters)
+    scored = r.scored()
+    return r.params(scored.iloc[0]) if len(scored) else {}
+
+
+def config_diff(a: StudyResults, b: StudyResults) -> list[tuple[str, str, str]]:
+    """Hyperparameters whose best values differ (absent in one: '-')."""
+    pa, pb = best_params(a), best_params(b)
+    rows = []
+    for key in list(pa) + [k for k in pb if k not in pa]:
+        va, vb = pa.get(key), pb.get(key)
+        if va != vb:
+            rows.append((key, "-" if va is None else _format(va), "-" if vb is None else _format(vb)))
+    return rows
+
+
+def table(a: StudyResults, b: StudyResults) -> pd.DataFrame:
+    fa, fb = facts(a), facts(b)
+    # Metric names can differ between studies; align rows by position, label by A's.
+    return pd.DataFrame({"": list(fa), a.name: list(fa.values()), b.name: list(fb.values())})
+
+
+def curves_figure(a: StudyResults, b: StudyResults, path: Path) -> Path:
+    fig = _figure(9, 5)
+    ax = fig.add_subplot()
+    for r in (a, b):
+        if anytime_figure(r, path, label=f"{r.name} ({r.space})", ax=ax) is None:
+            ax.plot([], [], label=f"{r.name}: no per-epoch results")
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_title(f"best {_metric_label(a.metric)} so far against trial-epochs spent")
+    return _save(fig, path)
+
+
+def render_html(a: StudyResults, b: StudyResults, figure: Path, out: Path) -> str:
+    e = html.escape
+    t = table(a, b)
+    head = "".join(f"<th>{e(str(c))}</th>" for c in t.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in t.itertuples(index=False))
+    diff = "".join(f"<tr><td>{e(k)}</td><td>{e(x)}</td><td>{e(y)}</td></tr>" for k, x, y in config_diff(a, b))
+    links = "".join(f'<li><a href="{e(Path(_relative(r.folder / "report.html", out)).as_posix())}">'
+                    f"{e(r.name)} report</a></li>" for r in (a, b) if (r.folder / "report.html").is_file())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hpsearch: {e(a.name)} vs {e(b.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }} th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; border: 1px solid #ddd; }}
+</style></head><body>
+<h1>{e(a.name)} vs {e(b.name)}</h1>
+<table>{f"<tr>{head}</tr>"}{rows}</table>
+<figure><img src="{e(figure.name)}" alt="anytime curves"><figcaption>The best validation score found so far
+against the trial-epochs spent: the study whose curve is higher at the left found good
+configurations for less compute.</figcaption></figure>
+<h2>Best configurations: where they differ</h2>
+<table><tr><th>hyperparameter</th><th>{e(a.name)}</th><th>{e(b.name)}</th></tr>{diff or '<tr><td colspan="3">identical</td></tr>'}</table>
+{f"<ul>{links}</ul>" if links else ""}
+</body></html>
+"""
+
+
+def _relative(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target.resolve(), start.resolve())
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m search.compare", description=__doc__.splitlines()[0])
+    p.add_argument("results_a", help="a study's results folder, as printed by search.run")
+    p.add_argument("results_b", help="another study's results folder")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="where compare.html and its figure go (default: compare-A-vs-B beside study A)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    a, b = load(args.results_a), load(args.results_b)
+    if a.folder.resolve() == b.folder.resolve():
+        raise UserError(f"both arguments are {a.folder}; pass two different studies")
+    out = Path(args.output) if args.output else a.folder.parent / f"compare-{a.folder.name}-vs-{b.folder.name}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to {out} ({e.strerror}); pass --output") from None
+    print(table(a, b).to_string(index=False))
+    diff = config_diff(a, b)
+    print("\nbest configurations differ in:" if diff else "\nbest configurations are identical")
+    if diff:
+        print(pd.DataFrame(diff, columns=["hyperparameter", a.name, b.name]).to_string(index=False))
+    figure = curves_figure(a, b, out / "anytime.png")
+    page = out / "compare.html"
+    atomic_write_text(page, render_html(a, b, figure, out))
+    print(f"\ncomparison: {page}")
+    return 0
+
+
+def cli() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

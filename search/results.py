@@ -1,0 +1,146 @@
+"""A finished (or stopped) study's folder read back: what `search.report`, `search.compare` and
+`search.export` work from. Only files are read; Ray and MLflow are not needed."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.errors import UserError
+from search.export import HISTORY_FILE, BestConfig
+from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
+
+STATE_FILE = "study.json"  # written by search.study_run
+TUNE_DIR = "tune"  # search.tuner.TUNE_DIR; not imported, so reading results does not import Ray
+# Trials-table columns that are not hyperparameters (search.export.trials_table writes them).
+TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "best_epoch", "val_loss", "val_accuracy", "train_loss",
+                 "epoch_seconds", "mmacs", "error"}
+
+
+@dataclass
+class StudyResults:
+    folder: Path
+    state: dict[str, Any]
+    table: pd.DataFrame  # one row per trial, best first (trials.parquet)
+    history: pd.DataFrame  # one row per trial-epoch (history.csv, or Tune's own logs)
+    best: BestConfig | None  # best.yaml, once the final retrain has run
+    confusion: pd.DataFrame | None  # rows: true class, columns: predicted
+
+    @property
+    def name(self) -> str:
+        return str(self.state.get("name") or self.folder.name)
+
+    @property
+    def space(self) -> str:
+        return str(self.state.get("space", "?"))
+
+    @property
+    def metric(self) -> str:
+        return self.settings.metric if self.settings else "val_accuracy"
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode if self.settings else "max"
+
+    @property
+    def settings(self):
+        from spaces import get_study
+
+        try:
+            return get_study(self.space).settings
+        except UserError:
+            return None  # a study no longer registered: its files still read
+
+    def param_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c not in TABLE_COLUMNS and c != self.metric]
+
+    def params(self, row: pd.Series) -> dict[str, Any]:
+        """One trial's hyperparameters as recorded (absent conditional ones left out)."""
+        out = {}
+        for column in self.param_columns():
+            value = row[column]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            out[column] = value.item() if hasattr(value, "item") else value
+        return out
+
+    def scored(self) -> pd.DataFrame:
+        """Trials with a score, best first."""
+        if self.metric not in self.table:
+            return self.table[:0]
+        return self.table[(self.table["status"] != "failed") & self.table[self.metric].notna()]
+
+    def anytime(self) -> pd.DataFrame:
+        """The best score so far after each trial-epoch, in the order the epochs finished."""
+        h = self.history.dropna(subset=[self.metric]) if self.metric in self.history else self.history[:0]
+        order = [c for c in ("timestamp", "trial", "epoch") if c in h]
+        h = h.sort_values(order, kind="stable").reset_index(drop=True)
+        best = h[self.metric].cummax() if self.mode == "max" else h[self.metric].cummin()
+        return pd.DataFrame({"trial_epochs": range(1, len(h) + 1), "best": best, "trial": h["trial"],
+                             "value": h[self.metric], "epoch": h["epoch"]})
+
+    def wall_minutes(self) -> float:
+        """Search wall time, from the first epoch's start to the last epoch's end."""
+        h = self.history
+        if "timestamp" not in h or h["timestamp"].isna().all():
+            return math.nan
+        starts = h["timestamp"] - h.get("epoch_seconds", pd.Series(0.0, index=h.index)).fillna(0.0)
+        return float(h["timestamp"].max() - starts.min()) / 60
+
+
+def _not_a_study(folder: Path, why: str) -> UserError:
+    return UserError(f"{folder} is not a study's results folder ({why}); pass the folder search.run "
+                     "printed, e.g. ~/hpsearch-results/fashion_space-20250101-120000")
+
+
+def load(folder: str | Path) -> StudyResults:
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise _not_a_study(folder, "no such directory")
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except FileNotFoundError:
+        raise _not_a_study(folder, f"no {STATE_FILE}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{folder / STATE_FILE} is damaged ({e})") from None
+    if not isinstance(state, dict):
+        raise _not_a_study(folder, f"{STATE_FILE} is not a mapping")
+    if (folder / "trials.parquet").is_file():
+        table = pd.read_parquet(folder / "trials.parquet")
+    elif (folder / "trials.csv").is_file():
+        table = pd.read_csv(folder / "trials.csv")
+    else:
+        raise UserError(f"{folder} has no trials table yet: its search has not finished "
+                        f"(resume it with search.run --resume --name {folder.name})")
+    best = BestConfig.load(folder / "best.yaml") if (folder / "best.yaml").is_file() else None
+    confusion = None
+    if (folder / "confusion_matrix.csv").is_file():
+        confusion = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
+    return StudyResults(folder, state, table, _history(folder), best, confusion)
+
+
+def _history(folder: Path) -> pd.DataFrame:
+    if (folder / HISTORY_FILE).is_file():
+        return pd.read_csv(folder / HISTORY_FILE)
+    # Studies run before history.csv existed: Tune's own per-trial logs hold the same epochs.
+    rows = []
+    for log in sorted((folder / TUNE_DIR).glob("*/result.json")):
+        for line in log.read_text().splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if "epoch" not in result or result.get("failed"):
+                continue
+            number = trial_number_from_path(str(log.parent), str(result.get("trial_id", "")))
+            rows.append({"trial": trial_name(number) if number is not None else result.get("trial_id"),
+                         **{k: result[k] for k in HISTORY_KEYS if k in result}})
+    columns = ["trial", *HISTORY_KEYS]
+    history = pd.DataFrame(rows, columns=columns)
+    # An epoch run again after a crash is logged twice: keep the last.
+    return history.drop_duplicates(["trial", "epoch"], keep="last").reset_index(drop=True)

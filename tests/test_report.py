@@ -1,0 +1,169 @@
+"""Report, compare, export and --quiet on the results of real tiny searches (Ray, Optuna, ASHA,
+MLflow on a slice of real Fashion-MNIST): one TPE study run with --quiet, one grid study."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from search.export import BestConfig
+from search.report import DPI, REPORT_DIR, importances, optuna_study, searched
+from search.results import load
+from search.run import SMOKE_TEST, SMOKE_TRAIN
+from tests.conftest import run_module
+
+pytestmark = pytest.mark.slow
+FIGURES = ("history", "parallel", "importance", "curves", "confusion")
+
+
+@pytest.fixture(scope="module")
+def studies(data_root, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    common = ("--smoke", "--results-dir", str(results), "--data-dir", str(data_root))
+    # Both at once: most of a tiny search is Ray starting and the final retrain, not the trials.
+    with ThreadPoolExecutor(2) as pool:
+        space_run = pool.submit(run_module, "search.run", "fashion_space", "--samples", "3", "--max-epochs", "2",
+                                "--name", "space", "--quiet", *common)
+        grid_run = pool.submit(run_module, "search.run", "fashion_grid", "--samples", "2", "--max-epochs", "1",
+                               "--name", "grid", *common)
+        space, grid = space_run.result(), grid_run.result()
+    assert space.returncode == 0, space.stdout + space.stderr
+    assert grid.returncode == 0, grid.stdout + grid.stderr
+    return results, space, grid
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr
+
+
+def test_quiet_prints_only_the_summary(studies):
+    results, space, grid = studies
+    lines = space.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["best", "test accuracy of the retrained best configuration",
+                                                      "results", "report"], space.stdout
+    assert "lr=" in lines[0] and str(results / "space" / "report.html") in lines[3]
+    # Not quiet, and not a terminal: one plain line per finished trial, no bar.
+    assert grid.stdout.count("] trial_") == 2 and "\r" not in grid.stdout
+
+
+def test_report_files_and_figures(studies):
+    from matplotlib import image
+
+    results, _, _ = studies
+    folder = results / "space"
+    proc = run_module("search.report", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    page = (folder / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sorted(sources) == sorted(f"{REPORT_DIR}/{name}.png" for name in FIGURES)
+    for source in sources:
+        png = folder / source
+        width, height = png_size(png)
+        assert 600 <= width <= 2000 and 250 <= height <= 1400, (png, width, height)
+        pixels = image.imread(png)
+        assert pixels[..., :3].std() > 0.05, f"{png} is nearly blank"
+    # Fixed-size figures come out exactly as drawn (inches x dpi).
+    assert png_size(folder / REPORT_DIR / "history.png") == (9 * DPI, 5 * DPI)
+    assert png_size(folder / REPORT_DIR / "confusion.png") == (13 * DPI, round(5.8 * DPI))
+    assert "trial_" in page and "Top 3 configurations" in page
+
+
+def test_importances_cover_the_searched_parameters(studies):
+    results, _, _ = studies
+    study = load(results / "space")
+    imp = importances(study)
+    _, dists = optuna_study(study)
+    assert set(imp) == set(searched(dists)) and "lr" in imp
+    assert sum(imp.values()) == pytest.approx(1.0)
+    assert all(v >= 0 for v in imp.values())
+
+
+def test_confusion_matrix_counts_each_test_image_once(studies, data_root):
+    from trainables.data import load_dataset
+
+    results, _, _ = studies
+    study = load(results / "space")
+    test = load_dataset("fashion_mnist", str(data_root)).sliced(SMOKE_TRAIN, SMOKE_TEST, 0).test
+    per_class = np.bincount(test.y, minlength=10)
+    assert study.confusion.to_numpy().sum(axis=1).tolist() == per_class.tolist()
+    accuracy = study.confusion.to_numpy().trace() / per_class.sum()
+    assert accuracy == pytest.approx(study.best.metrics["test_accuracy"])
+
+
+def test_compare(studies, tmp_path):
+    results, _, _ = studies
+    proc = run_module("search.compare", str(results / "grid"), str(results / "space"), "--output", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for word in ("trial-epochs", "wall minutes", "test accuracy", "grid", "space"):
+        assert word in proc.stdout
+    trials = next(line for line in proc.stdout.splitlines() if line.strip().startswith("trials"))
+    assert trials.split()[1:] == ["2", "3"]
+    assert png_size(tmp_path / "anytime.png") == (9 * DPI, 5 * DPI)
+    assert 'src="anytime.png"' in (tmp_path / "compare.html").read_text()
+    assert "not a study" in one_line_error(run_module("search.compare", str(results), str(results / "space")))
+
+
+def test_export_round_trips_into_search_train(studies, tmp_path, data_root):
+    results, _, _ = studies
+    folder = results / "space"
+    best = BestConfig.load(folder / "best.yaml")
+    proc = run_module("search.export", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert BestConfig(**yaml.safe_load(proc.stdout)).hyperparameters == best.hyperparameters
+
+    top = tmp_path / "top.json"
+    assert run_module("search.export", str(folder), "--top", "3", "--output", str(top)).returncode == 0
+    configs = [BestConfig(**body) for body in json.loads(top.read_text())]
+    assert [c.search["rank"] for c in configs] == [1, 2, 3]
+    scores = [c.metrics["val_accuracy"] for c in configs]
+    assert scores == sorted(scores, reverse=True) and configs[0].metrics["test_accuracy"] > 0
+
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps(configs[1].to_dict()))
+    trained = run_module("search.train", str(second), "--smoke", "--epochs", "1", "--cpus", "1",
+                         "--results-dir", str(tmp_path / "retrain"), "--data-dir", str(data_root))
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "test accuracy" in trained.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top", "0"], "--top must be 1 or more"),
+    (["--format", "xml"], "invalid choice"),
+    (["--output", "/nonexistent/dir/out.yaml"], "does not exist"),
+])
+def test_export_bad_arguments(studies, args, message):
+    results, _, _ = studies
+    assert message in one_line_error(run_module("search.export", str(results / "space"), *args))
+
+
+def test_bad_results_folder(tmp_path):
+    assert "no study.json" in one_line_error(run_module("search.report", str(tmp_path)))
+    assert "no such directory" in one_line_error(run_module("search.export", str(tmp_path / "missing")))
+
+
+def test_history_falls_back_to_tunes_own_logs(studies, tmp_path):
+    """A study from before history.csv existed: the same epochs come from tune/*/result.json."""
+    import shutil
+
+    results, _, _ = studies
+    old = tmp_path / "old"
+    shutil.copytree(results / "space", old)
+    (old / "history.csv").unlink()
+    new_curve, old_curve = load(results / "space").anytime(), load(old).anytime()
+    assert 3 <= len(old_curve) <= 6  # 3 trials of 1 or 2 epochs
+    assert old_curve.equals(new_curve)
