@@ -75,6 +75,7 @@ class StudyState:
     time_budget: float | None
     data_dir: str | None
     tracking_uri: str
+    register_model: str | None = None
     parent_run_id: str = ""
     phase: str = "search"  # search -> final -> done
     created: str = ""
@@ -107,6 +108,7 @@ class StudyRun:
         return StudyState(space=self.study.name, name=self.name, samples=a.samples, max_epochs=a.max_epochs,
                           seed=a.seed, smoke=a.smoke, time_budget=a.time_budget, data_dir=a.data_dir,
                           tracking_uri=a.tracking_uri or default_tracking_uri(self.root),
+                          register_model=a.register_model,
                           created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def execute(self) -> int:
@@ -235,7 +237,7 @@ class StudyRun:
               f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
         final = retrain(spec, dataset, on_ray=True)
         save_model(final, spec, dataset, self.study.name, self.dir)
-        log_final(tracker, parent, final, spec, dataset, self.dir)
+        registered = log_final(tracker, parent, final, spec, dataset, self.dir, state.register_model)
         export = BestConfig(
             space=self.study.name, dataset=s.dataset, hyperparameters=params, epochs=spec.epochs,
             seed=state.seed, val_fraction=s.val_fraction,
@@ -255,6 +257,8 @@ class StudyRun:
         tracker.set_tags(parent, {"hpsearch.status": "completed"})
         tracker.end_run(parent)
         self._summary(table, final, parquet)
+        if registered:
+            print(f"registered model: {registered} (MLflow model registry at {state.tracking_uri})")
 
     def _run_params(self, plan, data_source: str) -> dict:
         a = self.args

@@ -29,6 +29,9 @@ from search.records import (FINAL_STATUSES, TrialRecord, finite, too_many_failur
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "hpsearch.trial_id"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+# MLflow 3's UI opens an experiment of this kind on its runs table (model training), not on
+# the GenAI trace overview.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_tracking_uri(results_root: Path) -> str:
@@ -109,10 +112,13 @@ class Tracker:
         for attempt in range(5):
             found = self.client.get_experiment_by_name(name)
             if found is not None:
+                if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
                 return found.experiment_id
             try:
                 location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-                return self.client.create_experiment(name, artifact_location=location)
+                return self.client.create_experiment(name, artifact_location=location,
+                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
             except Exception:  # noqa: BLE001 - another search created it first: look it up again
                 if attempt == 4:
                     raise
@@ -171,13 +177,20 @@ class Tracker:
             time.sleep(poll)
         return True
 
-    def log_model(self, run_id: str, model, input_example, torch_version: str) -> None:
+    def log_model(self, run_id: str, model, input_example, torch_version: str,
+                  register_as: str | None = None) -> str:
+        """Returns "NAME/VERSION" when the model was registered, else ""."""
         with self.mlflow.start_run(run_id=run_id):
-            self.mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example,
+            info = self.mlflow.pytorch.log_model(
+                model, name="model", input_example=input_example, registered_model_name=register_as,
                 # Explicit requirements: inferring them imports the model in a subprocess (slow).
                 pip_requirements=[f"torch=={torch_version}"],
             )
+        if not register_as:
+            return ""
+        registered = f"{register_as}/{info.registered_model_version}"
+        self.set_tags(run_id, {"hpsearch.registered_model": registered})
+        return registered
 
     @_patient
     def child_runs(self, parent_id: str) -> dict[str, ChildRun]:
