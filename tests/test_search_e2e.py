@@ -87,7 +87,7 @@ def test_mlflow_parent_and_child_runs(study):
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
     # --register-model with the default SQLite store: version 1 of the name, from the study's run.
     (version,) = client.search_model_versions("name = 'tiny-cnn'")
-    assert version.version == "1" and version.run_id == parent.info.run_id
+    assert int(version.version) == 1 and version.run_id == parent.info.run_id
     assert parent.data.tags["hpsearch.registered_model"] == "tiny-cnn/1"
 
 
