@@ -13,7 +13,7 @@ from tests.chaos import MlflowServer
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
-SAMPLES, EPOCHS, NAME, MODEL = 3, 2, "served", "hpsearch-fashion-test"
+SAMPLES, EPOCHS, NAME, MODEL = 2, 2, "served", "hpsearch-fashion-test"
 CHROMIUM = Path("/usr/bin/chromium")
 STATUSES = {"completed", "stopped_early", "diverged", "failed"}
 
