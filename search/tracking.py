@@ -29,9 +29,6 @@ from search.records import (FINAL_STATUSES, TrialRecord, finite, too_many_failur
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "hpsearch.trial_id"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
-# MLflow 3's UI opens an experiment of this kind on its runs table (model training), not on
-# the GenAI trace overview.
-EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_tracking_uri(results_root: Path) -> str:
@@ -112,13 +109,10 @@ class Tracker:
         for attempt in range(5):
             found = self.client.get_experiment_by_name(name)
             if found is not None:
-                if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
-                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
                 return found.experiment_id
             try:
                 location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-                return self.client.create_experiment(name, artifact_location=location,
-                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+                return self.client.create_experiment(name, artifact_location=location)
             except Exception:  # noqa: BLE001 - another search created it first: look it up again
                 if attempt == 4:
                     raise
