@@ -106,7 +106,7 @@ class MlflowServer:
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 # MLflow 3's server can take longer than that to wind down its background job
                 # workers on a loaded machine; what matters here is that it is gone.
