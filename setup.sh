@@ -16,6 +16,13 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2
     >/dev/null 2>&1 || echo "note: Debian's dataset-fashion-mnist is not available; hpsearch will look for the data elsewhere"
 fi
 
+# Debian's chromium: the browser the MLflow UI test drives through Playwright (never `playwright
+# install`, which downloads a browser build of its own). Without it that test is skipped, visibly.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
+    >/dev/null 2>&1 || echo "note: Debian's chromium is not available; the MLflow UI browser test will be skipped"
+fi
+
 if [ "${1:-}" != "--no-search" ]; then
   .venv/bin/python -m search.run fashion_space --samples 6 --max-epochs 2 --name "quickstart-$(date +%Y%m%d-%H%M%S)"
 fi

@@ -63,7 +63,10 @@ def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: 
 
 
 def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalSpec, dataset: Dataset,
-              out_dir: Path, backbone: Backbone | None = None) -> None:
+              out_dir: Path, backbone: Backbone | None = None, register_as: str | None = None) -> str:
+    """Log the final model's metrics and the model itself (with an input example, from which
+    MLflow derives its signature); with `register_as`, also register it. Returns "NAME/VERSION"
+    of the registered model, or "" when none was asked for."""
     for epoch in final["history"]:
         tracker.log_metrics(run_id, {f"final_{k}": v for k, v in epoch.items() if k in ("train_loss", "epoch_seconds")},
                             step=int(epoch["epoch"]))
@@ -79,7 +82,7 @@ def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalS
     example = dataset.test.x[:2].astype(np.float32) / (255.0 if dataset.test.x.dtype == np.uint8 else 1.0)
     mean = np.asarray(data.mean, dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(data.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0])
+    return tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0], register_as)
 
 
 def _metric_name(label: str) -> str:

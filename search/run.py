@@ -32,7 +32,9 @@ def build_parser() -> Parser:
     p.add_argument("--results-dir", default=None,
                    help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--register-model", default=None, metavar="NAME",
+                   help="register the final model in the MLflow model registry under NAME (a new version each study)")
     talk = p.add_mutually_exclusive_group()
     talk.add_argument("--quiet", "-q", action="store_true",
                       help="print only errors and the final summary (best configuration, test accuracy, results)")
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.space:
         raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
     check_positive(args)
+    # The cluster configs point drivers at the head's MLflow server this way.
+    args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if args.register_model is not None and not args.register_model.strip():
+        raise UserError("--register-model needs a model name, e.g. --register-model fashion-cnn")
     study = get_study(args.space)
     if args.address:
         check_reachable(args.address)

@@ -77,6 +77,7 @@ class StudyState:
     time_budget: float | None
     data: dict  # search.data_args.DataChoice: dataset, files, backbone
     tracking_uri: str
+    register_model: str | None = None
     parent_run_id: str = ""
     phase: str = "search"  # search -> final -> done
     created: str = ""
@@ -112,6 +113,7 @@ class StudyRun:
         return StudyState(space=self.study.name, name=self.name, samples=a.samples, max_epochs=a.max_epochs,
                           seed=a.seed, smoke=a.smoke, time_budget=a.time_budget, data=choice.to_dict(),
                           tracking_uri=a.tracking_uri or default_tracking_uri(self.root),
+                          register_model=a.register_model,
                           created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def execute(self) -> int:
@@ -242,7 +244,7 @@ class StudyRun:
             f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
         final = retrain(spec, dataset, on_ray=True, backbone=backbone)
         save_model(final, spec, dataset, self.study.name, self.dir, backbone)
-        log_final(tracker, parent, final, spec, dataset, self.dir, backbone)
+        registered = log_final(tracker, parent, final, spec, dataset, self.dir, backbone, state.register_model)
         choice = DataChoice.from_dict(state.data)
         export = BestConfig(
             space=self.study.name, dataset=choice.spec.dataset, hyperparameters=params, epochs=spec.epochs,
@@ -265,6 +267,8 @@ class StudyRun:
         tracker.set_tags(parent, {"hpsearch.status": "completed"})
         tracker.end_run(parent)
         self._summary(table, params, final, parquet, report)
+        if registered:
+            print(f"registered model: {registered} (MLflow model registry at {state.tracking_uri})")
 
     def _report(self, tracker: Tracker, parent: str) -> Path | None:
         """report.html and its figures, also on the parent run (the page at the artifact root,

@@ -171,13 +171,20 @@ class Tracker:
             time.sleep(poll)
         return True
 
-    def log_model(self, run_id: str, model, input_example, torch_version: str) -> None:
+    def log_model(self, run_id: str, model, input_example, torch_version: str,
+                  register_as: str | None = None) -> str:
+        """Returns "NAME/VERSION" when the model was registered, else ""."""
         with self.mlflow.start_run(run_id=run_id):
-            self.mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example,
+            info = self.mlflow.pytorch.log_model(
+                model, name="model", input_example=input_example, registered_model_name=register_as,
                 # Explicit requirements: inferring them imports the model in a subprocess (slow).
                 pip_requirements=[f"torch=={torch_version}"],
             )
+        if not register_as:
+            return ""
+        registered = f"{register_as}/{info.registered_model_version}"
+        self.set_tags(run_id, {"hpsearch.registered_model": registered})
+        return registered
 
     @_patient
     def child_runs(self, parent_id: str) -> dict[str, ChildRun]:

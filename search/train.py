@@ -26,7 +26,7 @@ def build_parser() -> Parser:
     p.add_argument("--gpus", type=int, default=None, help="0 to stay on the CPU (default: a GPU if there is one)")
     p.add_argument("--name", default=None, help="output folder name (default: SPACE-retrain-DATE-TIME)")
     p.add_argument("--results-dir", default=None, help="where the retrained model goes (default: as for search.run)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
     p.add_argument("--smoke", action="store_true", help=f"tiny run on a slice ({SMOKE_TRAIN} training, {SMOKE_TEST} test images)")
     add_data_arguments(p)  # each overrides what best.yaml says (e.g. files that have moved)
     return p
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, seed)
     epochs = args.epochs or best.epochs
+    args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     uri = args.tracking_uri or default_tracking_uri(root)
     tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
     spec = FinalSpec(best.hyperparameters, epochs=epochs, seed=seed, threads=args.cpus or os.cpu_count() or 1,

@@ -49,6 +49,7 @@ def fake_root(tmp_path_factory):
     (["fashion_space", "--cpus", "4096"], ["--cpus 4096 but this machine has"]),
     (["fashion_space", "--data-dir", "/nonexistent/hpsearch-data"], ["does not exist; pass --data-dir"]),
     (["fashion_space", "--resume"], ["--resume needs the --name"]),
+    (["fashion_space", "--register-model", " "], ["--register-model needs a model name"]),
     (["fashion_space", "--resume", "--name", "never-ran"], ["no study 'never-ran'"]),
     (["fashion_space", "--name", "earlier"], ["already exist", "--resume"]),
 ])

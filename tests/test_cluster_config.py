@@ -1,30 +1,160 @@
-"""cluster.yaml is checked the way `ray up` checks it: defaults filled in, then Ray's own schema."""
+"""The cluster configs are checked the way their tools check them: the cluster-launcher YAMLs as
+`ray up` does (Ray's defaults filled in, then Ray's own schema); the KubeRay manifest's pod
+templates and volume claim field by field against the Kubernetes API's own models (the
+`kubernetes` client's, generated from the API's OpenAPI schema), and its RayJob fields as KubeRay
+v1 defines them (no KubeRay CRD schema ships in a Python package; the fields checked are the ones
+this manifest relies on)."""
 
 from __future__ import annotations
 
 import copy
+import shlex
 
 import pytest
+import ray
 import yaml
 
 from tests.conftest import REPO
 
+LAUNCHER_CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
+RAYJOB = REPO / "k8s" / "rayjob.yaml"
 
-def ray_up_validate(config: dict) -> None:
+
+def ray_up_validate(config: dict) -> dict:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    validate_config(prepare_config(copy.deepcopy(config)))
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
 
 
-def test_cluster_yaml_passes_rays_validation():
-    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
-    ray_up_validate(config)
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_launcher_config_passes_rays_validation(name):
+    config = load(name)
+    prepared = ray_up_validate(config)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+    setup = "\n".join(config["setup_commands"])
+    # hpsearch from this checkout with its pinned dependencies, the data once per node, shared results.
+    assert "pip install" in setup and "-e ~/hpsearch" in setup and '"ray[default,tune]==2.60.*"' in setup
+    assert "load_dataset('fashion_mnist')" in setup
+    assert "HPSEARCH_RESULTS_DIR=/mnt/hpsearch/results" in setup and "/mnt/hpsearch" in setup
+    head = "\n".join(config["head_start_ray_commands"])
+    assert "mlflow server" in head and "--host 0.0.0.0" not in head  # private address only
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "MLFLOW_TRACKING_URI" in "\n".join(config["head_setup_commands"])
+
+
+def test_cloud_config_has_autoscaling_4_gpu_workers():
+    config = load("cluster.yaml")
     workers = config["available_node_types"]["gpu_worker"]
-    assert workers["max_workers"] >= 1 and config["head_node_type"] == "head"
+    assert config["provider"]["type"] == "aws" and workers["node_config"]["InstanceType"] == "g5.12xlarge"
+    assert workers["min_workers"] < workers["max_workers"]
+    assert config["available_node_types"]["head"]["resources"] == {"CPU": 0}
 
 
 def test_the_validation_can_fail():
-    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    config = load("cluster.yaml")
     config["available_node_types"]["gpu_worker"]["max_wokers"] = 4  # a typo Ray must refuse
     with pytest.raises(Exception, match="max_wokers"):
         ray_up_validate(config)
+
+
+# --- KubeRay --------------------------------------------------------------------------------
+
+def k8s_problems(value, type_name: str, path: str) -> list[str]:
+    """Every key of `value` must be a field of the Kubernetes API type `type_name`, recursively,
+    with the JSON type the API expects."""
+    from kubernetes import client
+
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list"]
+        return [p for i, v in enumerate(value) for p in k8s_problems(v, type_name[5:-1], f"{path}[{i}]")]
+    if type_name.startswith("dict("):
+        inner = type_name[type_name.index(",") + 1:-1].strip()
+        if not isinstance(value, dict):
+            return [f"{path}: expected a mapping"]
+        return [p for k, v in value.items() for p in k8s_problems(v, inner, f"{path}.{k}")]
+    primitive = {"str": str, "int": int, "bool": bool, "float": (int, float)}.get(type_name)
+    if primitive is not None:
+        return [] if isinstance(value, primitive) else [f"{path}: expected {type_name}, got {value!r}"]
+    model = getattr(client, type_name, None)
+    if model is None:
+        return []  # free-form ('object', quantities as str-or-int)
+    if not isinstance(value, dict):
+        return [f"{path}: expected a {type_name} mapping"]
+    fields = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    problems = []
+    for key, item in value.items():
+        if key not in fields:
+            problems.append(f"{path}.{key}: not a field of {type_name}")
+        else:
+            problems += k8s_problems(item, model.openapi_types[fields[key]], f"{path}.{key}")
+    return problems
+
+
+def rayjob_documents() -> dict[str, dict]:
+    docs = [d for d in yaml.safe_load_all(RAYJOB.read_text()) if d]
+    return {d["kind"]: d for d in docs}
+
+
+def pod_templates(job: dict) -> dict[str, dict]:
+    spec = job["spec"]["rayClusterSpec"]
+    return {"head": spec["headGroupSpec"]["template"],
+            **{g["groupName"]: g["template"] for g in spec["workerGroupSpecs"]}}
+
+
+def test_rayjob_manifest():
+    docs = rayjob_documents()
+    assert set(docs) == {"PersistentVolumeClaim", "RayJob"}
+    claim, job = docs["PersistentVolumeClaim"], docs["RayJob"]
+    assert claim["apiVersion"] == "v1" and k8s_problems(claim, "V1PersistentVolumeClaim", "pvc") == []
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by every node
+
+    assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert set(spec) <= {"entrypoint", "submissionMode", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
+                         "rayClusterSpec", "runtimeEnvYAML", "activeDeadlineSeconds", "backoffLimit"}
+    # The entrypoint is a search.run command line that search.run's own parser accepts.
+    words = shlex.split(spec["entrypoint"])
+    assert words[:3] == ["python", "-m", "search.run"]
+    from search.run import build_parser
+
+    args = build_parser().parse_args(words[3:])
+    assert (args.space, args.address, args.gpus) == ("fashion_space", "auto", 4)
+
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"].rsplit(".", 1)[0] == ray.__version__.rsplit(".", 1)[0]
+    head = cluster["headGroupSpec"]
+    assert all(isinstance(v, str) for v in head["rayStartParams"].values())  # KubeRay wants strings
+    (workers,) = cluster["workerGroupSpecs"]
+    assert workers["minReplicas"] <= workers["replicas"] < workers["maxReplicas"] and cluster["enableInTreeAutoscaling"]
+    for name, template in pod_templates(job).items():
+        assert k8s_problems(template, "V1PodTemplateSpec", name) == []
+        containers = template["spec"]["containers"]
+        assert all(c.get("name") and c.get("image") for c in containers)
+        ray_container = containers[0]
+        mounts = {m["mountPath"] for m in ray_container["volumeMounts"]}
+        assert "/mnt/hpsearch" in mounts, name
+        env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
+        assert env["HPSEARCH_RESULTS_DIR"].startswith("/mnt/hpsearch/")
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    mlflow = next(c for c in head["template"]["spec"]["containers"] if c["name"] == "mlflow")
+    assert "--host 127.0.0.1" in " ".join(mlflow["args"])
+    head_env = {e["name"]: e["value"] for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert head_env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+
+
+def test_the_pod_check_can_fail():
+    template = pod_templates(rayjob_documents()["RayJob"])["head"]
+    broken = copy.deepcopy(template)
+    broken["spec"]["containers"][0]["volumeMount"] = []  # a typo kubectl would refuse
+    broken["spec"]["containers"][0]["ports"][0]["containerPort"] = "6379"
+    assert k8s_problems(broken, "V1PodTemplateSpec", "head") == [
+        "head.spec.containers[0].ports[0].containerPort: expected int, got '6379'",
+        "head.spec.containers[0].volumeMount: not a field of V1Container",
+    ]

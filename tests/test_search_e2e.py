@@ -17,7 +17,8 @@ SAMPLES, EPOCHS = 4, 2
 def study(data_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     proc = run_module("search.run", "fashion_space", "--smoke", "--samples", str(SAMPLES), "--max-epochs",
-                      str(EPOCHS), "--name", "tiny", "--results-dir", str(results), "--data-dir", str(data_root))
+                      str(EPOCHS), "--name", "tiny", "--results-dir", str(results), "--data-dir", str(data_root),
+                      "--register-model", "tiny-cnn")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return results, proc
 
@@ -84,6 +85,10 @@ def test_mlflow_parent_and_child_runs(study):
     mlflow.set_tracking_uri(client.tracking_uri)
     info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
+    # --register-model with the default SQLite store: version 1 of the name, from the study's run.
+    (version,) = client.search_model_versions("name = 'tiny-cnn'")
+    assert int(version.version) == 1 and version.run_id == parent.info.run_id
+    assert parent.data.tags["hpsearch.registered_model"] == "tiny-cnn/1"
 
 
 def test_search_train_round_trip(study, data_root):

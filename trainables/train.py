@@ -241,7 +241,9 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
         epochs_done = int(metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            # node_id: which cluster node ran the epoch (nodes can share one IP and hostname).
+            tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state,
