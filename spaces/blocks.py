@@ -65,6 +65,24 @@ def suggest_mlp(trial: Any, p: dict[str, Any], ctx: SpaceContext, layers: tuple[
     suggest_capped_widths(trial, p, ctx, [("dense_nodes", [nodes] * p["dense_layers"])])
 
 
+def suggest_small_cnn(trial: Any, p: dict[str, Any], ctx: SpaceContext, conv_dropout: tuple[float, float],
+                      dropout: tuple[float, float], dense: tuple[int, int], norm_after_activation: bool = False) -> None:
+    """1-3 conv blocks of 8-128 filters (3x3 or 5x5, max pooling, ReLU, batch norm on/off, 2-D
+    dropout) and one dense layer: the CNN family of the small-image studies."""
+    p.update({
+        "family": "cnn",
+        "conv_layers": trial.suggest_int("conv_layers", 1, 3),
+        "kernel_size": trial.suggest_categorical("kernel_size", [3, 5]),
+        "pool_type": "max", "pool_size": 2, "activation": "relu",
+        "batch_norm": trial.suggest_categorical("batch_norm", [True, False]),
+        "norm_after_activation": norm_after_activation,
+        "conv_dropout": trial.suggest_float("conv_dropout", *conv_dropout),
+        "dropout": trial.suggest_float("dropout", *dropout),
+        "dense_layers": 1,
+    })
+    suggest_capped_widths(trial, p, ctx, [("filters", [(8, 128)] * p["conv_layers"]), ("dense_nodes", [dense])])
+
+
 def suggest_augmentation(trial: Any, rotate: float = 0.0, crop_scale: float = 1.0, translate: float = 0.0,
                          flip: bool = False, cutmix: bool = False) -> dict[str, float]:
     """Each transform the study allows gets a searched strength and a searched probability."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from spaces import SpaceContext, Study, StudySettings, register_study
-from spaces.blocks import suggest_capped_widths, suggest_mlp, suggest_training
+from spaces.blocks import suggest_mlp, suggest_small_cnn, suggest_training
 
 # Weight decay at the space's floor: the reports used none, and a log-scale range cannot hold 0.
 _TRAINING = {"weight_decay": 1e-6, "lr_schedule": "cosine"}
@@ -37,18 +37,7 @@ def define_mnist_space(trial: Any, ctx: SpaceContext) -> dict[str, Any]:
     if family == "mlp":
         suggest_mlp(trial, p, ctx, layers=(1, 3), nodes=(64, 512), activations=["relu", "tanh"], dropout=(0.0, 0.5))
     else:
-        p.update({
-            "family": "cnn",
-            "conv_layers": trial.suggest_int("conv_layers", 1, 3),
-            "kernel_size": trial.suggest_categorical("kernel_size", [3, 5]),
-            "pool_type": "max", "pool_size": 2, "activation": "relu",
-            "batch_norm": trial.suggest_categorical("batch_norm", [True, False]),
-            "conv_dropout": trial.suggest_float("conv_dropout", 0.0, 0.5),
-            "dropout": trial.suggest_float("dropout", 0.2, 0.5),
-            "dense_layers": 1,
-        })
-        suggest_capped_widths(trial, p, ctx, [("filters", [(8, 128)] * p["conv_layers"]),
-                                              ("dense_nodes", [(32, 256)])])
+        suggest_small_cnn(trial, p, ctx, conv_dropout=(0.0, 0.5), dropout=(0.2, 0.5), dense=(32, 256))
     # Returned whole: the searched values again, plus the fixed rest of the architecture and cosine decay.
     return {**p, "lr_schedule": "cosine"}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from spaces import SpaceContext, Study, StudySettings, register_study
-from spaces.blocks import suggest_augmentation, suggest_capped_widths, suggest_mlp, suggest_training
+from spaces.blocks import suggest_augmentation, suggest_mlp, suggest_small_cnn, suggest_training
 
 # Conv 75 -> 50 (+ dropout 0.2) -> 25, each with batch norm after the activation and max pooling,
 # dense 512 with dropout 0.3; rotation 10 degrees, zoom and shift 10%, no flips.
@@ -30,19 +30,8 @@ def define_pixels_space(trial: Any, ctx: SpaceContext) -> dict[str, Any]:
     if family == "mlp":
         suggest_mlp(trial, p, ctx, layers=(1, 3), nodes=(64, 1024), activations=["relu", "tanh"], dropout=(0.0, 0.5))
     else:
-        p.update({
-            "family": "cnn",
-            "conv_layers": trial.suggest_int("conv_layers", 1, 3),
-            "kernel_size": trial.suggest_categorical("kernel_size", [3, 5]),
-            "pool_type": "max", "pool_size": 2, "activation": "relu",
-            "batch_norm": trial.suggest_categorical("batch_norm", [True, False]),
-            "norm_after_activation": True,
-            "conv_dropout": trial.suggest_float("conv_dropout", 0.0, 0.4),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-            "dense_layers": 1,
-        })
-        suggest_capped_widths(trial, p, ctx, [("filters", [(8, 128)] * p["conv_layers"]),
-                                              ("dense_nodes", [(64, 512)])])
+        suggest_small_cnn(trial, p, ctx, conv_dropout=(0.0, 0.4), dropout=(0.0, 0.5), dense=(64, 512),
+                          norm_after_activation=True)
     p.update(suggest_augmentation(trial, rotate=15.0, crop_scale=0.7, translate=0.15, flip=True))
     return {**p, "lr_schedule": "cosine"}
 
