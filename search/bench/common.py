@@ -30,22 +30,22 @@ class Sizes:
     """Every size a benchmark uses, in one place, so `--quick` (the CI smoke test) and the
     documented run differ only here."""
 
-    overhead_epochs: int = 5
-    overhead_trials: int = 3
+    overhead_epochs: int = 2
+    overhead_trials: int = 2
     overhead_train: int | None = None  # None: all 60,000 training images
     datapath_train: int | None = None
     augment_images: int = 10000
-    efficiency_train: int = 4000
+    efficiency_train: int = 2500
     efficiency_epochs: int = 3
     efficiency_seeds: int = 3
-    efficiency_tpe_samples: int = 32
-    efficiency_random_samples: int = 32
-    efficiency_fifo_samples: int = 16
+    efficiency_tpe_samples: int = 16
+    efficiency_random_samples: int = 16
+    efficiency_fifo_samples: int = 8
     efficiency_grid_points: int | None = None  # None: all 96
-    scaling_train: int = 12000
-    scaling_trials: int = 6
-    scaling_epochs: int = 2
-    peer_train: int = 6000
+    scaling_train: int = 6000
+    scaling_trials: int = 4
+    scaling_epochs: int = 1
+    peer_train: int = 3000
     peer_test: int = 10000
     peer_trials: int = 20
     peer_epochs: int = 10
@@ -120,7 +120,6 @@ def quiet() -> None:
     """The same environment the CLI sets up (search.run.main), minus its argument checks."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
