@@ -39,6 +39,9 @@ class Plan:
     max_macs: int | None
     time_budget_s: float | None
     seed: int
+    # "tpe" is the service's searcher; "random" exists so benchmarks can compare against it
+    # through the same OptunaSearch path.
+    sampler: str = "tpe"
 
 
 def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: int, samples: int | None,
@@ -105,17 +108,23 @@ def make_searcher(study: Study, plan: Plan, data: TrainingData, backbone: Backbo
     ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs,
                        backbone.body_layers if backbone is not None else 0)
     start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)]
-    # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the
-    # multivariate model handle the conditional (define-by-run) parameters.
-    sampler = optuna.samplers.TPESampler(
-        seed=plan.seed, n_startup_trials=study.settings.n_startup_trials,
-        multivariate=True, group=True, constant_liar=True,
-    )
+    sampler = make_sampler(plan.sampler, plan.seed, study.settings.n_startup_trials)
     searcher = OptunaSearch(
         space=functools.partial(study.define, ctx=ctx), metric=study.settings.metric,
         mode=study.settings.mode, sampler=sampler, points_to_evaluate=start_points or None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
+
+
+def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name != "tpe":
+        raise ValueError(f"unknown sampler {name!r}")
+    # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the
+    # multivariate model handle the conditional (define-by-run) parameters.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
+                                      multivariate=True, group=True, constant_liar=True)
 
 
 def _within_cap(params, ctx: SpaceContext, backbone: Backbone | None) -> bool:

@@ -56,6 +56,36 @@ def pick_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class Accel:
+    """How a device runs the loop: bf16 autocast and channels-last help tensor cores on a GPU
+    and only cost time on a CPU, so they are on for CUDA alone. bf16 needs no loss scaling."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def accelerator(device: torch.device, bf16_supported: bool | None = None) -> Accel:
+    if device.type != "cuda":
+        return Accel()
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return Accel(torch.bfloat16 if bf16_supported else None, channels_last=True)
+
+
+def granted_threads(default: int) -> int:
+    """Torch threads for a Ray worker: the CPUs Ray granted it, so concurrent trials never
+    oversubscribe the cores (torch would otherwise start one thread per core in every trial)."""
+    import ray
+
+    granted = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return max(1, int(granted) if granted else default)
+
+
 def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     # Arrays from the object store are read-only views; torch warns but we never write to them.
     with warnings.catch_warnings():
@@ -128,6 +158,7 @@ def fit(
     state: dict | None = None,
     before_epoch: Callable[[int, nn.Module], None] | None = None,
     backbone: "Backbone | None" = None,
+    accel: Accel | None = None,
 ) -> FitResult:
     """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
     `epochs` is also the horizon of the learning-rate schedule.
@@ -135,9 +166,11 @@ def fit(
     `state` is a checkpoint dict from an earlier call; training continues after its epoch.
     `on_epoch(metrics, snapshot)` is called after every epoch; `snapshot()` builds the
     checkpoint dict (model, optimizer, RNG, history and the config itself).
+    `accel` defaults to what suits `device` (see `accelerator`).
     """
+    accel = accel or accelerator(device)
     torch.manual_seed(seed)
-    model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device)
+    model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device, memory_format=accel.memory_format)
     optimizer = make_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult(model)
@@ -183,10 +216,11 @@ def fit(
                 xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, generator)
             else:
                 y_mix = None
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            if y_mix is not None:  # CutMix: labels weighted by the share of pixels each image gave
-                loss = lam * loss + (1.0 - lam) * F.cross_entropy(out, y_mix)
+            with torch.autocast(device.type, dtype=accel.amp_dtype, enabled=accel.amp_dtype is not None):
+                out = model(xb.contiguous(memory_format=accel.memory_format))
+                loss = F.cross_entropy(out, yb)
+                if y_mix is not None:  # CutMix: labels weighted by the share of pixels each image gave
+                    loss = lam * loss + (1.0 - lam) * F.cross_entropy(out, y_mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -224,7 +258,7 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
     import ray  # inside: the final retrain and `search.train` also run without Ray
     from ray import tune
 
-    torch.set_num_threads(max(1, settings.threads))
+    torch.set_num_threads(granted_threads(settings.threads))
     device = pick_device(use_gpu=bool(ray.get_gpu_ids()))
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())

@@ -1,0 +1,82 @@
+"""Command line of the benchmarks; see search/bench/__init__.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from search.bench.common import FULL, QUICK, Bench, default_out, quiet
+from search.errors import Parser, UserError, run_cli
+
+PARTS = ("overhead", "datapath", "efficiency", "scaling", "peer")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m search.bench", description=__doc__)
+    p.add_argument("parts", nargs="*", default=["all"], help=f"all (default) or any of: {', '.join(PARTS)} "
+                   "(memory is measured during overhead)")
+    p.add_argument("--out", default=None, help="output folder (default: RESULTS_DIR/bench/DATE-TIME, "
+                   "RESULTS_DIR being $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
+    p.add_argument("--data-dir", default=None, help="dataset root holding FashionMNIST/raw/ and "
+                   "cifar10/cifar10-subset.npz (default: $HPSEARCH_DATA_DIR, else ../shared/datasets)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test); figures mean nothing")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def data_root(arg: str | None) -> Path:
+    root = Path(arg or os.environ.get("HPSEARCH_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "datasets")
+    if not (root / "FashionMNIST").is_dir():
+        raise UserError(f"no FashionMNIST/ under {root}; pass --data-dir DIR holding FashionMNIST/raw/ "
+                        "and cifar10/cifar10-subset.npz")
+    return root.expanduser().resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    parts = list(PARTS) if "all" in args.parts else args.parts
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise UserError(f"unknown benchmark(s) {', '.join(unknown)}; choose from all, {', '.join(PARTS)}")
+    root = data_root(args.data_dir)
+    out = Path(args.out).expanduser().resolve() if args.out else default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    quiet()
+    bench = Bench(out, str(root), QUICK if args.quick else FULL, args.seed)
+    print(f"benchmarks {', '.join(parts)} -> {out}", flush=True)
+    timings = {}
+    for part in parts:
+        started = time.perf_counter()
+        module = __import__(f"search.bench.{part}", fromlist=["run"])
+        result = module.run(bench, root) if part == "datapath" else module.run(bench)
+        timings[part] = time.perf_counter() - started
+        print(f"{part}: {time.perf_counter() - started:.0f} s; {headline(part, result)}", flush=True)
+    (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    print(f"results: {out}")
+    return 0
+
+
+def headline(part: str, r: dict) -> str:
+    if part == "overhead":
+        return (f"bare {r['bare_s_per_epoch']:.2f} s/epoch, service {r['service_s_per_trial_epoch']:.2f} s/trial-epoch, "
+                f"ratio {r['ratio']:.3f}")
+    if part == "datapath":
+        f, a = r["fashion"], r["cifar_augmentation"]
+        return (f"epoch {f['service_epoch_s']:.2f} s vs torchvision {f['torchvision_epoch_s']:.2f} s "
+                f"({f['speedup']:.2f}x); augmentation {a['batched_epoch_s']:.2f} s vs {a['torchvision_per_sample_epoch_s']:.2f} s")
+    if part == "efficiency":
+        return (f"grid best {r['grid_best_val_accuracy']:.4f} in {r['grid_trial_epochs']} trial-epochs; TPE+ASHA "
+                f"matches it in {r['summary']['tpe_asha']['fraction_of_grid']} of them")
+    if part == "scaling":
+        return (f"{r['one_worker_trials_per_hour']:.0f} vs {r['two_workers_trials_per_hour']:.0f} trials/h "
+                f"({r['ratio']:.2f}x); 2 nodes {r['cluster_ratio']:.2f}x")
+    if part == "peer":
+        return (f"hpsearch {r['hpsearch']['wall_s']:.0f} s (test {r['hpsearch']['test_accuracy']:.4f}) vs DIY "
+                f"{r['diy']['wall_s']:.0f} s (test {r['diy']['test_accuracy']:.4f}): {r['speedup']:.2f}x")
+    return ""
+
+
+if __name__ == "__main__":
+    run_cli(main)
