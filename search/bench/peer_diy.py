@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from spaces import SpaceContext, get_study
-from trainables.model import NetConfig, build_model, learning_rate, make_optimizer
+from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
 
 
 def _loaders(root: str, batch_size: int):
@@ -60,7 +60,7 @@ def train_fashion(config: dict, root: str, max_epochs: int) -> None:
         model.train()
         for i, (x, y) in enumerate(train_loader):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, epoch * steps + i, max_epochs * steps)
+                group["lr"] = cfg.lr * lr_factor(cfg, epoch * steps + i, max_epochs * steps)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
