@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from search.bench import augment_ref
+from trainables.augment import augment
 from search.bench.common import Bench, bar_plot, tmpdir, write_idx_layout
 from spaces.fashion_space import GRID_WINNER
 from trainables.model import NetConfig, build_model, make_optimizer
@@ -106,7 +107,8 @@ def cifar_augmentation(bench: Bench, data_root: Path) -> dict:
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     generator = torch.Generator().manual_seed(bench.seed)
-    augment, source = augment_ref.resolve()
+
+    labels = torch.zeros(batch, dtype=torch.long)  # augmentation without CutMix ignores them
 
     def batched_pass(with_aug: bool) -> float:
         t = time.perf_counter()
@@ -114,13 +116,13 @@ def cifar_augmentation(bench: Bench, data_root: Path) -> dict:
         for start in range(0, len(order), batch):
             xb = (resident[order[start:start + batch]].float() / 255 - m) / s
             if with_aug:
-                xb = augment(xb, augment_ref.BENCH_AUGMENT, generator)
+                xb = augment(xb, labels[:len(xb)], augment_ref.BENCH_CONFIG, generator)[0]
         return time.perf_counter() - t
 
     tv_aug, tv_plain = loader_pass(per_sample), loader_pass(plain)
     b_aug, b_plain = batched_pass(True), batched_pass(False)
     return {"images": len(y), "batch": batch, "augmentations": augment_ref.BENCH_AUGMENT,
-            "batched_function": source,
+            "batched_function": "trainables.augment.augment",
             "torchvision_per_sample_epoch_s": tv_aug, "torchvision_plain_epoch_s": tv_plain,
             "batched_epoch_s": b_aug, "batched_plain_epoch_s": b_plain,
             "torchvision_aug_cost_s": tv_aug - tv_plain, "batched_aug_cost_s": b_aug - b_plain,
