@@ -22,7 +22,7 @@ def facts(r: StudyResults) -> dict[str, str]:
     return {
         "space": r.space,
         "trials": str(len(r.table)),
-        "trial-epochs": str(int(r.table["epochs"].sum())) if "epochs" in r.table else "?",
+        "trial-epochs": f"{r.trial_epochs():g}" if "epochs" in r.table else "?",
         "wall minutes": f"{r.wall_minutes():.1f}",
         f"best {r.metric}": "-" if best is None else f"{best[r.metric]:.4f} ({best['trial']})",
         "test accuracy": "-" if math.isnan(test) else f"{test:.4f}",

@@ -72,10 +72,18 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
     rows = []
     for record in records:
         row: dict[str, Any] = {"trial": record.name, "trial_id": record.trial_id,
-                               "status": record.status, "epochs": record.epochs}
+                               "status": record.status, "epochs": record.epochs,
+                               "epochs_seen": round(record.epochs_seen, 4), "numerics": record.numerics}
         scored = [h for h in record.history if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
+        early = [h for h in record.partials if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
+        if not scored and early:
+            # Stopped inside its first epoch: its last early score, with best_epoch 0 (no whole
+            # epoch), so it can be ranked but never chosen for the final retrain.
+            row.update(best_epoch=0, **{k: early[-1][k] for k in (metric, "val_loss", "val_accuracy", "train_loss")
+                                        if k in early[-1]})
         if scored:
-            best = max(scored, key=lambda h: sign * h[metric])
+            # The latest of tied epochs: the one whose checkpoint Tune keeps as the best.
+            best = max(reversed(scored), key=lambda h: sign * h[metric])
             row.update(best_epoch=int(best["epoch"]), **{metric: best[metric]},
                        **{k: best[k] for k in ("val_loss", "val_accuracy", "train_loss") if k in best and k != metric},
                        epoch_seconds=float(pd.Series([h.get("epoch_seconds") for h in record.history]).mean()))
@@ -127,6 +135,11 @@ class BestConfig:
     epochs: int
     seed: int
     val_fraction: float = 0.1
+    # The learning-rate schedule's horizon the trial followed (its max epochs): a retrain stops
+    # at `epochs` but decays the rate as the trial did. None: the schedule ends at `epochs`.
+    schedule_epochs: int | None = None
+    # How the final model was made and in what numerics (trainables.numerics.Accel.name).
+    final: dict[str, Any] = field(default_factory=dict)
     # The data it was searched on (search.data_args.DataChoice) and the class names in index
     # order: for CSV data this is the mapping from the file's labels to the model's outputs.
     data: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +158,10 @@ class BestConfig:
             raise UserError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not isinstance(self.seed, int):
             raise UserError(f"seed must be an integer, got {self.seed!r}")
+        if self.schedule_epochs is not None and (not isinstance(self.schedule_epochs, int)
+                                                 or self.schedule_epochs < self.epochs):
+            raise UserError(f"schedule_epochs must be an integer of at least epochs ({self.epochs}), "
+                            f"got {self.schedule_epochs!r}")
 
     def to_dict(self) -> dict[str, Any]:
         body = {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -13,10 +13,13 @@ import torch
 
 from search.export import atomic_write_text
 from search.tracking import Tracker
-from trainables.data import Dataset
+from trainables.data import Dataset, TrainingData
 from trainables.model import NetConfig, build_model
-from trainables.train import TrialSettings, retrain_and_test
+from trainables.train import CHECKPOINT_FILE, TrialSettings, evaluate_checkpoint, retrain_and_test
 from trainables.transfer import Backbone
+
+
+FINAL_MODES = ("checkpoint", "retrain")
 
 
 @dataclass(frozen=True)
@@ -26,20 +29,43 @@ class FinalSpec:
     seed: int
     threads: int
     use_gpu: bool = False
+    # The schedule's horizon: the best trial's max epochs, so a retrain that stops at its best
+    # epoch decays the learning rate exactly as the trial did (None: the schedule ends at epochs).
+    schedule_epochs: int | None = None
+    precision: str = "auto"
+    # "retrain": on all training images; "checkpoint": the best trial's own weights at its best epoch.
+    mode: str = "retrain"
+
+    def describe(self, numerics: str) -> dict[str, Any]:
+        """best.yaml's `final` entry."""
+        return {"mode": self.mode, "epochs": self.epochs, "schedule_epochs": self.schedule_epochs or self.epochs,
+                "numerics": numerics, "precision": self.precision}
 
 
 def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> dict[str, Any]:
-    """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one);
-    without Ray it runs in this process."""
+    """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one)
+    and every CPU of a node (nothing else runs then); without Ray it runs in this process."""
     args = (spec.params, dataset.for_final(), dataset.test,
-            TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads, backbone=backbone),
-            spec.use_gpu)
+            TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads, backbone=backbone,
+                          precision=spec.precision),
+            spec.use_gpu, spec.schedule_epochs)
     if not on_ray:
         return retrain_and_test(*args)
     import ray
 
     task = ray.remote(retrain_and_test).options(num_cpus=spec.threads, num_gpus=1 if spec.use_gpu else 0)
     return ray.get(task.remote(*args))
+
+
+def from_checkpoint(spec: FinalSpec, checkpoint_dir: Path, search_data: TrainingData, dataset: Dataset,
+                    backbone: Backbone | None = None) -> dict[str, Any]:
+    """The best trial's own weights at its best epoch, tested once: no retrain. The checkpoint
+    holds tensors and plain types only and is loaded as such (weights_only)."""
+    state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    torch.set_num_threads(max(1, spec.threads))
+    final = evaluate_checkpoint(state, search_data, dataset.test, backbone, spec.use_gpu, spec.precision)
+    final["history"] = []  # no final training: the trial's own curve is in its child run
+    return final
 
 
 def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
@@ -50,7 +76,8 @@ def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: 
     torch.save({
         "state_dict": final["state_dict"], "config": spec.params, "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
-        "mean": data.mean, "std": data.std, "epochs": spec.epochs, "seed": spec.seed,
+        "mean": tuple(final["mean"]), "std": tuple(final["std"]), "epochs": spec.epochs, "seed": spec.seed,
+        "final": spec.describe(final["numerics"]),
         "test_accuracy": final["test_accuracy"], "label_map": dataset.label_map,
         # A transfer model is rebuilt from this description (its weights are all in state_dict).
         "backbone": backbone.describe() if backbone is not None else None,
@@ -75,13 +102,14 @@ def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalS
         **{f"test_accuracy.{_metric_name(c)}": a for c, a in final["per_class_accuracy"].items()},
     })
     tracker.log_artifact(run_id, out_dir / "confusion_matrix.csv")
+    tracker.set_tags(run_id, {"hpsearch.numerics": final["numerics"], "hpsearch.final": spec.mode})
     data = dataset.for_final()
     model = build_model(NetConfig.from_flat(spec.params), data.input_shape, data.num_classes, backbone)
     model.load_state_dict(final["state_dict"])
     model.eval()
     example = dataset.test.x[:2].astype(np.float32) / (255.0 if dataset.test.x.dtype == np.uint8 else 1.0)
-    mean = np.asarray(data.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(data.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    mean = np.asarray(final["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(final["std"], dtype=np.float32).reshape(1, -1, 1, 1)
     return tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0], register_as)
 
 

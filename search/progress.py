@@ -8,6 +8,8 @@ trial, which reads well in a log. `--quiet` keeps only errors and the final summ
 
 from __future__ import annotations
 
+import math
+
 import enum
 import shutil
 import sys
@@ -63,7 +65,8 @@ class Progress:
         self.started = clock()
         self.done = 0
         self.done_before = None  # trials finished before this driver started (a resumed study)
-        self.epochs = 0
+        self.epochs = 0.0  # trial-epochs trained, fractions of an epoch included
+        self.seen: dict[str, float] = {}  # per trial, how far it has trained (epochs)
         self.best: float | None = None
         self.running: dict[str, int] = {}
         self.drawn = False
@@ -93,7 +96,7 @@ class Progress:
         eta = self.eta_minutes()
         eta_text = "done" if self.done >= self.total else "ETA ?" if eta is None else \
             f"ETA {eta:.0f} min" if eta >= 1 else "ETA <1 min"
-        running = ", ".join(f"{n.removeprefix('trial_')}:e{e}" for n, e in sorted(self.running.items()))
+        running = ", ".join(f"{n.removeprefix('trial_')}:e{e:g}" for n, e in sorted(self.running.items()))
         line = (f"[{'#' * filled}{'.' * (self.BAR - filled)}] {self.done}/{self.total} trials  "
                 f"best {self._fmt(self.best)}  {self._minutes():.1f} min  "
                 f"{eta_text}"
@@ -123,14 +126,19 @@ class Progress:
     def on_result(self, name: str, result: dict) -> None:
         if self.done_before is None:
             self.done_before = self.done
-        self.epochs += 1
-        epoch = int(result.get("epoch", 0))
+        partial = bool(result.get("partial"))
+        seen = float(result.get("epochs_seen", result.get("epoch", 0)))
+        # Only the training since this trial's previous report counts (a resumed trial's first
+        # report here covers the epoch, or part of one, that it has just run).
+        self.epochs += max(seen - self.seen.get(name, math.ceil(seen) - 1.0), 0.0)
+        self.seen[name] = max(seen, self.seen.get(name, 0.0))
+        epoch = seen if partial else int(result.get("epoch", 0))
         self.running[name] = epoch
         value = result.get(self.metric)
         if isinstance(value, float) and value == value and (self.best is None or self.sign * value > self.sign * self.best):
             self.best = value
         if self.level >= Verbosity.VERBOSE:
-            self._line(f"  {name} epoch {epoch}{f'/{self.max_epochs}' if self.max_epochs else ''}  "
+            self._line(f"  {name} epoch {epoch:g}{f'/{self.max_epochs}' if self.max_epochs else ''}  "
                        f"{self.metric} {self._fmt(value)}  train_loss {self._fmt(result.get('train_loss'))}")
         elif self.live:
             self._draw()
@@ -146,8 +154,8 @@ class Progress:
             self._draw()
             return
         self._line(f"[{self.done:>3}/{self.total}] {name} {status:<13} "
-                   f"epochs {int(result.get('epoch', 0)):>2}  {self.metric} {self._fmt(result.get(self.metric))}  "
-                   f"best {self._fmt(self.best)}  ({self.epochs} trial-epochs, {self._minutes():.1f} min)")
+                   f"epochs {float(result.get('epochs_seen', result.get('epoch', 0))):>4g}  {self.metric} {self._fmt(result.get(self.metric))}  "
+                   f"best {self._fmt(self.best)}  ({self.epochs:g} trial-epochs, {self._minutes():.1f} min)")
 
     def close(self) -> None:
         """End the bar's line so what follows starts on a fresh one."""

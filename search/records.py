@@ -43,6 +43,9 @@ def too_many_failures(failed: int, finished: int, max_fraction: float, min_finis
 
 # timestamp (Tune's, seconds) orders epochs across trials for the report's anytime curve.
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged", "timestamp")
+# A report made inside an epoch (an early ASHA rung, e.g. after a quarter epoch) carries
+# `partial: 1` and `epochs_seen`; it is not an epoch of the history.
+PARTIAL_KEYS = ("epochs_seen", "train_loss", "val_loss", "val_accuracy", "timestamp")
 
 
 def _flag(value) -> bool:
@@ -63,10 +66,18 @@ class TrialRecord:
     history: list[dict] = field(default_factory=list)
     status: str = "failed"
     error: str = ""
+    partials: list[dict] = field(default_factory=list)  # reports inside an epoch (PARTIAL_KEYS)
+    numerics: str = ""  # trainables.numerics.Accel.name the trial ran in
 
     @property
     def epochs(self) -> int:
         return int(self.history[-1]["epoch"]) if self.history else 0
+
+    @property
+    def epochs_seen(self) -> float:
+        """How far the trial trained, in epochs: a trial ASHA stopped at a quarter-epoch rung
+        has 0 whole epochs but 0.25 seen (its cost and how far its score can be trusted)."""
+        return max([float(self.epochs)] + [float(p["epochs_seen"]) for p in self.partials])
 
 
 def trial_records(results, max_epochs: int) -> list[TrialRecord]:
@@ -79,8 +90,11 @@ def trial_records(results, max_epochs: int) -> list[TrialRecord]:
         rows = [] if frame is None or "epoch" not in frame else frame.to_dict("records")
         # An epoch that was run again after a crash appears twice in Tune's log: keep the last.
         by_epoch = {int(row["epoch"]): {k: v for k, v in row.items() if k in HISTORY_KEYS}
-                    for row in rows if not _flag(row.get("failed"))}
+                    for row in rows if not _flag(row.get("failed")) and not _flag(row.get("partial"))}
         history = [by_epoch[e] for e in sorted(by_epoch)]
+        by_point = {float(row["epochs_seen"]): {k: v for k, v in row.items() if k in PARTIAL_KEYS}
+                    for row in rows if _flag(row.get("partial"))}
+        numerics = next((str(row["numerics"]) for row in reversed(rows) if isinstance(row.get("numerics"), str)), "")
         error = str(metrics.get("error") or "") or (str(result.error) if result.error is not None else "")
         failed = result.error is not None or _flag(metrics.get("failed"))
         diverged = any(_flag(row.get("diverged")) for row in history)
@@ -89,5 +103,6 @@ def trial_records(results, max_epochs: int) -> list[TrialRecord]:
             trial_id=trial_id, name=trial_name(number) if number is not None else trial_id,
             config=dict(result.config or {}), history=history,
             status=trial_status(epochs, max_epochs, diverged, failed), error=error,
+            partials=[by_point[p] for p in sorted(by_point)], numerics=numerics,
         ))
     return sorted(records, key=lambda r: r.name)

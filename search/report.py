@@ -405,7 +405,7 @@ def _format(value) -> str:
 def summary(results: StudyResults) -> dict[str, str]:
     scored = results.scored()
     facts = {"study": results.name, "space": results.space, "trials": str(len(results.table)),
-             "trial-epochs": str(int(results.table["epochs"].sum())) if "epochs" in results.table else "?",
+             "trial-epochs": f"{results.trial_epochs():g}" if "epochs" in results.table else "?",
              "search wall time": f"{results.wall_minutes():.1f} min"}
     if len(scored):
         facts[f"best {results.metric}"] = f"{scored[results.metric].iloc[0]:.4f} ({scored['trial'].iloc[0]})"

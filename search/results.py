@@ -18,8 +18,8 @@ from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
 STATE_FILE = "study.json"  # written by search.study_run
 TUNE_DIR = "tune"  # search.tuner.TUNE_DIR; not imported, so reading results does not import Ray
 # Trials-table columns that are not hyperparameters (search.export.trials_table writes them).
-TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "best_epoch", "val_loss", "val_accuracy", "train_loss",
-                 "epoch_seconds", "mmacs", "error"}
+TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "epochs_seen", "numerics", "best_epoch", "val_loss",
+                 "val_accuracy", "train_loss", "epoch_seconds", "mmacs", "error"}
 
 
 @dataclass
@@ -68,6 +68,11 @@ class StudyResults:
                 continue
             out[column] = value.item() if hasattr(value, "item") else value
         return out
+
+    def trial_epochs(self) -> float:
+        """Training spent, in epochs: a trial stopped at a quarter-epoch rung counts 0.25."""
+        column = "epochs_seen" if "epochs_seen" in self.table else "epochs"
+        return float(self.table[column].sum()) if column in self.table else math.nan
 
     def scored(self) -> pd.DataFrame:
         """Trials with a score, best first."""

@@ -12,6 +12,10 @@ from search.data_args import add_data_arguments
 from search.errors import Parser, UserError, run_cli
 
 SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
+# Spelled out here, not imported, so that `--help` and argument errors need no torch import;
+# tests check they match trainables.numerics.PRECISIONS and search.final.FINAL_MODES.
+PRECISIONS = ("auto", "bf16", "fp32")
+FINAL_MODES = ("checkpoint", "retrain")
 
 
 def build_parser() -> Parser:
@@ -33,6 +37,12 @@ def build_parser() -> Parser:
                    help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
+                        "channels-last always), bf16 or fp32; weights are saved as fp32 either way")
+    p.add_argument("--final", choices=FINAL_MODES, default="checkpoint",
+                   help="the final model: checkpoint (the best trial's own weights at its best epoch; default) or "
+                        "retrain (on all training images, following the trial's schedule to its best epoch)")
     p.add_argument("--register-model", default=None, metavar="NAME",
                    help="register the final model in the MLflow model registry under NAME (a new version each study)")
     talk = p.add_mutually_exclusive_group()

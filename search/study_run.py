@@ -23,17 +23,17 @@ from search.cluster import start_ray
 from search.errors import UserError
 from search.export import (BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_history,
                            write_table)
-from search.final import FinalSpec, log_final, retrain, save_model
+from search.final import FinalSpec, from_checkpoint, log_final, retrain, save_model
 from search.progress import Verbosity, say, verbosity
 from search.records import TrialRecord, too_many_failures, trial_records
 from search.run import SMOKE_TEST, SMOKE_TRAIN
 from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
-from search.tuner import TUNE_DIR, build_tuner, make_plan, restore_tuner
+from search.tuner import TUNE_DIR, Plan, best_checkpoint, build_tuner, make_plan, restore_tuner
 from spaces import Study
 from search.data_args import DataChoice, choice_from_args, load_choice
 from trainables.model import NetConfig
 
-TOP_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",
+TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",
                "kernel_size", "activation", "batch_norm", "optimizer", "lr", "batch_size"]
 STATE_FILE = "study.json"
 MAX_FAILED_FRACTION = 0.5
@@ -78,6 +78,8 @@ class StudyState:
     data: dict  # search.data_args.DataChoice: dataset, files, backbone
     tracking_uri: str
     register_model: str | None = None
+    precision: str = "auto"  # trainables.numerics
+    final: str = "checkpoint"  # search.final.FINAL_MODES
     parent_run_id: str = ""
     phase: str = "search"  # search -> final -> done
     created: str = ""
@@ -113,7 +115,7 @@ class StudyRun:
         return StudyState(space=self.study.name, name=self.name, samples=a.samples, max_epochs=a.max_epochs,
                           seed=a.seed, smoke=a.smoke, time_budget=a.time_budget, data=choice.to_dict(),
                           tracking_uri=a.tracking_uri or default_tracking_uri(self.root),
-                          register_model=a.register_model,
+                          register_model=a.register_model, precision=a.precision, final=a.final,
                           created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def execute(self) -> int:
@@ -134,12 +136,12 @@ class StudyRun:
             gpus = int(cluster.gpus) if args.gpus is None else args.gpus
             plan = make_plan(self.study, cluster_cpus=args.cpus or cluster.cpus, cluster_gpus=cluster.gpus,
                              gpus=gpus, samples=state.samples, max_epochs=state.max_epochs,
-                             time_budget_min=state.time_budget, seed=state.seed)
+                             time_budget_min=state.time_budget, seed=state.seed, precision=state.precision)
             if not args.resume:
                 self.dir.mkdir(parents=True)
                 state.save(self.dir)  # first, so that even a driver killed right now can --resume
             if not state.parent_run_id:
-                state.parent_run_id = tracker.start_run(self.name, self._run_params(plan, dataset.source, state.data), {
+                state.parent_run_id = tracker.start_run(self.name, self._run_params(plan, dataset.source, state.data, state.final), {
                     "hpsearch.space": self.study.name, "hpsearch.kind": "study",
                     "hpsearch.git_commit": git_commit(),
                     **{f"hpsearch.version.{k}": v for k, v in package_versions().items()},
@@ -154,7 +156,7 @@ class StudyRun:
             say(f"tracking: {state.tracking_uri} (experiment {self.study.name!r}, run {parent})", flush=True)
 
             if (self.dir / TUNE_DIR / "tuner.pkl").exists():
-                tuner = restore_tuner(plan, search_data, self.dir, backbone)
+                tuner = restore_tuner(self.study, plan, search_data, self.dir, backbone)
             else:
                 logger = TrialLogger(state.tracking_uri, self.study.name, parent, plan.max_epochs, plan.num_samples,
                                      s.metric, s.mode, MAX_FAILED_FRACTION)
@@ -181,13 +183,16 @@ class StudyRun:
             failed = sum(r.status == "failed" for r in records)
             if too_many_failures(failed, len(records), MAX_FAILED_FRACTION):
                 return self._too_many_failures(tracker, parent, records, csv)
-            scored = table[table["status"] != "failed"].dropna(subset=[s.metric]) if s.metric in table else table[:0]
+            # Only trials with a whole epoch can be final models (best_epoch 0: stopped inside the first).
+            scored = table[(table["status"] != "failed") & (table.get("best_epoch", 0) >= 1)].dropna(
+                subset=[s.metric]) if s.metric in table else table[:0]
             if scored.empty:
                 return self._too_many_failures(tracker, parent, records, csv)
             state.phase = "final"
             state.save(self.dir)
-            self._final(state, tracker, dataset, backbone, search_data, table, scored.iloc[0], records, cluster, gpus,
-                        parquet)
+            best = scored.iloc[0]
+            self._final(state, tracker, dataset, backbone, search_data, table, best, records, cluster, gpus,
+                        parquet, plan, best_checkpoint(results, str(best["trial_id"]), s.metric, s.mode))
             state.phase = "done"
             state.save(self.dir)
             return 0
@@ -228,7 +233,8 @@ class StudyRun:
         return 1
 
     def _final(self, state: StudyState, tracker: Tracker, dataset, backbone, search_data, table: pd.DataFrame,
-               best: pd.Series, records: list[TrialRecord], cluster, gpus: int, parquet: Path) -> None:
+               best: pd.Series, records: list[TrialRecord], cluster, gpus: int, parquet: Path, plan: Plan,
+               checkpoint: Path | None) -> None:
         s = self.settings
         record = next(r for r in records if r.trial_id == best["trial_id"])
         params = NetConfig.from_flat(record.config).to_flat()
@@ -237,24 +243,34 @@ class StudyRun:
         children = tracker.child_runs(parent)
         if record.trial_id in children:
             tracker.set_tags(children[record.trial_id].run_id, {"hpsearch.best": "true"})
+        mode = state.final if checkpoint is not None else "retrain"
         spec = FinalSpec(params, epochs=int(best["best_epoch"]), seed=state.seed,
+                         # Nothing else runs now: the final phase takes every core of a node.
                          threads=int(max(1, min(cluster.max_node_cpus, self.args.cpus or cluster.max_node_cpus))),
-                         use_gpu=gpus > 0)
-        say(f"retraining {record.name} on all {len(dataset.train)} training images for "
-            f"{spec.epochs} epochs, then testing once on {len(dataset.test)} images", flush=True)
-        final = retrain(spec, dataset, on_ray=True, backbone=backbone)
+                         use_gpu=gpus > 0, schedule_epochs=plan.max_epochs, precision=state.precision, mode=mode)
+        if mode == "checkpoint":
+            say(f"testing {record.name}'s own weights from epoch {spec.epochs} (chosen on validation) once on "
+                f"{len(dataset.test)} images", flush=True)
+            final = from_checkpoint(spec, checkpoint, search_data, dataset, backbone)
+            # Tune keeps one best checkpoint; on a tie in score it names the epoch.
+            spec = dataclasses.replace(spec, epochs=final["epoch"])
+        else:
+            say(f"retraining {record.name} on all {len(dataset.train)} training images for {spec.epochs} epochs "
+                f"of its {plan.max_epochs}-epoch schedule, then testing once on {len(dataset.test)} images", flush=True)
+            final = retrain(spec, dataset, on_ray=True, backbone=backbone)
         save_model(final, spec, dataset, self.study.name, self.dir, backbone)
         registered = log_final(tracker, parent, final, spec, dataset, self.dir, backbone, state.register_model)
         choice = DataChoice.from_dict(state.data)
         export = BestConfig(
             space=self.study.name, dataset=choice.spec.dataset, hyperparameters=params, epochs=spec.epochs,
+            schedule_epochs=plan.max_epochs, final=spec.describe(final["numerics"]),
             data=choice.to_dict(), classes=list(dataset.info.classes),
             seed=state.seed, val_fraction=s.val_fraction,
             metrics={s.metric: float(best[s.metric]), "val_loss": float(best["val_loss"]),
                      "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
             per_class_accuracy=final["per_class_accuracy"],
             search={"name": self.name, "best_trial": record.name, "trials": int(len(table)),
-                    "trial_epochs": int(table["epochs"].sum()), "smoke": bool(state.smoke),
+                    "trial_epochs": round(float(table["epochs_seen"].sum()), 2), "smoke": bool(state.smoke),
                     "train_images": len(search_data.train), "results_dir": str(self.dir)},
             mlflow={"tracking_uri": state.tracking_uri, "experiment_id": tracker.experiment_id,
                     "parent_run_id": parent,
@@ -266,7 +282,7 @@ class StudyRun:
         report = self._report(tracker, parent)
         tracker.set_tags(parent, {"hpsearch.status": "completed"})
         tracker.end_run(parent)
-        self._summary(table, params, final, parquet, report)
+        self._summary(table, params, final, parquet, report, spec.mode)
         if registered:
             print(f"registered model: {registered} (MLflow model registry at {state.tracking_uri})")
 
@@ -286,7 +302,7 @@ class StudyRun:
             tracker.log_artifact(parent, figure, REPORT_DIR)
         return report.html
 
-    def _run_params(self, plan, data_source: str, data: dict) -> dict:
+    def _run_params(self, plan, data_source: str, data: dict, final: str) -> dict:
         a = self.args
         return {
             "space": self.study.name, "samples": plan.num_samples, "max_epochs": plan.max_epochs,
@@ -295,10 +311,12 @@ class StudyRun:
             "concurrency": plan.concurrency, "cpus_per_trial": plan.cpus_per_trial,
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
             "scheduler": self.settings.scheduler, "command": " ".join(sys.argv),
+            "precision": plan.precision, "final": final,
             **{f"data.{k}": v for k, v in data.items()},
         }
 
-    def _summary(self, table: pd.DataFrame, params: dict, final: dict, parquet: Path, report: Path | None) -> None:
+    def _summary(self, table: pd.DataFrame, params: dict, final: dict, parquet: Path, report: Path | None,
+                 mode: str) -> None:
         columns = [c for c in TOP_COLUMNS if c in table]
         if verbosity() >= Verbosity.NORMAL:
             print("\ntop 5 trials (by validation accuracy):")
@@ -307,7 +325,8 @@ class StudyRun:
             best = table.iloc[0]
             print(f"best: {best['trial']} ({self.settings.metric} {best[self.settings.metric]:.4f}): "
                   + " ".join(f"{k}={v}" for k, v in params.items()))
-        print(f"test accuracy of the retrained best configuration: {final['test_accuracy']:.4f} "
+        what = "best trial's own weights" if mode == "checkpoint" else "retrained best configuration"
+        print(f"test accuracy of the {what}: {final['test_accuracy']:.4f} "
               f"(measured once, on images the search never saw)")
         print(f"results: {self.dir / 'best.yaml'}, {parquet}, {parquet.with_suffix('.csv')}, {self.dir / 'model.pt'}")
         if report is not None:

@@ -339,6 +339,16 @@ class TrialLogger(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
         child = self.children.get(trial.trial_id)
+        if result.get("partial"):
+            # A quarter-epoch rung: its own metric names, step = percent of an epoch, so the
+            # per-epoch curves keep one point per epoch.
+            if child is not None:
+                metrics = finite({f"partial_{k}": result[k] for k in ("train_loss", "val_loss", "val_accuracy")
+                                  if k in result})
+                point = round(100 * float(result.get("epochs_seen", 0)))
+                self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=point))
+            self.progress.on_result(child.name if child else trial.trial_id, result)
+            return
         step = int(result.get("epoch", 0))
         if child is not None and step not in child.steps and not result.get("failed"):
             child.steps.add(step)
@@ -354,7 +364,10 @@ class TrialLogger(tune.Callback):
         child = self.children.get(trial.trial_id)
         if child is not None:
             child.status = status
-            tags = {"hpsearch.status": status, "hpsearch.epochs": str(epochs)}
+            tags = {"hpsearch.status": status, "hpsearch.epochs": str(epochs),
+                    "hpsearch.epochs_seen": f"{float(result.get('epochs_seen', epochs)):g}"}
+            if result.get("numerics"):
+                tags["hpsearch.numerics"] = str(result["numerics"])
             error = result.get("error") or (Path(trial.error_file).read_text() if errored and trial.error_file
                                              and Path(trial.error_file).exists() else "")
             if error:
@@ -419,7 +432,10 @@ def reconcile(tracker: Tracker, parent_id: str, records: list[TrialRecord]) -> i
                 metrics = finite({k: row[k] for k in EPOCH_METRICS if k in row})
                 tracker.log_metrics(child.run_id, metrics, step=step)
                 filled += 1
-        tags = {"hpsearch.status": record.status, "hpsearch.epochs": str(record.epochs)}
+        tags = {"hpsearch.status": record.status, "hpsearch.epochs": str(record.epochs),
+                "hpsearch.epochs_seen": f"{record.epochs_seen:g}"}
+        if record.numerics:
+            tags["hpsearch.numerics"] = record.numerics
         if record.error:
             tags["hpsearch.error"] = record.error[-4000:]
         tracker.set_tags(child.run_id, tags)

@@ -14,7 +14,7 @@ from pathlib import Path
 from search.errors import Parser, UserError, run_cli
 from search.cluster import check_local_resources
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
-from search.run import SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
+from search.run import PRECISIONS, SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
 
 
 def build_parser() -> Parser:
@@ -23,6 +23,8 @@ def build_parser() -> Parser:
     p.add_argument("--epochs", type=int, default=None, help="override the epoch count in the file")
     p.add_argument("--seed", type=int, default=None, help="override the seed in the file")
     p.add_argument("--cpus", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="numerics: auto (bf16 where the hardware has it, else fp32), bf16 or fp32")
     p.add_argument("--gpus", type=int, default=None, help="0 to stay on the CPU (default: a GPU if there is one)")
     p.add_argument("--name", default=None, help="output folder name (default: SPACE-retrain-DATE-TIME)")
     p.add_argument("--results-dir", default=None, help="where the retrained model goes (default: as for search.run)")
@@ -61,11 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, seed)
     epochs = args.epochs or best.epochs
+    # The exported trial's schedule, unless --epochs asks for a run of another length.
+    schedule = best.schedule_epochs if args.epochs is None else None
     args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     uri = args.tracking_uri or default_tracking_uri(root)
     tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
     spec = FinalSpec(best.hyperparameters, epochs=epochs, seed=seed, threads=args.cpus or os.cpu_count() or 1,
-                     use_gpu=torch.cuda.is_available() and args.gpus != 0)
+                     use_gpu=torch.cuda.is_available() and args.gpus != 0, schedule_epochs=schedule,
+                     precision=args.precision)
     out_dir.mkdir(parents=True)
     run_id = tracker.start_run(name, {"config_file": str(Path(args.config).resolve()), "epochs": epochs, "seed": seed,
                                       "smoke": args.smoke, "data_source": dataset.source, **best.hyperparameters},
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     save_model(final, spec, dataset, best.space, out_dir, backbone)
     log_final(tracker, run_id, final, spec, dataset, out_dir, backbone)
     result = dataclasses.replace(
-        best, epochs=epochs, seed=seed, created="", data=choice.to_dict(), classes=list(dataset.info.classes), versions=package_versions(), git_commit=git_commit(),
+        best, epochs=epochs, seed=seed, created="", schedule_epochs=schedule, final=spec.describe(final["numerics"]), data=choice.to_dict(), classes=list(dataset.info.classes), versions=package_versions(), git_commit=git_commit(),
         metrics={**best.metrics, "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
         per_class_accuracy=final["per_class_accuracy"],
         mlflow={"tracking_uri": uri, "experiment_id": tracker.experiment_id, "retrain_run_id": run_id},

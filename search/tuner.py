@@ -25,6 +25,11 @@ from trainables.train import TrialSettings, tune_trial
 from trainables.transfer import Backbone
 
 TUNE_DIR = "tune"
+# Torch threads per CPU trial unless a study sets cpus_per_trial. Measured on a 2-core machine
+# (`python -m search.bench numerics`, README): one trial with 2 threads trains about as many
+# epochs per hour as two 1-thread trials, and it wins on accuracy per hour: ASHA and TPE see
+# each result before the next decision, and no core idles at the end of a search.
+CPU_THREADS_PER_TRIAL = 2
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,11 @@ class Plan:
     # "tpe" is the service's searcher; "random" exists so benchmarks can compare against it
     # through the same OptunaSearch path.
     sampler: str = "tpe"
+    precision: str = "auto"  # trainables.numerics: auto | bf16 | fp32
 
 
 def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: int, samples: int | None,
-              max_epochs: int | None, time_budget_min: float | None, seed: int) -> Plan:
+              max_epochs: int | None, time_budget_min: float | None, seed: int, precision: str = "auto") -> Plan:
     s = study.settings
     num_samples = len(study.grid) if study.grid is not None and samples is None else (samples or s.num_samples)
     if gpus > 0:
@@ -55,7 +61,7 @@ def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: i
         mmacs = s.max_mmacs_gpu
     else:
         gpus_per_trial = 0.0
-        cpus_per_trial = s.cpus_per_trial
+        cpus_per_trial = s.cpus_per_trial or max(1, min(CPU_THREADS_PER_TRIAL, int(cluster_cpus)))
         if cluster_cpus < cpus_per_trial:
             raise UserError(f"study {study.name} needs {cpus_per_trial} CPUs per trial, the cluster has "
                             f"{cluster_cpus:g}; pass --cpus {cpus_per_trial} or more")
@@ -66,6 +72,7 @@ def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: i
         gpus_per_trial=gpus_per_trial, concurrency=min(concurrency, num_samples),
         max_macs=None if mmacs is None else int(mmacs * 1e6),
         time_budget_s=None if time_budget_min is None else time_budget_min * 60.0, seed=seed,
+        precision=precision,
     )
 
 
@@ -132,19 +139,41 @@ def _within_cap(params, ctx: SpaceContext, backbone: Backbone | None) -> bool:
         model_macs(NetConfig.from_flat(params), ctx.input_shape, ctx.num_classes, backbone) <= ctx.max_macs
 
 
+# ASHA compares trials by how far they have trained, in epochs (fractions included), which
+# every report carries; Tune's own training_iteration would count quarter-epoch reports as steps.
+TIME_ATTR = "epochs_seen"
+
+
+def asha_rungs(study: Study, plan: Plan) -> list[float]:
+    """Every rung of every bracket, in epochs, as Ray's ASHA computes them."""
+    s = study.settings
+    if s.scheduler != "asha":
+        return []
+    grace = min(s.grace_period, plan.max_epochs)
+    count = int(math.log(plan.max_epochs / grace) / math.log(s.reduction_factor) + 1e-9) + 1
+    return sorted({grace * s.reduction_factor ** k for k in range(count + s.brackets)
+                   if grace * s.reduction_factor ** k < plan.max_epochs})
+
+
 def make_scheduler(study: Study, plan: Plan):
     s = study.settings
     if s.scheduler == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(
-        time_attr="training_iteration", max_t=plan.max_epochs,
-        grace_period=min(s.grace_period, plan.max_epochs), reduction_factor=s.reduction_factor,
+        time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=min(s.grace_period, plan.max_epochs),
+        reduction_factor=s.reduction_factor, brackets=s.brackets,
     )
 
 
-def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None):
-    settings = TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial,
-                             backbone=backbone)
+def trial_settings(plan: Plan, backbone: Backbone | None = None, rungs: tuple[float, ...] = ()) -> TrialSettings:
+    """What every trial runs with; trials report inside an epoch only at the rungs that fall there."""
+    return TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial,
+                         backbone=backbone, precision=plan.precision,
+                         report_points=tuple(r for r in rungs if r != int(r)))
+
+
+def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None, rungs: tuple[float, ...] = ()):
+    settings = trial_settings(plan, backbone, rungs)
     # with_parameters puts the data into the object store once; every trial on a node maps it.
     trainable = tune.with_parameters(tune_trial, settings=settings, data=data)
     return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
@@ -153,7 +182,7 @@ def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = N
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
                 backbone: Backbone | None = None) -> tune.Tuner:
     return tune.Tuner(
-        make_trainable(plan, data, backbone),
+        make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan))),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric, mode=study.settings.mode,
             search_alg=make_searcher(study, plan, data, backbone), scheduler=make_scheduler(study, plan),
@@ -165,7 +194,10 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=str(storage), callbacks=[logger], stop=FailureBudget(logger),
-            verbose=2 if verbosity() >= Verbosity.VERBOSE else 0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=2 if verbosity() >= Verbosity.VERBOSE else 0,
+            # The best epoch's checkpoint (for the final model) and, always, the latest (to resume).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=study.settings.metric,
+                                                    checkpoint_score_order=study.settings.mode),
             # Retries cover worker processes that die (OOM, a lost node); exceptions in the
             # training code are caught in the trainable and recorded, not retried.
             failure_config=tune.FailureConfig(max_failures=2),
@@ -173,8 +205,19 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
     )
 
 
-def restore_tuner(plan: Plan, data: TrainingData, storage: Path, backbone: Backbone | None = None) -> tune.Tuner:
+def best_checkpoint(results, trial_id: str, metric: str, mode: str) -> Path | None:
+    """The folder of a trial's best-scoring checkpoint (Tune keeps it beside the latest), or None."""
+    for result in results:
+        if str((result.metrics or {}).get("trial_id")) == trial_id or Path(result.path).name == trial_id:
+            checkpoint = result.get_best_checkpoint(metric, mode) if result.best_checkpoints else None
+            return Path(checkpoint.path) if checkpoint is not None else None
+    return None
+
+
+def restore_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path,
+                  backbone: Backbone | None = None) -> tune.Tuner:
     """Continue a saved search: finished trials are kept, unfinished ones continue from their
     last epoch checkpoint, and the searcher and scheduler come back with their state."""
-    return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=make_trainable(plan, data, backbone),
+    trainable = make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)))
+    return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=trainable,
                               resume_unfinished=True, resume_errored=True)

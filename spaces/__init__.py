@@ -21,9 +21,14 @@ class StudySettings:
     num_samples: int = 20
     max_epochs: int = 10
     scheduler: str = "asha"  # "asha" stops poor trials early; "fifo" runs every trial to max_epochs
-    grace_period: int = 1
+    # ASHA's first rung, in epochs; below 1, trials report inside their first epoch so poor
+    # ones are dropped after a fraction of it (rungs follow at grace x reduction_factor^k).
+    grace_period: float = 1.0
     reduction_factor: int = 3
-    cpus_per_trial: int = 1
+    # Hyperband brackets: bracket s starts its rungs at grace x reduction_factor^s, a hedge
+    # for configurations that start slowly (heavy augmentation) against a low first rung.
+    brackets: int = 1
+    cpus_per_trial: int | None = None  # None: search.tuner.CPU_THREADS_PER_TRIAL (or fewer CPUs if fewer)
     gpus_per_trial: float = 0.25  # used only when the run has GPUs: several small trials share one
     # Cap on multiply-adds per image (millions): keeps CPU runs practical; GPUs get the full space.
     max_mmacs_cpu: float | None = 12.0  # studies on small images set a tighter cap
@@ -41,6 +46,10 @@ class StudySettings:
             raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
         if self.scheduler not in ("asha", "fifo"):
             raise ValueError(f"scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
+        if not 0 < self.grace_period <= self.max_epochs:
+            raise ValueError(f"grace_period must be in (0, max_epochs={self.max_epochs}], got {self.grace_period}")
+        if self.brackets < 1:
+            raise ValueError(f"brackets must be 1 or more, got {self.brackets}")
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,10 @@ fashion_space = register_study(Study(
     name="fashion_space",
     description="Fashion-MNIST CNNs: depth, widths, kernels, pooling, activation, BN, dropout, "
                 "dense head, optimizer, lr, weight decay, batch size (TPE + ASHA)",
+    # First rung after a quarter epoch (13,500 images): most proposals are dropped for a quarter
+    # of an epoch's cost; see the README's efficiency benchmark for the rung choice.
     settings=StudySettings(dataset="fashion_mnist", num_samples=20, max_epochs=10, reduction_factor=4,
-                           max_mmacs_cpu=6.0),
+                           grace_period=0.25, max_mmacs_cpu=6.0),
     define=define_cnn_space,
     start_points=(TEXTBOOK_CNN, GRID_WINNER),
 ))

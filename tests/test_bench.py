@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from tests.conftest import run_module
-from trainables.train import Accel, accelerator, fit
+from trainables.numerics import Accel
+from trainables.train import fit
 
 EXPECTED = {
     "overhead": ["bare_s_per_epoch", "service_s_per_trial_epoch", "ratio", "trial_startup", "data_attach_s"],
@@ -20,8 +21,9 @@ EXPECTED = {
     "scaling": ["one_worker_trials_per_hour", "two_workers_trials_per_hour", "ratio", "two_node_cluster",
                 "bare_loop_contention"],
     "peer": ["hpsearch", "diy", "speedup"],
+    "numerics": ["native_bf16", "auto_choice", "epochs", "plans"],
 }
-PLOTS = ["overhead", "datapath", "efficiency", "scaling", "peer"]
+PLOTS = ["numerics", "overhead", "datapath", "efficiency", "scaling", "peer"]
 
 
 def test_every_benchmark_writes_json_and_plot(data_root: Path, tmp_path: Path) -> None:
@@ -48,12 +50,6 @@ def test_unknown_benchmark_is_a_one_line_error(tmp_path: Path) -> None:
     proc = run_module("search.bench", "speed", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "unknown benchmark(s) speed" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_accelerator_uses_bf16_and_channels_last_on_cuda_only() -> None:
-    assert accelerator(torch.device("cpu")) == Accel()
-    assert accelerator(torch.device("cuda"), bf16_supported=True) == Accel(torch.bfloat16, True)
-    assert accelerator(torch.device("cuda"), bf16_supported=False) == Accel(None, True)
 
 
 def test_fit_runs_the_gpu_path_bf16_channels_last_on_cpu() -> None:

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from spaces import SpaceContext, get_study, list_studies
 from trainables.augment import augment
 from trainables.model import NetConfig, build_model, make_optimizer, model_macs
+from trainables.numerics import Accel
 
 INPUT, CLASSES = (1, 28, 28), 10  # the Fashion-MNIST studies'
 SAMPLES = 25
@@ -59,15 +60,22 @@ def configs_of(name, max_macs, sampler):
     return list(sampled_configs(study, max_macs, sampler))
 
 
-def train_step(cfg: NetConfig, ctx: SpaceContext, backbone) -> None:
-    model = build_model(cfg, ctx.input_shape, ctx.num_classes, backbone)
+def train_step(cfg: NetConfig, ctx: SpaceContext, backbone, accel: Accel = Accel()) -> None:
+    """One step as the training loop takes it: augmentation, the layout and autocast of `accel`,
+    then an evaluation pass under the same numerics."""
+    model = build_model(cfg, ctx.input_shape, ctx.num_classes, backbone).to(memory_format=accel.memory_format)
     x, y = torch.randn(4, *ctx.input_shape), torch.arange(4) % ctx.num_classes
     x, y, y_mix, lam = augment(x, y, cfg.augment, torch.Generator().manual_seed(0))
-    out = model(x)
-    loss = F.cross_entropy(out, y) if y_mix is None else lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y_mix)
+    with accel.autocast(x.device):
+        out = model(accel.layout(x))
+        loss = F.cross_entropy(out, y) if y_mix is None else lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y_mix)
     loss.backward()
     make_optimizer(cfg, model).step()
     assert torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    model.eval()
+    with torch.no_grad(), accel.autocast(x.device):
+        assert torch.isfinite(model(accel.layout(x)).float()).all()
 
 
 @pytest.mark.parametrize("name", list_studies())
@@ -85,6 +93,17 @@ def test_every_sample_builds_trains_and_fits_the_cpu_cap(name, sampler):
         if cap is not None:
             assert model_macs(cfg, ctx.input_shape, ctx.num_classes, backbone) <= cap, params
         train_step(cfg, ctx, backbone)
+
+
+@pytest.mark.parametrize("name", list_studies())
+@pytest.mark.parametrize("accel", [Accel(None, True), Accel(torch.bfloat16, True)], ids=lambda a: a.name)
+def test_every_layer_type_trains_and_evaluates_under_each_numerics(name, accel):
+    """Every activation, pooling type, batch norm, dropout, the MLP and transfer families and
+    augmentation, as the spaces propose them, under channels-last fp32 and bf16 autocast."""
+    study = get_study(name)
+    ctx, backbone = context(study, None)
+    for params in configs_of(name, None, optuna.samplers.RandomSampler(seed=3))[:SAMPLES]:
+        train_step(NetConfig.from_flat(params), ctx, backbone, accel)
 
 
 @pytest.mark.parametrize("name", list_studies())

@@ -83,3 +83,19 @@ def test_reconcile_fills_only_what_mlflow_lacks(tmp_path):
     assert [children[k].status for k in "abc"] == ["completed", "stopped_early", "failed"]
     failed = tracker.client.get_run(children["c"].run_id)
     assert failed.info.status == "FAILED" and "RuntimeError: boom" in failed.data.tags["hpsearch.error"]
+
+
+def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
+    from search.export import trials_table
+
+    partial = {"epochs_seen": 0.25, "val_accuracy": 0.61, "val_loss": 1.2, "train_loss": 1.5}
+    history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0},
+               {"epoch": 2, "val_accuracy": 0.7, "val_loss": 0.8, "train_loss": 0.9, "epoch_seconds": 2.0}]
+    records = [TrialRecord("a", "trial_001", {"lr": 0.1}, history, "completed", numerics="fp32+channels_last"),
+               TrialRecord("b", "trial_002", {"lr": 0.2}, [], "stopped_early", partials=[partial])]
+    assert records[1].epochs == 0 and records[1].epochs_seen == 0.25 and records[0].epochs_seen == 2.0
+    table = trials_table(records, "val_accuracy", "max", (1, 28, 28), 10)
+    assert list(table["trial"]) == ["trial_001", "trial_002"]
+    assert list(table["best_epoch"]) == [2, 0]  # the later of two tied epochs: the checkpoint Tune keeps
+    assert list(table["epochs_seen"]) == [2.0, 0.25] and table["numerics"][0] == "fp32+channels_last"
+    assert table["val_accuracy"][1] == 0.61

@@ -98,3 +98,58 @@ def test_batches_standardise_float_features_without_touching_the_data():
     torch.testing.assert_close(first, second)
     assert abs(first.mean().item()) < 1e-3 and abs(first.std().item() - 1) < 0.05
     assert np.array_equal(split.x, x)
+
+
+def test_reports_inside_the_first_epoch_at_the_rungs_without_adding_epochs():
+    partials, epochs = [], []
+    result = fit(CFG, toy_data(), epochs=2, seed=0, device=torch.device("cpu"),
+                 report_points=(0.25, 0.5, 1.5), on_partial=partials.append,
+                 on_epoch=lambda metrics, snapshot: epochs.append(metrics))
+    assert [(p["epoch"], p["epochs_seen"], p["partial"]) for p in partials] == [(0, 0.25, 1.0), (0, 0.5, 1.0),
+                                                                                  (1, 1.5, 1.0)]
+    assert all(0.0 <= p["val_accuracy"] <= 1.0 and p["train_loss"] > 0 for p in partials)
+    assert [h["epoch"] for h in result.history] == [1, 2] and [e["epochs_seen"] for e in epochs] == [1.0, 2.0]
+    # Reporting changes nothing in what is trained: same weights as without the early reports.
+    plain = fit(CFG, toy_data(), epochs=2, seed=0, device=torch.device("cpu"))
+    for a, b in zip(result.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_retrain_to_the_best_epoch_follows_the_trials_schedule():
+    cfg = NetConfig.from_flat({**GRID_WINNER, "batch_size": 32, "lr_schedule": "cosine"})
+    data = toy_data()
+    trial = fit(cfg, data, epochs=4, seed=3, device=torch.device("cpu"))
+    stopped = []
+
+    class Stop(Exception):
+        pass
+
+    def after_two(metrics, snapshot):
+        if metrics["epoch"] == 2:
+            stopped.append(snapshot())
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(cfg, data, epochs=4, seed=3, device=torch.device("cpu"), on_epoch=after_two)
+    retrain = fit(cfg, data, epochs=2, seed=3, device=torch.device("cpu"), schedule_epochs=4)
+    short = fit(cfg, data, epochs=2, seed=3, device=torch.device("cpu"))
+    assert retrain.history[-1]["val_loss"] == pytest.approx(trial.history[1]["val_loss"], rel=1e-5)
+    assert short.history[-1]["val_loss"] != pytest.approx(trial.history[1]["val_loss"], rel=1e-5)
+    for a, (name, b) in zip(retrain.model.state_dict().values(), stopped[0]["model"].items()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_checkpoint_is_tested_as_saved_and_loads_without_pickle(tmp_path):
+    from trainables.train import evaluate_checkpoint
+
+    data, test = toy_data(), toy_data(n=100, seed=9).train
+    snapshots = []
+    fit(CFG, data, epochs=2, seed=0, device=torch.device("cpu"), on_epoch=lambda m, snapshot: snapshots.append(snapshot()))
+    torch.save(snapshots[0], tmp_path / "checkpoint.pt")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # tensors and plain types only
+    out = evaluate_checkpoint(state, data, test)
+    assert out["epoch"] == 1 and out["history"] == snapshots[0]["history"]
+    assert np.asarray(out["confusion"]).sum() == len(test)
+    assert list(out["mean"]) == list(data.mean)
+    assert all(v.dtype == torch.float32 or not v.is_floating_point() for v in out["state_dict"].values())
+    assert all(v.is_contiguous() for v in out["state_dict"].values())

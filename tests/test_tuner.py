@@ -13,10 +13,14 @@ def plan(name="fashion_space", **kw):
     return make_plan(get_study(name), **{**args, **kw})
 
 
-def test_cpu_plan_runs_one_trial_per_core_within_the_cap():
+def test_cpu_plan_gives_each_trial_two_threads_within_the_cap():
+    from search.tuner import CPU_THREADS_PER_TRIAL
+
     p = plan()
-    assert (p.concurrency, p.cpus_per_trial, p.gpus_per_trial) == (2, 1, 0.0)
+    assert (p.concurrency, p.cpus_per_trial, p.gpus_per_trial) == (1, CPU_THREADS_PER_TRIAL, 0.0) == (1, 2, 0.0)
     assert p.max_macs == 6_000_000 and (p.num_samples, p.max_epochs) == (20, 10)
+    assert (plan(cluster_cpus=16).concurrency, plan(cluster_cpus=16).cpus_per_trial) == (8, 2)
+    assert (plan(cluster_cpus=1).concurrency, plan(cluster_cpus=1).cpus_per_trial) == (1, 1)  # --cpus 1
 
 
 def test_gpu_plan_packs_fractional_trials_and_lifts_the_cap():
@@ -37,16 +41,8 @@ def test_grid_runs_every_point_by_default_and_no_early_stopping():
     assert isinstance(make_scheduler(get_study("fashion_grid"), p), FIFOScheduler)
 
 
-def test_time_budget_in_seconds_and_asha_over_epochs():
-    p = plan(time_budget_min=1.5, max_epochs=4)
-    assert p.time_budget_s == 90.0
-    scheduler = make_scheduler(get_study("fashion_space"), p)
-    assert scheduler._max_t == 4 and scheduler._time_attr == "training_iteration"
-
-
 def test_searcher_is_seeded_tpe_limited_to_the_concurrency():
-    p = plan()
-    searcher = make_searcher(get_study("fashion_space"), p, toy_data())
+    searcher = make_searcher(get_study("fashion_space"), plan(cluster_cpus=4), toy_data())
     assert searcher.max_concurrent == 2
     sampler = searcher.searcher._sampler
     assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 6
@@ -74,3 +70,39 @@ def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
     again = GridSearcher([], "val_accuracy", "max")
     again.restore(str(tmp_path / "state.json"))
     assert [again.suggest(t) for t in "bcd"] == [points[1], points[2], Searcher.FINISHED]
+
+
+def test_asha_compares_epochs_seen_with_a_quarter_epoch_first_rung():
+    from search.tuner import TIME_ATTR, asha_rungs
+
+    study = get_study("fashion_space")
+    p = plan(time_budget_min=1.5, max_epochs=10)
+    assert p.time_budget_s == 90.0
+    scheduler = make_scheduler(study, p)
+    assert scheduler._max_t == 10 and scheduler._time_attr == TIME_ATTR == "epochs_seen"
+    rungs = asha_rungs(study, p)
+    assert rungs[0] == study.settings.grace_period < 1  # a poor trial is dropped inside its first epoch
+    ray_rungs = sorted({m for bracket in scheduler._brackets for m, _ in bracket._rungs})
+    assert rungs == [m for m in ray_rungs if m < 10]
+
+
+def test_trials_report_only_at_rungs_inside_an_epoch():
+    import dataclasses
+
+    from search.tuner import asha_rungs, trial_settings
+
+    study = get_study("fashion_space")
+    odd = dataclasses.replace(study, settings=dataclasses.replace(study.settings, grace_period=0.5,
+                                                                  reduction_factor=3, brackets=2))
+    p = plan(max_epochs=9)
+    assert asha_rungs(odd, p) == [0.5, 1.5, 4.5]
+    assert trial_settings(p, None, (0.25, 1.0, 4.0)).report_points == (0.25,)
+    assert trial_settings(p, None, tuple(asha_rungs(odd, p))).report_points == (0.5, 1.5, 4.5)
+    assert asha_rungs(get_study("fashion_grid"), plan("fashion_grid")) == []  # FIFO: no rungs
+
+
+def test_precision_travels_in_the_plan_not_the_hyperparameters():
+    p = plan(precision="fp32")
+    assert p.precision == "fp32"
+    searcher = make_searcher(get_study("fashion_space"), p, toy_data())
+    assert "precision" not in str(searcher.searcher._space)

@@ -26,6 +26,7 @@ from trainables import faults
 from trainables.augment import augment
 from trainables.data import Split, TrainingData
 from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
+from trainables.numerics import Accel, accelerator
 
 if TYPE_CHECKING:
     from trainables.transfer import Backbone
@@ -43,6 +44,10 @@ class TrialSettings:
     seed: int = 0
     threads: int = 1
     backbone: "Backbone | None" = None  # transfer studies: the network they fine-tune
+    precision: str = "auto"  # trainables.numerics: auto | bf16 | fp32
+    # Points (in epochs, e.g. 0.25) inside an epoch at which a trial also reports, so ASHA can
+    # drop a poor configuration before its first epoch ends.
+    report_points: tuple[float, ...] = ()
 
 
 @dataclass
@@ -50,31 +55,11 @@ class FitResult:
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     diverged: bool = False
+    accel: Accel = field(default_factory=Accel)
 
 
 def pick_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-
-
-@dataclass(frozen=True)
-class Accel:
-    """How a device runs the loop: bf16 autocast and channels-last help tensor cores on a GPU
-    and only cost time on a CPU, so they are on for CUDA alone. bf16 needs no loss scaling."""
-
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-
-def accelerator(device: torch.device, bf16_supported: bool | None = None) -> Accel:
-    if device.type != "cuda":
-        return Accel()
-    if bf16_supported is None:
-        bf16_supported = torch.cuda.is_bf16_supported()
-    return Accel(torch.bfloat16 if bf16_supported else None, channels_last=True)
 
 
 def granted_threads(default: int) -> int:
@@ -97,7 +82,8 @@ class Batches:
     """Normalised float batches cut from a resident uint8 tensor (no per-sample pipeline);
     tabular features arrive as float32 and are only standardised."""
 
-    def __init__(self, split: Split, data: TrainingData, device: torch.device):
+    def __init__(self, split: Split, data: TrainingData, device: torch.device, accel: Accel | None = None):
+        self.accel = accel or Accel()
         self.x = _tensor(split.x, device)
         self.y = _tensor(split.y, device)
         shape = (1, -1, 1, 1)
@@ -110,7 +96,8 @@ class Batches:
 
     def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         # A copy even for float features: the in-place ops below must never touch the resident data.
-        return self.x[idx].to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift), self.y[idx]
+        x = self.x[idx].to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift)
+        return self.accel.layout(x), self.y[idx]
 
     def steps(self, batch_size: int) -> int:
         full, rest = divmod(len(self), batch_size)
@@ -136,7 +123,8 @@ def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> dict[str, 
     loss_sum = 0.0
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=batches.x.device)
     for xb, yb in batches.in_order():
-        logits = model(xb)
+        with batches.accel.autocast(batches.x.device):
+            logits = model(xb).float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         confusion += torch.bincount(yb * num_classes + logits.argmax(1), minlength=num_classes ** 2)
     confusion = confusion.view(num_classes, num_classes).cpu()
@@ -159,21 +147,28 @@ def fit(
     before_epoch: Callable[[int, nn.Module], None] | None = None,
     backbone: "Backbone | None" = None,
     accel: Accel | None = None,
+    schedule_epochs: int | None = None,
+    report_points: tuple[float, ...] = (),
+    on_partial: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
-    `epochs` is also the horizon of the learning-rate schedule.
 
+    `schedule_epochs` is the horizon of the learning-rate schedule (default `epochs`): the final
+    retrain stops at the epoch where a trial peaked but follows the schedule that trial followed.
     `state` is a checkpoint dict from an earlier call; training continues after its epoch.
     `on_epoch(metrics, snapshot)` is called after every epoch; `snapshot()` builds the
     checkpoint dict (model, optimizer, RNG, history and the config itself).
-    `accel` defaults to what suits `device` (see `accelerator`).
+    `on_partial(metrics)` is called with validation scores at each of `report_points` (in epochs,
+    e.g. 0.25) that falls inside an epoch; those results carry `partial: 1`.
+    `accel` defaults to what suits `device` (see `trainables.numerics.accelerator`).
     """
     accel = accel or accelerator(device)
+    horizon = schedule_epochs or epochs
     torch.manual_seed(seed)
     model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device, memory_format=accel.memory_format)
     optimizer = make_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(seed)
-    result = FitResult(model)
+    result = FitResult(model, accel=accel)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -184,18 +179,28 @@ def fit(
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         result.history = list(state["history"])
-    train = Batches(data.train, data, device)
-    val = Batches(data.val, data, device) if data.val is not None else None
+    train = Batches(data.train, data, device, accel)
+    val = Batches(data.val, data, device, accel) if data.val is not None else None
 
     def snapshot() -> dict:
+        # Plain types and tensors only, so checkpoints load with weights_only=True.
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "history": result.history,
             "epoch": len(result.history), "config": cfg.to_flat(), "seed": seed,
-            "input_shape": data.input_shape, "classes": data.classes,
-            "mean": data.mean, "std": data.std,
+            "input_shape": list(data.input_shape), "classes": list(data.classes),
+            "mean": list(data.mean), "std": list(data.std), "numerics": accel.name,
         }
+
+    def validate(metrics: dict[str, float]) -> bool:
+        """Adds the validation scores; False when the model has diverged."""
+        scores = evaluate(model, val, data.num_classes)
+        ok = math.isfinite(scores["loss"])
+        # A diverged model's predictions mean nothing: score it below chance so searchers
+        # and schedulers rank it last, and leave the loss undefined.
+        metrics.update(val_loss=scores["loss"] if ok else float("nan"), val_accuracy=scores["accuracy"] if ok else 0.0)
+        return ok
 
     steps_per_epoch = train.steps(cfg.batch_size)
     augmenting = cfg.augment.active
@@ -203,21 +208,24 @@ def fit(
         if before_epoch is not None:
             before_epoch(epoch, model)
         started = time.perf_counter()
+        # Sub-epoch report points that fall inside this epoch, as counts of images seen.
+        pending = [p for p in report_points if epoch - 1 < p < epoch and val is not None and on_partial is not None]
         model.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
         step = (epoch - 1) * steps_per_epoch
         for xb, yb in train.shuffled(cfg.batch_size, generator, cfg.shuffle):
-            factor = lr_factor(cfg, step, epochs * steps_per_epoch)
+            factor = lr_factor(cfg, step, horizon * steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             step += 1
             if augmenting:
                 xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, generator)
+                xb = accel.layout(xb)
             else:
                 y_mix = None
-            with torch.autocast(device.type, dtype=accel.amp_dtype, enabled=accel.amp_dtype is not None):
-                out = model(xb.contiguous(memory_format=accel.memory_format))
+            with accel.autocast(device):
+                out = model(xb)
                 loss = F.cross_entropy(out, yb)
                 if y_mix is not None:  # CutMix: labels weighted by the share of pixels each image gave
                     loss = lam * loss + (1.0 - lam) * F.cross_entropy(out, y_mix)
@@ -229,16 +237,19 @@ def fit(
             seen += len(yb)
             if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
                 break  # no point finishing an epoch whose loss is already NaN/inf
+            if pending and epoch - 1 + seen / len(train) >= pending[0]:
+                partial = {"epoch": epoch - 1, "epochs_seen": pending.pop(0), "train_loss": loss_sum.item() / seen,
+                           "partial": 1.0}
+                validate(partial)
+                partial["epoch_seconds"] = time.perf_counter() - started
+                on_partial(partial)
+                model.train()
         train_loss = loss_sum.item() / max(seen, 1)
-        metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
+        metrics: dict[str, float] = {"epoch": epoch, "epochs_seen": float(epoch), "train_loss": train_loss}
         result.diverged = not math.isfinite(train_loss)
         if val is not None and not result.diverged:
-            scores = evaluate(model, val, data.num_classes)
-            metrics.update(val_loss=scores["loss"], val_accuracy=scores["accuracy"])
-            result.diverged = not math.isfinite(scores["loss"])
+            result.diverged = not validate(metrics)
         if val is not None and result.diverged:
-            # A diverged model's predictions mean nothing: score it below chance so searchers
-            # and schedulers rank it last, and leave the loss undefined.
             metrics.update(val_loss=float("nan"), val_accuracy=0.0)
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["diverged"] = float(result.diverged)
@@ -260,6 +271,7 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
 
     torch.set_num_threads(granted_threads(settings.threads))
     device = pick_device(use_gpu=bool(ray.get_gpu_ids()))
+    accel = accelerator(device, settings.precision)
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     fault_list = faults.for_trial(trial_number_from_path(str(trial_dir), context.get_trial_id()))
@@ -267,22 +279,28 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            # Tensors and plain types only: a crafted checkpoint in shared storage cannot run code.
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=True)
     epochs_done = len(state["history"]) if state else 0
+    # node_id: which cluster node ran the epoch (nodes can share one IP and hostname).
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "numerics": accel.name}
 
     def report(metrics: dict[str, float], snapshot: Callable[[], dict]) -> None:
         nonlocal epochs_done
         epochs_done = int(metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
-            # node_id: which cluster node ran the epoch (nodes can share one IP and hostname).
-            tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def report_partial(metrics: dict[str, float]) -> None:
+        # No checkpoint: a resumed trial restarts from its last whole epoch and reports again.
+        tune.report({**metrics, **where})
 
     try:
         fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state,
             before_epoch=lambda epoch, model: faults.inject(fault_list, epoch, model, trial_dir),
-            backbone=settings.backbone)
+            backbone=settings.backbone, accel=accel, report_points=settings.report_points,
+            on_partial=report_partial)
     except Exception:  # noqa: BLE001 - recorded as this trial's failure; the search goes on
         # A Python error repeats if retried, so it ends the trial with its traceback instead of
         # raising into Tune (whose retries are for workers that die).
@@ -293,8 +311,9 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
 # --- the final model -----------------------------------------------------------------------
 
 def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: TrialSettings,
-                     use_gpu: bool = False) -> dict[str, Any]:
-    """Retrain on all training images for `settings.max_epochs`, then evaluate once on `test`.
+                     use_gpu: bool = False, schedule_epochs: int | None = None) -> dict[str, Any]:
+    """Retrain on all training images for `settings.max_epochs` (following a learning-rate
+    schedule of `schedule_epochs`, default the same), then evaluate once on `test`.
 
     Returns plain data (CPU state dict, metrics, confusion) so it can come back from a Ray task.
     """
@@ -302,8 +321,30 @@ def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: Tr
     torch.set_num_threads(max(1, settings.threads))
     device = pick_device(use_gpu)
     started = time.perf_counter()
-    result = fit(cfg, data, settings.max_epochs, settings.seed, device, backbone=settings.backbone)
-    scores = evaluate(result.model, Batches(test, data, device), data.num_classes)
+    result = fit(cfg, data, settings.max_epochs, settings.seed, device, backbone=settings.backbone,
+                 accel=accelerator(device, settings.precision), schedule_epochs=schedule_epochs)
+    return _tested(result.model, data, test, device, result.accel, result.history, result.diverged, started)
+
+
+def evaluate_checkpoint(state: dict, data: TrainingData, test: Split, backbone: "Backbone | None" = None,
+                 use_gpu: bool = False, precision: str = "auto") -> dict[str, Any]:
+    """The final model without a retrain: a trial's own checkpoint (`state`, chosen by validation,
+    so still an honest test), evaluated once on `test` with the normalisation it trained with
+    (`data`'s). Returns what `retrain_and_test` returns."""
+    device = pick_device(use_gpu)
+    accel = accelerator(device, precision)
+    cfg = NetConfig.from_flat(state["config"])
+    model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device)
+    model.load_state_dict(state["model"])
+    started = time.perf_counter()
+    final = _tested(model, data, test, device, accel, [dict(h) for h in state["history"]], False, started)
+    final["epoch"] = int(state["epoch"])
+    return final
+
+
+def _tested(model: nn.Module, data: TrainingData, test: Split, device: torch.device, accel: Accel,
+            history: list[dict], diverged: bool, started: float) -> dict[str, Any]:
+    scores = evaluate(model, Batches(test, data, device, accel), data.num_classes)
     confusion = np.asarray(scores["confusion"])
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     return {
@@ -311,8 +352,13 @@ def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: Tr
         "test_loss": scores["loss"],
         "per_class_accuracy": {name: float(a) for name, a in zip(data.classes, per_class)},
         "confusion": scores["confusion"],
-        "history": result.history,
-        "diverged": result.diverged,
+        "history": history,
+        "diverged": diverged,
         "train_seconds": time.perf_counter() - started,
-        "state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()},
+        "numerics": accel.name,
+        # The normalisation the weights expect (the model file carries it).
+        "mean": list(data.mean), "std": list(data.std),
+        # fp32 whatever the numerics (autocast never changes the weights' dtype), contiguous so
+        # the exported file loads into a plain model anywhere.
+        "state_dict": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 from search.bench.common import FULL, QUICK, Bench, default_out, quiet
 from search.errors import Parser, UserError, run_cli
 
-PARTS = ("overhead", "datapath", "efficiency", "scaling", "peer")
+PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer")
 
 
 def build_parser() -> Parser:
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def headline(part: str, r: dict) -> str:
+    if part == "numerics":
+        p = r["plans"]
+        return (f"auto chooses {r['auto_choice']} (native bf16: {r['native_bf16']}); 2 trials x 1 thread give "
+                f"{p['ratio_two_trials_over_one']:.2f}x the epochs/hour of 1 trial x 2 threads")
     if part == "overhead":
         return (f"bare {r['bare_s_per_epoch']:.2f} s/epoch, service {r['service_s_per_trial_epoch']:.2f} s/trial-epoch, "
                 f"ratio {r['ratio']:.3f}")

@@ -25,6 +25,9 @@ from spaces import Study
 from trainables.data import Dataset, TrainingData, load_dataset
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 @dataclass(frozen=True)
 class Sizes:
     """Every size a benchmark uses, in one place, so `--quick` (the CI smoke test) and the
@@ -49,6 +52,8 @@ class Sizes:
     peer_test: int = 10000
     peer_trials: int = 20
     peer_epochs: int = 10
+    numerics_train: int | None = 6000
+    numerics_epochs: int = 2
 
 
 FULL = Sizes()
@@ -56,7 +61,7 @@ QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapat
               efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=3,
               efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
-              peer_trials=2, peer_epochs=1)
+              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1)
 
 
 @dataclass
@@ -158,7 +163,8 @@ class TimedLogger(TrialLogger):
         self.events.append({"kind": "result", "trial": trial.trial_id, "t": time.time(),
                             "epoch": int(result.get("epoch", 0)), "val_accuracy": result.get("val_accuracy"),
                             "epoch_seconds": result.get("epoch_seconds"), "pid": result.get("pid"),
-                            "node_ip": result.get("node_ip")})
+                            "node_ip": result.get("node_ip"), "partial": bool(result.get("partial")),
+                            "epochs_seen": result.get("epochs_seen")})
         return super().on_trial_result(iteration, trials, trial, result, **info)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -177,13 +183,17 @@ class ServiceRun:
 
     @property
     def epochs(self) -> list[dict]:
-        return [e for e in self.events if e["kind"] == "result"]
+        """Whole-epoch results (not the reports at rungs inside an epoch)."""
+        return [e for e in self.events if e["kind"] == "result" and not e.get("partial")]
 
 
 def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: str, *, cluster_cpus: float,
-                samples: int, max_epochs: int, seed: int, sampler: str = "tpe") -> ServiceRun:
+                samples: int, max_epochs: int, seed: int, sampler: str = "tpe",
+                cpus_per_trial: int | None = None) -> ServiceRun:
     """One search through the service's own path (make_plan, build_tuner with its searcher,
     scheduler, object-store data and MLflow trial logger) on the Ray session already running."""
+    if cpus_per_trial is not None:  # e.g. the scaling benchmark's fixed 1-thread workers
+        study = dataclasses.replace(study, settings=dataclasses.replace(study.settings, cpus_per_trial=cpus_per_trial))
     plan = dataclasses.replace(
         make_plan(study, cluster_cpus=cluster_cpus, cluster_gpus=0, gpus=0, samples=samples,
                   max_epochs=max_epochs, time_budget_min=None, seed=seed), sampler=sampler)

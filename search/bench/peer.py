@@ -12,10 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from search.bench.common import Bench, bar_plot, tmpdir, write_idx_layout
+from search.bench.common import REPO, Bench, bar_plot, tmpdir, write_idx_layout
 from search.bench.peer_diy import run_diy
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_hpsearch(root: Path, results: Path, trials: int, epochs: int, cpus: int, seed: int) -> dict:

@@ -104,7 +104,8 @@ def run_diy(root: str, storage: Path, tracking_uri: str, trials: int, epochs: in
             tune.with_resources(tune.with_parameters(train_fashion, root=root, max_epochs=epochs), {"cpu": 1}),
             tune_config=tune.TuneConfig(
                 metric="val_accuracy", mode="max", search_alg=searcher, num_samples=trials,
-                scheduler=ASHAScheduler(max_t=epochs, grace_period=min(s.grace_period, epochs),
+                # Ray's docs report once per epoch: the first rung is a whole epoch.
+                scheduler=ASHAScheduler(max_t=epochs, grace_period=1,
                                         reduction_factor=s.reduction_factor),
                 max_concurrent_trials=cpus),
             run_config=tune.RunConfig(

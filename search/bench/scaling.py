@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.bench.common import Bench, MemorySampler, bar_plot, local_ray, quiet, run_service, tmpdir
+from search.bench.common import REPO, Bench, MemorySampler, bar_plot, local_ray, quiet, run_service, tmpdir
 from spaces import get_study
 from spaces.fashion_space import GRID_WINNER
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def winner_grid(trials: int):
@@ -126,7 +125,7 @@ def cluster_run(bench: Bench, data, study, scratch: Path) -> dict:
             with MemorySampler(roots=pids) as memory:
                 run = run_service(study, data, scratch / "cluster", bench.tracking_uri, cluster_cpus=2,
                                   samples=bench.sizes.scaling_trials, max_epochs=bench.sizes.scaling_epochs,
-                                  seed=bench.seed)
+                                  seed=bench.seed, cpus_per_trial=1)
         finally:
             ray.shutdown()
             os.environ.pop("RAY_AUTH_MODE", None)
@@ -142,9 +141,9 @@ def run(bench: Bench) -> dict:
     scratch = bench.scratch("scaling")
     with local_ray(2):
         one = run_service(study, data, scratch / "one", bench.tracking_uri, cluster_cpus=1,
-                          samples=s.scaling_trials, max_epochs=s.scaling_epochs, seed=bench.seed)
+                          samples=s.scaling_trials, max_epochs=s.scaling_epochs, seed=bench.seed, cpus_per_trial=1)
         two = run_service(study, data, scratch / "two", bench.tracking_uri, cluster_cpus=2,
-                          samples=s.scaling_trials, max_epochs=s.scaling_epochs, seed=bench.seed)
+                          samples=s.scaling_trials, max_epochs=s.scaling_epochs, seed=bench.seed, cpus_per_trial=1)
     bare = contention(bench)
     cluster = cluster_run(bench, data, study, scratch)
     result = {
