@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import warnings
 from pathlib import Path
@@ -27,7 +28,8 @@ def build_parser() -> Parser:
     p.add_argument("--samples", type=int, default=None, help="number of trials (default: the study's)")
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial at most (default: the study's)")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                   help="stop starting trials after this many minutes of search")
+                   help="minutes for the search and the final model together: the search stops when the time "
+                        "left is what the final phase needs (default: the study's CPU budget, if any)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
     p.add_argument("--name", default=None, help="study run name (default: SPACE-DATE-TIME)")
@@ -40,9 +42,9 @@ def build_parser() -> Parser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
                         "channels-last always), bf16 or fp32; weights are saved as fp32 either way")
-    p.add_argument("--final", choices=FINAL_MODES, default="checkpoint",
-                   help="the final model: checkpoint (the best trial's own weights at its best epoch; default) or "
-                        "retrain (on all training images, following the trial's schedule to its best epoch)")
+    p.add_argument("--final", choices=FINAL_MODES, default="retrain",
+                   help="the final model: retrain (default: on all training images, following the best trial's "
+                        "schedule to its best epoch) or checkpoint (the best trial's own weights at its best epoch)")
     p.add_argument("--register-model", default=None, metavar="NAME",
                    help="register the final model in the MLflow model registry under NAME (a new version each study)")
     talk = p.add_mutually_exclusive_group()
@@ -59,6 +61,8 @@ def build_parser() -> Parser:
 def check_positive(args, flags=("samples", "max_epochs", "cpus", "time_budget")) -> None:
     for flag in flags:
         value = getattr(args, flag)
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
         if value is not None and value <= 0:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     if getattr(args, "gpus", None) is not None and args.gpus < 0:

@@ -79,7 +79,7 @@ class StudyState:
     tracking_uri: str
     register_model: str | None = None
     precision: str = "auto"  # trainables.numerics
-    final: str = "checkpoint"  # search.final.FINAL_MODES
+    final: str = "retrain"  # search.final.FINAL_MODES
     parent_run_id: str = ""
     phase: str = "search"  # search -> final -> done
     created: str = ""
@@ -160,7 +160,9 @@ class StudyRun:
             else:
                 logger = TrialLogger(state.tracking_uri, self.study.name, parent, plan.max_epochs, plan.num_samples,
                                      s.metric, s.mode, MAX_FAILED_FRACTION)
-                tuner = build_tuner(self.study, plan, search_data, self.dir, logger, backbone)
+                # A retrain trains on all training images; the checkpoint final trains nothing.
+                final_scale = len(dataset.train) / len(search_data.train) if state.final == "retrain" else 0.0
+                tuner = build_tuner(self.study, plan, search_data, self.dir, logger, backbone, final_scale)
             with CtrlC() as ctrl_c:
                 results = tuner.fit()
             records = trial_records(results, plan.max_epochs)

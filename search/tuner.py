@@ -14,7 +14,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import CombinedStopper
 
+from search.budget import StudyBudget
+from search.cores import CoreSharing, start_ledger
 from search.errors import UserError
 from search.progress import Verbosity, verbosity
 from search.tracking import FailureBudget, TrialLogger
@@ -53,6 +56,8 @@ class Plan:
 def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: int, samples: int | None,
               max_epochs: int | None, time_budget_min: float | None, seed: int, precision: str = "auto") -> Plan:
     s = study.settings
+    own_budget = samples is None and max_epochs is None and gpus == 0
+    budget_min = time_budget_min if time_budget_min is not None else s.time_budget_min_cpu if own_budget else None
     num_samples = len(study.grid) if study.grid is not None and samples is None else (samples or s.num_samples)
     if gpus > 0:
         gpus_per_trial = min(s.gpus_per_trial, 1.0)
@@ -71,7 +76,7 @@ def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: i
         num_samples=num_samples, max_epochs=max_epochs or s.max_epochs, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, concurrency=min(concurrency, num_samples),
         max_macs=None if mmacs is None else int(mmacs * 1e6),
-        time_budget_s=None if time_budget_min is None else time_budget_min * 60.0, seed=seed,
+        time_budget_s=None if budget_min is None else budget_min * 60.0, seed=seed,
         precision=precision,
     )
 
@@ -165,35 +170,58 @@ def make_scheduler(study: Study, plan: Plan):
     )
 
 
-def trial_settings(plan: Plan, backbone: Backbone | None = None, rungs: tuple[float, ...] = ()) -> TrialSettings:
+def trial_settings(plan: Plan, backbone: Backbone | None = None, rungs: tuple[float, ...] = (),
+                   core_ledger: str | None = None) -> TrialSettings:
     """What every trial runs with; trials report inside an epoch only at the rungs that fall there."""
     return TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial,
                          backbone=backbone, precision=plan.precision,
-                         report_points=tuple(r for r in rungs if r != int(r)))
+                         report_points=tuple(r for r in rungs if r != int(r)), core_ledger=core_ledger)
 
 
-def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None, rungs: tuple[float, ...] = ()):
-    settings = trial_settings(plan, backbone, rungs)
+def ledger_name(plan: Plan, storage: Path) -> str | None:
+    """CPU searches that run trials side by side share freed cores at the end (search.cores);
+    one trial at a time already has them all, and GPU trials do not need them."""
+    return f"hpsearch-cores-{storage.name}" if plan.gpus_per_trial == 0 and plan.concurrency > 1 else None
+
+
+def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None, rungs: tuple[float, ...] = (),
+                   core_ledger: str | None = None):
+    settings = trial_settings(plan, backbone, rungs, core_ledger)
     # with_parameters puts the data into the object store once; every trial on a node maps it.
     trainable = tune.with_parameters(tune_trial, settings=settings, data=data)
     return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 
+def stoppers(study: Study, plan: Plan, logger: TrialLogger, final_scale: float):
+    """Too many failures end the search; so does the study's time budget (search.budget)."""
+    failures = FailureBudget(logger)
+    if plan.time_budget_s is None:
+        return failures
+    budget = StudyBudget(plan.time_budget_s, study.settings.metric, study.settings.mode, final_scale)
+    return CombinedStopper(failures, budget)
+
+
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
-                backbone: Backbone | None = None) -> tune.Tuner:
+                backbone: Backbone | None = None, final_scale: float = 0.0) -> tune.Tuner:
+    """`final_scale`: how long the final phase trains per second of the best trial's training
+    (search.budget), so a time budget leaves it room."""
+    ledger = ledger_name(plan, storage)
+    callbacks: list[tune.Callback] = [logger]
+    if ledger is not None:
+        start_ledger(ledger)
+        callbacks.append(CoreSharing(ledger, plan.num_samples))
     return tune.Tuner(
-        make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan))),
+        make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric, mode=study.settings.mode,
             search_alg=make_searcher(study, plan, data, backbone), scheduler=make_scheduler(study, plan),
             num_samples=plan.num_samples, max_concurrent_trials=plan.concurrency,
-            time_budget_s=plan.time_budget_s,
             # Trials have identical resources: one worker process serves many trials, saving
             # the process start, imports and data attach each time.
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(storage), callbacks=[logger], stop=FailureBudget(logger),
+            name=TUNE_DIR, storage_path=str(storage), callbacks=callbacks, stop=stoppers(study, plan, logger, final_scale),
             verbose=2 if verbosity() >= Verbosity.VERBOSE else 0,
             # The best epoch's checkpoint (for the final model) and, always, the latest (to resume).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=study.settings.metric,
@@ -218,6 +246,9 @@ def restore_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path,
                   backbone: Backbone | None = None) -> tune.Tuner:
     """Continue a saved search: finished trials are kept, unfinished ones continue from their
     last epoch checkpoint, and the searcher and scheduler come back with their state."""
-    trainable = make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)))
+    ledger = ledger_name(plan, storage)
+    if ledger is not None:
+        start_ledger(ledger)  # the restored CoreSharing callback finds it by this name
+    trainable = make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger)
     return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=trainable,
                               resume_unfinished=True, resume_errored=True)

@@ -33,6 +33,10 @@ class StudySettings:
     # Cap on multiply-adds per image (millions): keeps CPU runs practical; GPUs get the full space.
     max_mmacs_cpu: float | None = 12.0  # studies on small images set a tighter cap
     max_mmacs_gpu: float | None = None
+    # On CPUs, minutes after which no trial starts and running ones stop (their best epoch's
+    # checkpoint is kept), when the run keeps the study's own budget (no --samples / --max-epochs).
+    # --time-budget always wins; GPU runs have no default budget, like no default cost cap.
+    time_budget_min_cpu: float | None = None
     n_startup_trials: int = 6
     val_fraction: float = 0.1
     needs_backbone: bool = False  # transfer studies: the run must name a trained network (--weights)

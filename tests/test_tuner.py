@@ -106,3 +106,17 @@ def test_precision_travels_in_the_plan_not_the_hyperparameters():
     assert p.precision == "fp32"
     searcher = make_searcher(get_study("fashion_space"), p, toy_data())
     assert "precision" not in str(searcher.searcher._space)
+
+
+def test_the_studys_cpu_time_budget_applies_only_to_its_own_budget():
+    import dataclasses
+
+    study = get_study("fashion_space")
+    timed = dataclasses.replace(study, settings=dataclasses.replace(study.settings, time_budget_min_cpu=6.5))
+    common = dict(cluster_cpus=2, cluster_gpus=0, gpus=0, seed=0)
+    assert make_plan(timed, samples=None, max_epochs=None, time_budget_min=None, **common).time_budget_s == 390.0
+    assert make_plan(timed, samples=None, max_epochs=None, time_budget_min=2, **common).time_budget_s == 120.0
+    assert make_plan(timed, samples=50, max_epochs=None, time_budget_min=None, **common).time_budget_s is None
+    assert make_plan(timed, samples=None, max_epochs=3, time_budget_min=None, **common).time_budget_s is None
+    gpu = dict(common, cluster_gpus=1, gpus=1)
+    assert make_plan(timed, samples=None, max_epochs=None, time_budget_min=None, **gpu).time_budget_s is None

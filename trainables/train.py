@@ -48,6 +48,8 @@ class TrialSettings:
     # Points (in epochs, e.g. 0.25) inside an epoch at which a trial also reports, so ASHA can
     # drop a poor configuration before its first epoch ends.
     report_points: tuple[float, ...] = ()
+    # search.cores.CoreLedger's name: at the end of a search, trials take the cores others freed.
+    core_ledger: str | None = None
 
 
 @dataclass
@@ -269,12 +271,23 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
     import ray  # inside: the final retrain and `search.train` also run without Ray
     from ray import tune
 
-    torch.set_num_threads(granted_threads(settings.threads))
+    from search.cores import TrialCores
+
+    granted = granted_threads(settings.threads)
+    torch.set_num_threads(granted)
     device = pick_device(use_gpu=bool(ray.get_gpu_ids()))
     accel = accelerator(device, settings.precision)
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     fault_list = faults.for_trial(trial_number_from_path(str(trial_dir), context.get_trial_id()))
+    cores = TrialCores(settings.core_ledger, context.get_trial_id(), granted)
+
+    def before_epoch(epoch: int, model: nn.Module) -> None:
+        threads = cores.threads()
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        faults.inject(fault_list, epoch, model, trial_dir)
+
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -290,15 +303,16 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> Non
         epochs_done = int(metrics["epoch"])
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, **where, "threads": torch.get_num_threads()},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
 
     def report_partial(metrics: dict[str, float]) -> None:
         # No checkpoint: a resumed trial restarts from its last whole epoch and reports again.
-        tune.report({**metrics, **where})
+        tune.report({**metrics, **where, "threads": torch.get_num_threads()})
 
     try:
         fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state,
-            before_epoch=lambda epoch, model: faults.inject(fault_list, epoch, model, trial_dir),
+            before_epoch=before_epoch,
             backbone=settings.backbone, accel=accel, report_points=settings.report_points,
             on_partial=report_partial)
     except Exception:  # noqa: BLE001 - recorded as this trial's failure; the search goes on
