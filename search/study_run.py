@@ -149,7 +149,8 @@ class StudyRun:
                 state.save(self.dir)
             parent = state.parent_run_id
             verb = "resuming" if args.resume else "study"
-            say(f"{verb} {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs, "
+            budget = f" within {plan.time_budget_s / 60:g} min, final model included" if plan.time_budget_s else ""
+            say(f"{verb} {self.name}: {plan.num_samples} trials x up to {plan.max_epochs} epochs{budget}, "
                 f"{plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
                 f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
                 f"{len(search_data.train)} train / {len(search_data.val)} validation images")

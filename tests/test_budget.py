@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from search.budget import FINAL_FIXED_S, StudyBudget
+from search.budget import FINAL_FIXED_S, SAFETY, StudyBudget
 
 
 def epoch(e: int, score: float, seconds: float = 20.0) -> dict:
@@ -21,7 +21,7 @@ def test_the_reserve_is_the_best_trials_retrain_time():
     budget("b", epoch(1, 0.80, seconds=5.0))
     budget("b", {"epoch": 1, "epochs_seen": 1.25, "val_accuracy": 0.99, "partial": 1.0, "epoch_seconds": 1.0})
     # trial a is best (b's partial report is not a finished epoch), peaking at epoch 3 of 20 s each
-    assert budget.reserve_s() == pytest.approx(FINAL_FIXED_S + 60 / 54 * 20.0 * 3)
+    assert budget.reserve_s() == pytest.approx(FINAL_FIXED_S + 60 / 54 * 20.0 * SAFETY * 3)
     assert not budget.stop_all()
     budget.started -= 600 - budget.reserve_s()  # the clock reaches the point the final needs
     assert budget.stop_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -23,7 +24,30 @@ def build_parser() -> Parser:
                    "cifar10/cifar10-subset.npz (default: $HPSEARCH_DATA_DIR, else ../shared/datasets)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test); figures mean nothing")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", action="append", default=[], metavar="NAME=N",
+                   help="override one of the sizes in search/bench/common.py: Sizes, e.g. efficiency_train=6000 "
+                        "(repeatable; 'all' for the whole training set)")
     return p
+
+
+def sizes(base, overrides: list[str]):
+    """`base` with NAME=N overrides; a bad name or value is a one-line error."""
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    changes = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            raise UserError(f"--size {item!r}: expected NAME=N with NAME one of {', '.join(fields)}")
+        if value == "all" and "None" in str(fields[name].type):
+            changes[name] = None
+            continue
+        try:
+            changes[name] = int(value)
+        except ValueError:
+            raise UserError(f"--size {item!r}: {value!r} is not a whole number") from None
+        if changes[name] < 1:
+            raise UserError(f"--size {item!r}: must be 1 or more")
+    return dataclasses.replace(base, **changes)
 
 
 def data_root(arg: str | None) -> Path:
@@ -44,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser().resolve() if args.out else default_out()
     out.mkdir(parents=True, exist_ok=True)
     quiet()
-    bench = Bench(out, str(root), QUICK if args.quick else FULL, args.seed)
+    bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed)
     print(f"benchmarks {', '.join(parts)} -> {out}", flush=True)
     timings = {}
     for part in parts:

@@ -38,7 +38,7 @@ class Sizes:
     overhead_train: int | None = None  # None: all 60,000 training images
     datapath_train: int | None = None
     augment_images: int = 10000
-    efficiency_train: int = 2500
+    efficiency_train: int | None = None  # None: the whole training set (54,000 for the search)
     efficiency_epochs: int = 3
     efficiency_seeds: int = 3
     efficiency_tpe_samples: int = 16
