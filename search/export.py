@@ -55,11 +55,38 @@ def _umask_mode() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file beside `path`, flush it to disk, then rename: a crash leaves the old
+    file or the new one, never half of one, and no temp file on failure."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; results are meant to be shared
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AliasRefused(yaml.composer.ComposerError):
+    pass
+
+
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few hundred bytes of nested aliases expand to
+    gigabytes (a "billion laughs"), and hpsearch's own files never use them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasRefused(None, None, "not valid here: YAML aliases (*name) are refused", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader that also refuses aliases
 
 
 # --- the trials table ------------------------------------------------------------------------
@@ -156,8 +183,11 @@ class BestConfig:
         NetConfig.from_flat(self.hyperparameters)  # names the bad key or value
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if not isinstance(self.seed, int):
-            raise UserError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("data", "metrics", "per_class_accuracy", "search", "mlflow", "versions", "final"):
+            if not isinstance(getattr(self, name), dict):
+                raise UserError(f"{name} must be a mapping, got {type(getattr(self, name)).__name__}")
         if self.schedule_epochs is not None and (not isinstance(self.schedule_epochs, int)
                                                  or self.schedule_epochs < self.epochs):
             raise UserError(f"schedule_epochs must be an integer of at least epochs ({self.epochs}), "
@@ -177,7 +207,7 @@ class BestConfig:
     @classmethod
     def load(cls, path: Path) -> "BestConfig":
         try:
-            body = yaml.safe_load(Path(path).read_text())
+            body = load_yaml(Path(path).read_text())
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
         except (OSError, UnicodeDecodeError) as e:
@@ -185,7 +215,8 @@ class BestConfig:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise UserError(f"{path}: not valid YAML{where}; fix the file or export it again") from None
+            problem = e.problem if isinstance(e, AliasRefused) else "not valid YAML"
+            raise UserError(f"{path}: {problem}{where}; fix the file or export it again") from None
         if not isinstance(body, dict):
             raise UserError(f"{path}: expected a mapping of keys (space, hyperparameters, epochs, ...)")
         known = set(cls.__dataclass_fields__)
@@ -273,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     fmt = args.format or ("json" if output is not None and output.suffix.lower() == ".json" else "yaml")
     if output is not None and not output.parent.is_dir():
         raise UserError(f"--output {output}: folder {output.parent} does not exist")
+    if output is not None and output.is_dir():
+        raise UserError(f"--output {output} is a folder; name a file, e.g. {output / 'best.yaml'}")
     configs = top_configs(Path(args.results_dir), args.top)
     if len(configs) < args.top:
         print(f"note: only {len(configs)} trials have a score; exporting those", file=sys.stderr)

@@ -18,7 +18,6 @@ from trainables.model import NetConfig, build_model
 from trainables.train import CHECKPOINT_FILE, TrialSettings, evaluate_checkpoint, retrain_and_test
 from trainables.transfer import Backbone
 
-
 FINAL_MODES = ("checkpoint", "retrain")
 
 

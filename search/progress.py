@@ -8,9 +8,8 @@ trial, which reads well in a log. `--quiet` keeps only errors and the final summ
 
 from __future__ import annotations
 
-import math
-
 import enum
+import math
 import shutil
 import sys
 import time

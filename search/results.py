@@ -116,9 +116,9 @@ def load(folder: str | Path) -> StudyResults:
     if not isinstance(state, dict):
         raise _not_a_study(folder, f"{STATE_FILE} is not a mapping")
     if (folder / "trials.parquet").is_file():
-        table = pd.read_parquet(folder / "trials.parquet")
+        table = _read_table(folder / "trials.parquet", pd.read_parquet)
     elif (folder / "trials.csv").is_file():
-        table = pd.read_csv(folder / "trials.csv")
+        table = _read_table(folder / "trials.csv", pd.read_csv)
     else:
         raise UserError(f"{folder} has no trials table yet: its search has not finished "
                         f"(resume it with search.run --resume --name {folder.name})")
@@ -127,6 +127,18 @@ def load(folder: str | Path) -> StudyResults:
     if (folder / "confusion_matrix.csv").is_file():
         confusion = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
     return StudyResults(folder, state, table, _history(folder), best, confusion)
+
+
+def _read_table(path: Path, reader) -> pd.DataFrame:
+    """A trials table, or one line saying it is damaged (a crash mid-copy, an edited file)."""
+    try:
+        table = reader(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow, pandas and OS errors all mean "unreadable"
+        raise UserError(f"{path} is damaged or not a trials table ({type(e).__name__}); write it again with "
+                        f"`python -m search.run SPACE --name {path.parent.name} --resume`") from None
+    if "trial" not in table.columns:
+        raise UserError(f"{path} is not a trials table (no 'trial' column)")
+    return table
 
 
 def _history(folder: Path) -> pd.DataFrame:
@@ -140,7 +152,7 @@ def _history(folder: Path) -> pd.DataFrame:
                 result = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-            if "epoch" not in result or result.get("failed"):
+            if "epoch" not in result or result.get("failed") or result.get("partial"):
                 continue
             number = trial_number_from_path(str(log.parent), str(result.get("trial_id", "")))
             rows.append({"trial": trial_name(number) if number is not None else result.get("trial_id"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -69,6 +70,21 @@ def check_positive(args, flags=("samples", "max_epochs", "cpus", "time_budget"))
         raise UserError(f"--gpus must be 0 or more, got {args.gpus}")
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(name: str | None) -> None:
+    """A study's folder name stays inside the results folder: no separators, no '.' or '..'."""
+    if name is not None and (not NAME_PATTERN.fullmatch(name) or name in (".", "..")):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only (a folder name inside "
+                        "--results-dir), e.g. --name fashion-run1")
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed must be between 0 and {2 ** 32 - 1}, got {seed}")
+
+
 def results_root(arg: str | None) -> Path:
     root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
     try:
@@ -95,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.space:
         raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
     check_positive(args)
+    check_name(args.name)
+    check_seed(args.seed)
     # The cluster configs point drivers at the head's MLflow server this way.
     args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if args.register_model is not None and not args.register_model.strip():

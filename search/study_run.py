@@ -20,9 +20,17 @@ from pathlib import Path
 import pandas as pd
 
 from search.cluster import start_ray
+from search.data_args import DataChoice, choice_from_args, load_choice
 from search.errors import UserError
-from search.export import (BestConfig, atomic_write_text, git_commit, package_versions, trials_table, write_history,
-                           write_table)
+from search.export import (
+    BestConfig,
+    atomic_write_text,
+    git_commit,
+    package_versions,
+    trials_table,
+    write_history,
+    write_table,
+)
 from search.final import FinalSpec, from_checkpoint, log_final, retrain, save_model
 from search.progress import Verbosity, say, verbosity
 from search.records import TrialRecord, too_many_failures, trial_records
@@ -30,7 +38,6 @@ from search.run import SMOKE_TEST, SMOKE_TRAIN
 from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
 from search.tuner import TUNE_DIR, Plan, best_checkpoint, build_tuner, make_plan, restore_tuner
 from spaces import Study
-from search.data_args import DataChoice, choice_from_args, load_choice
 from trainables.model import NetConfig
 
 TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",

@@ -23,8 +23,15 @@ from typing import Any, Callable, Mapping
 from ray import tune
 
 from search.errors import UserError
-from search.records import (FINAL_STATUSES, TrialRecord, finite, too_many_failures, trial_name, trial_number,
-                            trial_status)
+from search.records import (
+    FINAL_STATUSES,
+    TrialRecord,
+    finite,
+    too_many_failures,
+    trial_name,
+    trial_number,
+    trial_status,
+)
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "hpsearch.trial_id"

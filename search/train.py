@@ -11,10 +11,10 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from search.errors import Parser, UserError, run_cli
 from search.cluster import check_local_resources
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
-from search.run import PRECISIONS, SMOKE_TEST, SMOKE_TRAIN, check_positive, results_root
+from search.errors import Parser, UserError, run_cli
+from search.run import PRECISIONS, SMOKE_TEST, SMOKE_TRAIN, check_name, check_positive, check_seed, results_root
 
 
 def build_parser() -> Parser:
@@ -37,6 +37,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_positive(args, ("epochs", "cpus"))
+    check_name(args.name)
+    check_seed(args.seed)
     check_local_resources(args.cpus, args.gpus)
     from search.export import BestConfig, git_commit, package_versions
     from spaces import get_study

@@ -117,5 +117,10 @@ def list_studies() -> list[str]:
 
 # Importing a study module registers it.
 from spaces import (  # noqa: E402,F401
-    cifar10_space, fashion_space, mnist_space, pixels_csv_space, tabular_csv_space, transfer_space,
+    cifar10_space,
+    fashion_space,
+    mnist_space,
+    pixels_csv_space,
+    tabular_csv_space,
+    transfer_space,
 )

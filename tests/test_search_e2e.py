@@ -64,6 +64,8 @@ def test_mlflow_parent_and_child_runs(study):
     parent = parents[0]
     assert parent.data.tags["hpsearch.space"] == "fashion_space"
     assert parent.data.params["samples"] == str(SAMPLES)
+    assert parent.data.params["precision"] == "auto" and parent.data.params["final"] == "retrain"
+    assert parent.data.tags["hpsearch.final"] == "retrain"
     assert parent.data.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"])
     assert "hpsearch.version.torch" in parent.data.tags and "hpsearch.git_commit" in parent.data.tags
     assert len(children) == SAMPLES
@@ -71,6 +73,9 @@ def test_mlflow_parent_and_child_runs(study):
     for child in children:
         assert child.data.tags["hpsearch.status"] in {"completed", "stopped_early", "diverged"}
         assert "conv_layers" in child.data.params and "lr" in child.data.params
+        assert "precision" not in child.data.params  # a run setting, never a hyperparameter
+        assert child.data.tags["hpsearch.numerics"].endswith("+channels_last")
+        assert float(child.data.tags["hpsearch.epochs_seen"]) >= 0.25
         epochs = int(child.data.tags["hpsearch.epochs"])
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
@@ -102,3 +107,24 @@ def test_search_train_round_trip(study, data_root):
     # Same configuration, seed, data slice and epochs: the same model, so the same score.
     assert again.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"], abs=0.01)
     assert (results / "again" / "model.pt").is_file()
+
+
+def test_final_checkpoint_is_the_best_trials_own_weights(data_root, tmp_path):
+    import torch
+
+    proc = run_module("search.run", "fashion_space", "--smoke", "--samples", "2", "--max-epochs", "2",
+                      "--final", "checkpoint", "--name", "ckpt", "--results-dir", str(tmp_path),
+                      "--data-dir", str(data_root), "--precision", "fp32")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "best trial's own weights" in proc.stdout
+    best = BestConfig.load(tmp_path / "ckpt" / "best.yaml")
+    assert best.final["mode"] == "checkpoint" and best.final["numerics"] == "fp32+channels_last"
+    top = pd.read_parquet(tmp_path / "ckpt" / "trials.parquet").iloc[0]
+    assert best.epochs == top["best_epoch"] and best.schedule_epochs == 2
+    saved = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=True)
+    assert saved["final"]["mode"] == "checkpoint"
+    checkpoints = [torch.load(p, weights_only=True) for p in (tmp_path / "ckpt" / "tune").glob(
+        f"*{top['trial_id']}*/checkpoint_*/checkpoint.pt")]
+    (state,) = [c for c in checkpoints if c["epoch"] == best.epochs]
+    for name, tensor in saved["state_dict"].items():
+        torch.testing.assert_close(tensor, state["model"][name], msg=name)

@@ -118,7 +118,8 @@ class NetConfig:
         need(self.optimizer in OPTIMIZERS, f"optimizer={self.optimizer!r} (one of {OPTIMIZERS})")
         need(0.0 < self.lr <= 10.0, f"lr={self.lr} (0 < lr <= 10)")
         need(0.0 <= self.weight_decay < 1.0, f"weight_decay={self.weight_decay} (0 <= wd < 1)")
-        need(1 <= self.batch_size <= 65536, f"batch_size={self.batch_size} (1-65536)")
+        # A batch of one trains nothing: batch norm cannot use it, and the loop skips it.
+        need(2 <= self.batch_size <= 65536, f"batch_size={self.batch_size} (2-65536)")
         need(0.0 <= self.momentum < 1.0, f"momentum={self.momentum} (0 <= momentum < 1)")
         need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule={self.lr_schedule!r} (one of {LR_SCHEDULES})")
 

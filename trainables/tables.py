@@ -11,6 +11,7 @@ standardised per batch with statistics of the split being trained on (never the 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,15 @@ def load_pixels_csv(data_file: str | None, test_file: str | None,
 
 # --- tabular rows --------------------------------------------------------------------------------
 
+def _finite(values: pd.Series, column) -> pd.Series:
+    values = values.astype(np.float64)
+    bad = ~np.isfinite(values) & values.notna() | (values.abs() > np.finfo(np.float32).max)
+    if bad.any():
+        print(f"note: column {column!r}: {int(bad.sum())} infinite or out-of-range value(s) treated as missing",
+              file=sys.stderr)
+    return values.mask(bad)
+
+
 def _encode_features(train: pd.DataFrame, test: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray | None,
                                                                              list[str]]:
     """Numbers stay numbers (a missing value becomes the training column's mean); other columns
@@ -147,11 +157,14 @@ def _encode_features(train: pd.DataFrame, test: pd.DataFrame | None) -> tuple[np
         values = train[column]
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
         if numeric:
+            # inf / -inf (and values too large for float32) are treated as missing, like empty cells:
+            # one of them would make the column's mean inf and its standard deviation NaN.
+            values = _finite(values, column)
             fill = float(values.mean()) if values.notna().any() else 0.0
             parts.append(values.fillna(fill).to_numpy(np.float32)[:, None])
             names.append(str(column))
             if test is not None:
-                test_values = pd.to_numeric(test[column], errors="coerce")
+                test_values = _finite(pd.to_numeric(test[column], errors="coerce"), column)
                 test_parts.append(test_values.fillna(fill).to_numpy(np.float32)[:, None])
             continue
         categories = _sorted_labels(values.astype("string"))

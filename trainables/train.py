@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-import traceback
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

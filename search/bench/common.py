@@ -24,7 +24,6 @@ from search.tuner import Plan, build_tuner, make_plan
 from spaces import Study
 from trainables.data import Dataset, TrainingData, load_dataset
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import time
 
 import numpy as np
-
 import torch
 
 from search.bench.baseline import bare_fit
@@ -123,11 +122,13 @@ def data_attach_seconds(data) -> dict:
     def warm() -> dict:
         # A fresh worker: what a cold trial pays before its first step, piece by piece.
         t = time.perf_counter()
-        import trainables.train  # noqa: F401 - torch and the training code
         from ray import tune  # noqa: F401
+
+        import trainables.train  # noqa: F401 - torch and the training code
         imports = time.perf_counter() - t
         from spaces.fashion_space import GRID_WINNER as winner
-        from trainables.model import NetConfig as Config, build_model, make_optimizer
+        from trainables.model import NetConfig as Config
+        from trainables.model import build_model, make_optimizer
 
         t = time.perf_counter()
         make_optimizer(Config.from_flat(winner), build_model(Config.from_flat(winner), (1, 28, 28), 10))

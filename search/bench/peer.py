@@ -16,7 +16,6 @@ from search.bench.common import REPO, Bench, bar_plot, tmpdir, write_idx_layout
 from search.bench.peer_diy import run_diy
 
 
-
 def run_hpsearch(root: Path, results: Path, trials: int, epochs: int, cpus: int, seed: int) -> dict:
     command = [sys.executable, "-m", "search.run", "fashion_space", "--data-dir", str(root), "--samples", str(trials),
                "--max-epochs", str(epochs), "--cpus", str(cpus), "--seed", str(seed), "--results-dir", str(results),

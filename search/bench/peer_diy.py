@@ -77,14 +77,13 @@ def run_diy(root: str, storage: Path, tracking_uri: str, trials: int, epochs: in
     time (Ray start to test accuracy) and the best trial's test accuracy."""
     import optuna
     import ray
+    from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
-
-    from mlflow.tracking import MlflowClient
 
     started = time.perf_counter()
     client = MlflowClient(tracking_uri)

@@ -22,7 +22,6 @@ from spaces import get_study
 from spaces.fashion_space import GRID_WINNER
 
 
-
 def winner_grid(trials: int):
     base = get_study("fashion_grid")
     return dataclasses.replace(base, name="bench_scaling", grid=(GRID_WINNER,) * trials)
