@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from search.cluster import check_local_resources, check_reachable
+from search.credentials import adopt_credentials
 from search.data_args import add_data_arguments
 from search.errors import Parser, UserError, run_cli
 
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     check_name(args.name)
     check_seed(args.seed)
     # The cluster configs point drivers at the head's MLflow server this way.
-    args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    # Credentials in the URI go to MLflow's basic-auth variables; only the bare URI is kept.
+    args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     if args.register_model is not None and not args.register_model.strip():
         raise UserError("--register-model needs a model name, e.g. --register-model fashion-cnn")
     study = get_study(args.space)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from search.cluster import start_ray
+from search.credentials import redact
 from search.data_args import DataChoice, choice_from_args, load_choice
 from search.errors import UserError
 from search.export import (
@@ -320,7 +321,7 @@ class StudyRun:
             "address": a.address, "smoke": a.smoke, "data_source": data_source,
             "concurrency": plan.concurrency, "cpus_per_trial": plan.cpus_per_trial,
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
-            "scheduler": self.settings.scheduler, "command": " ".join(sys.argv),
+            "scheduler": self.settings.scheduler, "command": redact(" ".join(sys.argv)),
             "precision": plan.precision, "final": final,
             **{f"data.{k}": v for k, v in data.items()},
         }

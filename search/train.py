@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from search.cluster import check_local_resources
+from search.credentials import adopt_credentials
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
 from search.errors import Parser, UserError, run_cli
 from search.run import PRECISIONS, SMOKE_TEST, SMOKE_TRAIN, check_name, check_positive, check_seed, results_root
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs or best.epochs
     # The exported trial's schedule, unless --epochs asks for a run of another length.
     schedule = best.schedule_epochs if args.epochs is None else None
-    args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     uri = args.tracking_uri or default_tracking_uri(root)
     tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
     spec = FinalSpec(best.hyperparameters, epochs=epochs, seed=seed, threads=args.cpus or os.cpu_count() or 1,

@@ -158,3 +158,19 @@ def test_the_pod_check_can_fail():
         "head.spec.containers[0].ports[0].containerPort: expected int, got '6379'",
         "head.spec.containers[0].volumeMount: not a field of V1Container",
     ]
+
+
+def test_pods_and_image_run_unprivileged():
+    for name, template in pod_templates(rayjob_documents()["RayJob"]).items():
+        pod = template["spec"]["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in template["spec"]["containers"]:
+            sec = container["securityContext"]
+            assert sec["allowPrivilegeEscalation"] is False and sec["capabilities"]["drop"] == ["ALL"], name
+    dockerfile = (REPO / "k8s" / "Dockerfile").read_text().splitlines()
+    base = next(line.split()[1] for line in dockerfile if line.startswith("FROM "))
+    name, _, tag = base.partition(":")
+    assert tag and tag[0].isdigit() and tag.count(".") >= 2 or "@sha256:" in base, base  # an exact release
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")

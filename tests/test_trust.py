@@ -99,3 +99,31 @@ def test_infinite_cells_in_a_table_are_missing_values(tmp_path: Path) -> None:
     data = load_tabular_csv(str(tmp_path / "t.csv"), None, "label").for_search(0.25, 0)
     assert np.isfinite(data.mean).all() and np.isfinite(data.std).all()
     assert np.isfinite(data.train.x).all()
+
+
+def test_credentials_in_a_tracking_uri_are_split_off_and_redacted(monkeypatch) -> None:
+    from search.credentials import adopt_credentials, redact, split_credentials
+
+    assert split_credentials("http://alice:s%40cret@mlflow.internal:5000/x") == \
+        ("http://mlflow.internal:5000/x", "alice", "s@cret")
+    assert split_credentials("sqlite:////tmp/mlflow.db") == ("sqlite:////tmp/mlflow.db", None, None)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert adopt_credentials("https://bob:pw@host") == "https://host"
+    import os
+
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("bob", "pw")
+    assert redact("python -m search.run x --tracking-uri http://bob:pw@host:5000") == \
+        "python -m search.run x --tracking-uri http://***@host:5000"
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = run_module("search.run", "fashion_space", "--smoke", "--results-dir", str(tmp_path),
+                      "--tracking-uri", f"http://alice:hunter2@127.0.0.1:{port}")
+    assert proc.returncode == 2 and "hunter2" not in proc.stdout + proc.stderr, proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr
