@@ -6,16 +6,19 @@ from __future__ import annotations
 import functools
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import CombinedStopper
 
+from search.asha import STATE_FILE as ASHA_STATE
+from search.asha import PersistentASHA
 from search.budget import StudyBudget
 from search.cores import CoreSharing, start_ledger
 from search.errors import UserError
@@ -160,13 +163,15 @@ def asha_rungs(study: Study, plan: Plan) -> list[float]:
                    if grace * s.reduction_factor ** k < plan.max_epochs})
 
 
-def make_scheduler(study: Study, plan: Plan):
+def make_scheduler(study: Study, plan: Plan, storage: Path | None = None):
+    """ASHA (its rungs saved beside Tune's state in `storage`, so a resume keeps them) or FIFO."""
     s = study.settings
     if s.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
+    state_file = str((storage or Path(tempfile.mkdtemp(prefix="hpsearch-asha-"))) / TUNE_DIR / ASHA_STATE)
+    return PersistentASHA(
         time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=min(s.grace_period, plan.max_epochs),
-        reduction_factor=s.reduction_factor, brackets=s.brackets,
+        reduction_factor=s.reduction_factor, brackets=s.brackets, state_file=state_file,
     )
 
 
@@ -214,7 +219,7 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
         make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric, mode=study.settings.mode,
-            search_alg=make_searcher(study, plan, data, backbone), scheduler=make_scheduler(study, plan),
+            search_alg=make_searcher(study, plan, data, backbone), scheduler=make_scheduler(study, plan, storage),
             num_samples=plan.num_samples, max_concurrent_trials=plan.concurrency,
             # Trials have identical resources: one worker process serves many trials, saving
             # the process start, imports and data attach each time.

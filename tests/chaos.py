@@ -148,14 +148,17 @@ def check(results: Path, name: str, samples: int, uri: str) -> list[str]:
         if run is None:
             problems.append(f"{row['trial']} has no MLflow run")
             continue
-        expected = list(range(1, int(row["epochs"]) + 1)) if row["status"] not in ("failed",) else run[1]
+        # Every whole epoch Tune recorded, once, for every trial (a failed one included: the
+        # epochs it finished before it failed).
+        expected = list(range(1, int(row["epochs"]) + 1))
         if run[1] != expected:
             problems.append(f"{row['trial']}: MLflow epochs {run[1]}, Tune recorded {int(row['epochs'])}")
     best = yaml.safe_load((folder / "best.yaml").read_text())
     scored = {n: c[2] for n, c in children.items() if c[2] is not None}
-    true_best = max(scored, key=scored.get)
-    if best["search"]["best_trial"] != true_best or abs(best["metrics"]["val_accuracy"] - scored[true_best]) > 1e-9:
-        problems.append(f"best.yaml names {best['search']['best_trial']}, the recorded best is {true_best}")
+    top = max(scored.values())
+    tied = {n for n, v in scored.items() if v == top}  # a 300-image split often ties; any of them is right
+    if best["search"]["best_trial"] not in tied or abs(best["metrics"]["val_accuracy"] - top) > 1e-9:
+        problems.append(f"best.yaml names {best['search']['best_trial']}, the recorded best is {sorted(tied)}")
     return problems
 
 
