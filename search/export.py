@@ -244,7 +244,10 @@ def top_configs(folder: Path, k: int) -> list[BestConfig]:
     from search.results import load
 
     results = load(folder)
-    scored = results.scored().head(k)
+    scored = results.scored()
+    if "best_epoch" in scored:  # a trial stopped inside its first epoch has no epoch count to retrain for
+        scored = scored[scored["best_epoch"] >= 1]
+    scored = scored.head(k)
     if scored.empty:
         raise UserError(f"{folder}: no trial of this study has a score to export")
     settings = results.settings
@@ -308,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--output {output} is a folder; name a file, e.g. {output / 'best.yaml'}")
     configs = top_configs(Path(args.results_dir), args.top)
     if len(configs) < args.top:
-        print(f"note: only {len(configs)} trials have a score; exporting those", file=sys.stderr)
+        print(f"note: only {len(configs)} trials have a score after a whole epoch (trials stopped inside "
+              "their first epoch cannot be retrained); exporting those", file=sys.stderr)
     text = render(configs, fmt, single=args.top == 1)
     if output is None:
         sys.stdout.write(text)

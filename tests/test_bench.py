@@ -42,7 +42,8 @@ def test_every_benchmark_writes_json_and_plot(data_root: Path, tmp_path: Path) -
     scaling = json.loads((out / "scaling.json").read_text())
     assert scaling["two_node_cluster"]["nodes"] == 2
     efficiency = json.loads((out / "efficiency.json").read_text())
-    assert set(efficiency["summary"]) == {"tpe_asha", "random_asha", "tpe_fifo", "grid"}
+    assert set(efficiency["summary"]) == {"tpe_asha", "tpe_asha_grace1", "tpe_hyperband", "random_asha", "tpe_fifo",
+                                          "grid"}
     assert all(run["curve"] for runs in efficiency["runs"].values() for run in runs)
 
 

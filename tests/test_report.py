@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -129,12 +130,16 @@ def test_export_round_trips_into_search_train(studies, tmp_path, data_root):
     top = tmp_path / "top.json"
     assert run_module("search.export", str(folder), "--top", "3", "--output", str(top)).returncode == 0
     configs = [BestConfig(**body) for body in json.loads(top.read_text())]
-    assert [c.search["rank"] for c in configs] == [1, 2, 3]
+    # Trials ASHA stopped inside their first epoch have no epoch count to retrain for: left out.
+    table = pd.read_parquet(folder / "trials.parquet")
+    retrainable = int((table["best_epoch"] >= 1).sum())
+    assert [c.search["rank"] for c in configs] == list(range(1, min(3, retrainable) + 1))
+    assert all(c.epochs >= 1 for c in configs)
     scores = [c.metrics["val_accuracy"] for c in configs]
     assert scores == sorted(scores, reverse=True) and configs[0].metrics["test_accuracy"] > 0
 
     second = tmp_path / "second.json"
-    second.write_text(json.dumps(configs[1].to_dict()))
+    second.write_text(json.dumps(configs[-1].to_dict()))  # a non-best entry wherever a second one exists
     trained = run_module("search.train", str(second), "--smoke", "--epochs", "1", "--cpus", "1",
                          "--results-dir", str(tmp_path / "retrain"), "--data-dir", str(data_root))
     assert trained.returncode == 0, trained.stdout + trained.stderr
@@ -165,5 +170,6 @@ def test_history_falls_back_to_tunes_own_logs(studies, tmp_path):
     shutil.copytree(results / "space", old)
     (old / "history.csv").unlink()
     new_curve, old_curve = load(results / "space").anytime(), load(old).anytime()
-    assert 3 <= len(old_curve) <= 6  # 3 trials of 1 or 2 epochs
+    # 3 trials of up to 2 epochs; one stopped at the quarter-epoch rung has no whole epoch
+    assert 1 <= len(old_curve) <= 6 and old_curve["epoch"].min() >= 1
     assert old_curve.equals(new_curve)
