@@ -142,7 +142,8 @@ class StudyRun:
         cluster = start_ray(args.address, args.cpus, args.gpus)
         try:
             gpus = int(cluster.gpus) if args.gpus is None else args.gpus
-            plan = make_plan(self.study, cluster_cpus=args.cpus or cluster.cpus, cluster_gpus=cluster.gpus,
+            plan = make_plan(self.study, cluster_cpus=args.cpus or cluster.cpus, node_cpus=cluster.max_node_cpus,
+                             cluster_gpus=cluster.gpus,
                              gpus=gpus, samples=state.samples, max_epochs=state.max_epochs,
                              time_budget_min=state.time_budget, seed=state.seed, precision=state.precision)
             if not args.resume:

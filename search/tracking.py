@@ -92,6 +92,25 @@ def _patient(method):
     return call
 
 
+@contextlib.contextmanager
+def _fluent_uri(mlflow, uri: str):
+    """log_model only exists in MLflow's fluent (global) API, and set_tracking_uri also writes
+    MLFLOW_TRACKING_URI into os.environ, where every later subprocess (Ray workers, the next
+    search a test or the bench starts) would inherit it. Set it for the call, then put both back."""
+    import os
+
+    before_env, before_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before_uri if before_env is not None else None)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
+
+
 class Tracker:
     """Thin wrapper over MlflowClient: explicit run ids, no global active-run state."""
 
@@ -104,7 +123,6 @@ class Tracker:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = uri
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(uri)
         try:
             with _store_lock(uri):
                 self.client = MlflowClient(uri)
@@ -181,7 +199,7 @@ class Tracker:
     def log_model(self, run_id: str, model, input_example, torch_version: str,
                   register_as: str | None = None) -> str:
         """Returns "NAME/VERSION" when the model was registered, else ""."""
-        with self.mlflow.start_run(run_id=run_id):
+        with _fluent_uri(self.mlflow, self.uri), self.mlflow.start_run(run_id=run_id):
             info = self.mlflow.pytorch.log_model(
                 model, name="model", input_example=input_example, registered_model_name=register_as,
                 # Explicit requirements: inferring them imports the model in a subprocess (slow).

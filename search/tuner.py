@@ -57,8 +57,12 @@ class Plan:
 
 
 def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: int, samples: int | None,
-              max_epochs: int | None, time_budget_min: float | None, seed: int, precision: str = "auto") -> Plan:
+              max_epochs: int | None, time_budget_min: float | None, seed: int, precision: str = "auto",
+              node_cpus: float | None = None) -> Plan:
+    """node_cpus: the largest node's CPUs (a trial runs on one node); None means one node with
+    all of cluster_cpus."""
     s = study.settings
+    node_cpus = cluster_cpus if node_cpus is None else min(node_cpus, cluster_cpus)
     own_budget = samples is None and max_epochs is None and gpus == 0
     budget_min = time_budget_min if time_budget_min is not None else s.time_budget_min_cpu if own_budget else None
     num_samples = len(study.grid) if study.grid is not None and samples is None else (samples or s.num_samples)
@@ -69,10 +73,14 @@ def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: i
         mmacs = s.max_mmacs_gpu
     else:
         gpus_per_trial = 0.0
-        cpus_per_trial = s.cpus_per_trial or max(1, min(CPU_THREADS_PER_TRIAL, int(cluster_cpus)))
+        # A trial that asks for more CPUs than any one node has is never scheduled: Tune waits forever.
+        cpus_per_trial = s.cpus_per_trial or max(1, min(CPU_THREADS_PER_TRIAL, int(node_cpus)))
         if cluster_cpus < cpus_per_trial:
             raise UserError(f"study {study.name} needs {cpus_per_trial} CPUs per trial, the cluster has "
                             f"{cluster_cpus:g}; pass --cpus {cpus_per_trial} or more")
+        if node_cpus < cpus_per_trial:
+            raise UserError(f"study {study.name} needs {cpus_per_trial} CPUs per trial, the largest node has "
+                            f"{node_cpus:g}; add a node with {cpus_per_trial} CPUs or more")
         concurrency = max(1, math.floor(cluster_cpus / cpus_per_trial))
         mmacs = s.max_mmacs_cpu
     return Plan(

@@ -30,7 +30,7 @@ def test_only_cpu_searches_with_trials_side_by_side_get_a_ledger(tmp_path):
     assert ledger_name(make_plan(study, cluster_cpus=8, gpus=2, **{**common, "cluster_gpus": 2}), tmp_path) is None
 
 
-def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path, monkeypatch):
+def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path):
     """A real search of 3 one-thread trials on 2 CPUs: the third starts when a slot frees, and
     once the other trial ends it trains on both cores."""
     import dataclasses
@@ -42,9 +42,6 @@ def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path, monkeypatch):
     from tests.test_train import toy_data
 
     pytest.importorskip("ray")
-    # MLflow's client records the store it was pointed at in this variable; it must not leak into
-    # the searches later tests start as subprocesses.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri(tmp_path))
     base = get_study("fashion_space")
     settings = dataclasses.replace(base.settings, scheduler="fifo", cpus_per_trial=1)
     study = dataclasses.replace(base, name="cores_test", settings=settings, start_points=(GRID_WINNER,) * 3)

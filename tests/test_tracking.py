@@ -99,3 +99,18 @@ def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
     assert list(table["best_epoch"]) == [2, 0]  # the later of two tied epochs: the checkpoint Tune keeps
     assert list(table["epochs_seen"]) == [2.0, 0.25] and table["numerics"][0] == "fp32+channels_last"
     assert table["val_accuracy"][1] == 0.61
+
+
+def test_the_tracker_leaves_the_environment_alone(tmp_path, monkeypatch):
+    """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; a Tracker must not,
+    or every later subprocess (Ray workers, the next search) inherits this store."""
+    import os
+
+    import torch
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "env", tmp_path / "artifacts")
+    run = tracker.start_run("final", {}, {})
+    tracker.log_model(run, torch.nn.Linear(2, 2), torch.zeros(1, 2).numpy(), torch.__version__)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracker.client.get_run(run).info.run_id == run

@@ -58,6 +58,18 @@ def test_more_cpus_per_trial_than_the_cluster_has():
                   time_budget_min=None, seed=0)
 
 
+def test_cpu_trials_fit_on_one_node():
+    import dataclasses
+
+    common = dict(cluster_gpus=0, gpus=0, samples=None, max_epochs=None, time_budget_min=None, seed=0)
+    plan = make_plan(get_study("fashion_space"), cluster_cpus=2, node_cpus=1, **common)  # two 1-CPU nodes
+    assert (plan.cpus_per_trial, plan.concurrency) == (1, 2)
+    study = get_study("fashion_space")
+    pinned = dataclasses.replace(study, settings=dataclasses.replace(study.settings, cpus_per_trial=2))
+    with pytest.raises(UserError, match="largest node has 1"):
+        make_plan(pinned, cluster_cpus=4, node_cpus=1, **common)
+
+
 def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
     from ray.tune.search import Searcher
 
