@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from search.errors import UserError
+from trainables.errors import UserError
 
 
 @dataclass(frozen=True)

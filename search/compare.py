@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.errors import Parser, UserError, run_cli
+from search.cli import Parser, run_cli
 from search.export import atomic_write_text
 from search.report import _figure, _format, _metric_label, _save, anytime_figure
 from search.results import StudyResults, load
+from trainables.errors import UserError
 
 
 def facts(r: StudyResults) -> dict[str, str]:

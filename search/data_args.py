@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.errors import Parser, UserError
+from search.cli import Parser
 from trainables.data import Dataset, DataSpec, load_data
+from trainables.errors import UserError
 
 
 def add_data_arguments(p: Parser) -> None:

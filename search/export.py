@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from search.errors import UserError
 from search.records import TrialRecord
+from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
 
 HISTORY_FILE = "history.csv"
@@ -231,7 +231,7 @@ class BestConfig:
         try:
             return cls(**body)
         except UserError as e:
-            raise UserError(f"{path}: {e}") from None
+            raise UserError(f"{path}: {e}", option=e.option, fix=e.fix) from None
 
 
 # --- `python -m search.export` ---------------------------------------------------------------
@@ -283,7 +283,7 @@ def render(configs: list[BestConfig], fmt: str, single: bool) -> str:
 
 
 def build_parser():
-    from search.errors import Parser
+    from search.cli import Parser
 
     p = Parser(prog="python -m search.export", description="Export the best (or the top K) configurations of a finished study; "
                                                         "the best alone loads in search.train.")
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    from search.errors import run_cli
+    from search.cli import run_cli
 
     run_cli(main)
 

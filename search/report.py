@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.errors import Parser, run_cli
+from search.cli import Parser, run_cli
 from search.results import StudyResults, load
 
 REPORT_DIR = "report"  # figures go here; report.html sits in the study folder and links to them
@@ -98,8 +98,8 @@ def _coerce(dist, value):
 
 
 def _study(space: str):
-    from search.errors import UserError
     from spaces import get_study
+    from trainables.errors import UserError
 
     try:
         return get_study(space)

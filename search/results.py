@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from search.errors import UserError
 from search.export import HISTORY_FILE, BestConfig
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
+from trainables.errors import UserError
 
 STATE_FILE = "study.json"  # written by search.study_run
 TUNE_DIR = "tune"  # search.tuner.TUNE_DIR; not imported, so reading results does not import Ray

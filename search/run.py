@@ -9,10 +9,11 @@ import re
 import warnings
 from pathlib import Path
 
+from search.cli import Parser, run_cli
 from search.cluster import check_local_resources, check_reachable
 from search.credentials import adopt_credentials
 from search.data_args import add_data_arguments
-from search.errors import Parser, UserError, run_cli
+from trainables.errors import UserError
 
 SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;

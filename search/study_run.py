@@ -22,7 +22,6 @@ import pandas as pd
 from search.cluster import start_ray
 from search.credentials import redact
 from search.data_args import DataChoice, choice_from_args, load_choice
-from search.errors import UserError
 from search.export import (
     BestConfig,
     atomic_write_text,
@@ -39,6 +38,7 @@ from search.run import SMOKE_TEST, SMOKE_TRAIN
 from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
 from search.tuner import TUNE_DIR, Plan, best_checkpoint, build_tuner, make_plan, restore_tuner
 from spaces import Study
+from trainables.errors import UserError
 from trainables.model import NetConfig
 
 TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",

@@ -22,7 +22,6 @@ from typing import Any, Callable, Mapping
 
 from ray import tune
 
-from search.errors import UserError
 from search.records import (
     FINAL_STATUSES,
     TrialRecord,
@@ -32,6 +31,7 @@ from search.records import (
     trial_number,
     trial_status,
 )
+from trainables.errors import UserError
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "hpsearch.trial_id"

@@ -11,11 +11,12 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from search.cli import Parser, run_cli
 from search.cluster import check_local_resources
 from search.credentials import adopt_credentials
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
-from search.errors import Parser, UserError, run_cli
 from search.run import PRECISIONS, SMOKE_TEST, SMOKE_TRAIN, check_name, check_positive, check_seed, results_root
+from trainables.errors import UserError
 
 
 def build_parser() -> Parser:

@@ -21,13 +21,14 @@ from search.asha import STATE_FILE as ASHA_STATE
 from search.asha import PersistentASHA
 from search.budget import StudyBudget
 from search.cores import CoreSharing, start_ledger
-from search.errors import UserError
 from search.progress import Verbosity, verbosity
 from search.tracking import FailureBudget, TrialLogger
+from search.trial import tune_trial
 from spaces import SpaceContext, Study
 from trainables.data import TrainingData
+from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
-from trainables.train import TrialSettings, tune_trial
+from trainables.train import TrialSettings
 from trainables.transfer import Backbone
 
 TUNE_DIR = "tune"
@@ -183,12 +184,11 @@ def make_scheduler(study: Study, plan: Plan, storage: Path | None = None):
     )
 
 
-def trial_settings(plan: Plan, backbone: Backbone | None = None, rungs: tuple[float, ...] = (),
-                   core_ledger: str | None = None) -> TrialSettings:
+def trial_settings(plan: Plan, backbone: Backbone | None = None, rungs: tuple[float, ...] = ()) -> TrialSettings:
     """What every trial runs with; trials report inside an epoch only at the rungs that fall there."""
     return TrialSettings(max_epochs=plan.max_epochs, seed=plan.seed, threads=plan.cpus_per_trial,
                          backbone=backbone, precision=plan.precision,
-                         report_points=tuple(r for r in rungs if r != int(r)), core_ledger=core_ledger)
+                         report_points=tuple(r for r in rungs if r != int(r)))
 
 
 def ledger_name(plan: Plan, storage: Path) -> str | None:
@@ -199,9 +199,9 @@ def ledger_name(plan: Plan, storage: Path) -> str | None:
 
 def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None, rungs: tuple[float, ...] = (),
                    core_ledger: str | None = None):
-    settings = trial_settings(plan, backbone, rungs, core_ledger)
+    settings = trial_settings(plan, backbone, rungs)
     # with_parameters puts the data into the object store once; every trial on a node maps it.
-    trainable = tune.with_parameters(tune_trial, settings=settings, data=data)
+    trainable = tune.with_parameters(tune_trial, settings=settings, data=data, core_ledger=core_ledger)
     return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from search.errors import UserError
+from trainables.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ need it are skipped, visibly, where it is absent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +30,14 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
         [sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})},
     )
+
+
+@contextlib.contextmanager
+def user_error(match: str):
+    """A library's UserError as the CLI prints it (the library names a setting, the CLI its flag)."""
+    from search.cli import explain
+    from trainables.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        yield info
+    assert re.search(match, explain(info.value)), explain(info.value)

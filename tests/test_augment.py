@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.errors import UserError
 from trainables.augment import AugmentConfig, augment, cutmix, from_flat, to_flat
+from trainables.errors import UserError
 
 
 def batch(n=8, c=1, size=16) -> torch.Tensor:

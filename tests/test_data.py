@@ -6,8 +6,9 @@ import struct
 import numpy as np
 import pytest
 
-from search.errors import UserError
+from tests.conftest import user_error
 from trainables.data import DATASETS, load_dataset, locate, read_idx, stratified_split
+from trainables.errors import UserError
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -82,7 +83,7 @@ def test_env_var_is_used_when_no_flag(tmp_path, monkeypatch):
 
 
 def test_missing_data_dir_is_one_clear_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist; pass --data-dir"):
+    with user_error("does not exist; pass --data-dir"):
         load_dataset("fashion_mnist", str(tmp_path / "nowhere"))
 
 
@@ -102,7 +103,7 @@ def test_offline_without_a_copy_says_what_to_pass(tmp_path, monkeypatch):
     monkeypatch.setitem(DATASETS, "fashion_mnist", DATASETS["fashion_mnist"].__class__(
         "fashion_mnist", "FashionMNIST", DATASETS["fashion_mnist"].classes, tmp_path / "no-debian"))
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
-    with pytest.raises(UserError, match="pass --data-dir DIR"):
+    with user_error("pass --data-dir DIR"):
         load_dataset("fashion_mnist")
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from search.errors import UserError
 from search.export import BestConfig
 from spaces.fashion_space import TEXTBOOK_CNN
+from trainables.errors import UserError
 from trainables.model import NetConfig
 
 

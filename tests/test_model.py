@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from search.errors import UserError
 from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
+from trainables.errors import UserError
 from trainables.model import NetConfig, build_model, model_macs, pooled_sizes
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from search.export import BestConfig
-from tests.chaos import (MlflowServer, epochs_done, free_port, kill_tree, main as chaos, recorded_trials,
-                         start_search, wait_for)
+from tests.chaos import MlflowServer, epochs_done, free_port, kill_tree, recorded_trials, start_search, wait_for
+from tests.chaos import main as chaos
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow

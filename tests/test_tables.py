@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.errors import UserError
+from tests.conftest import user_error
 from trainables.data import DataSpec, load_data
+from trainables.errors import UserError
 from trainables.tables import load_pixels_csv, load_tabular_csv
 
 
@@ -102,13 +103,13 @@ def test_csv_without_the_target_column_names_the_columns(tmp_path):
 
 
 @pytest.mark.parametrize("spec,message", [
-    (dict(dataset="tabular_csv", data_file="x.csv"), "needs --target"),
-    (dict(dataset="pixels_csv"), "needs --data-file"),
+    (dict(dataset="tabular_csv", data_file="x.csv"), "needs the column to predict; pass --target"),
+    (dict(dataset="pixels_csv"), "needs a CSV file .*; pass --data-file"),
     (dict(dataset="mnist", data_file="x.csv"), "are for CSV studies"),
     (dict(dataset="cifar100"), "unknown dataset 'cifar100'"),
 ])
 def test_data_spec_checks_its_options(spec, message):
-    with pytest.raises(UserError, match=message):
+    with user_error(message):
         DataSpec(**spec)
 
 
@@ -122,5 +123,5 @@ def test_selecting_classes_relabels_in_the_order_given(tmp_path):
     ds = load_pixels_csv(str(tmp_path / "train.csv"), None, None).select_classes(("11", "0", "5"))
     assert ds.info.classes == ("11", "0", "5")
     assert set(ds.train.y) == {0, 1, 2} and len(ds.train) == 24
-    with pytest.raises(UserError, match="--classes needs two or more of"):
+    with user_error("needs two or more of .*; pass --classes"):
         ds.select_classes(("0", "ten"))

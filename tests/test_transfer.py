@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from search.errors import UserError
 from spaces.mnist_space import REFERENCE_POINTS
+from tests.conftest import user_error
+from trainables.errors import UserError
 from trainables.model import NetConfig, build_model, count_macs, make_optimizer, model_macs
 from trainables.transfer import build_transfer, convert_images, load_backbone
 
@@ -71,7 +72,7 @@ def test_torchvision_weights_for_another_architecture_are_refused(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     with pytest.raises(UserError, match="does not fit the mobilenet_v3_small architecture"):
         load_backbone(path, "mobilenet_v3_small")
-    with pytest.raises(UserError, match="pass --arch"):
+    with user_error("pass --arch"):
         load_backbone(path)
     backbone = load_backbone(path, "resnet18")
     assert backbone.kind == "torchvision" and backbone.features == 512 and backbone.input_shape == (3, 224, 224)

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.errors import UserError
 from search.export import BestConfig, atomic_write_text
 from spaces.fashion_space import TEXTBOOK_CNN
 from tests.conftest import run_module
 from tests.test_export import best
+from trainables.errors import UserError
 from trainables.model import NetConfig
 
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from search.errors import UserError
 from search.tuner import make_plan, make_scheduler, make_searcher
 from spaces import get_study
 from tests.test_train import toy_data
+from trainables.errors import UserError
 
 
 def plan(name="fashion_space", **kw):

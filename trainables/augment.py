@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch.nn import functional as F
 
-from search.errors import UserError
+from trainables.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.errors import UserError
+from trainables.errors import UserError
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -133,8 +133,8 @@ class Dataset:
         """Only the images of these classes, relabelled 0..K-1 in the order given."""
         unknown = [n for n in names if n not in self.info.classes]
         if unknown or len(set(names)) < 2:
-            raise UserError(f"--classes needs two or more of {', '.join(self.info.classes)}; "
-                            f"got {', '.join(names)}")
+            raise UserError(f"a class selection needs two or more of {', '.join(self.info.classes)}; "
+                            f"got {', '.join(names)}", option="classes")
         old = np.array([self.info.classes.index(n) for n in names])
         lookup = np.full(len(self.info.classes), -1)
         lookup[old] = np.arange(len(old))
@@ -242,8 +242,8 @@ def candidate_folders(info: DatasetInfo, data_dir: str | None) -> list[Path]:
     if data_dir:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
-            raise UserError(f"data directory {root} does not exist; pass --data-dir with a folder "
-                            f"holding {info.folder}/raw/")
+            raise UserError(f"data directory {root} does not exist", option="data_dir",
+                            fix=f"with a folder holding {info.folder}/raw/")
         return [root / info.folder / "raw", root / info.folder, root]
     folders = []
     if info.debian_dir is not None:
@@ -275,8 +275,8 @@ def _download(info: DatasetInfo) -> Path:
     except Exception as e:  # noqa: BLE001 - any network failure means the same thing to the user
         hint = " or `apt-get install dataset-fashion-mnist`" if info.debian_dir else ""
         raise UserError(
-            f"{info.name} is not on this machine and could not be downloaded ({type(e).__name__}); "
-            f"pass --data-dir DIR (DIR/{info.folder}/raw/*-ubyte[.gz]) or set HPSEARCH_DATA_DIR{hint}"
+            f"{info.name} is not on this machine and could not be downloaded ({type(e).__name__})",
+            option="data_dir", fix=f"DIR (DIR/{info.folder}/raw/*-ubyte[.gz]) or set HPSEARCH_DATA_DIR{hint}",
         ) from None
     return root / info.folder / "raw"
 
@@ -318,8 +318,8 @@ def load_cifar10(info: DatasetInfo, data_dir: str | None) -> Dataset:
     (x_train/y_train/x_test/y_test, images N x 32 x 32 x 3); the full one is preferred."""
     roots = [Path(data_dir).expanduser()] if data_dir else [cache_root()]
     if data_dir and not roots[0].is_dir():
-        raise UserError(f"data directory {roots[0]} does not exist; pass --data-dir with a folder holding "
-                        f"{info.folder}/ or {CIFAR_SUBSET}")
+        raise UserError(f"data directory {roots[0]} does not exist", option="data_dir",
+                        fix=f"with a folder holding {info.folder}/ or {CIFAR_SUBSET}")
     for root in roots:
         for folder in (root / info.folder, root):
             if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
@@ -374,8 +374,8 @@ def _cifar_download(info: DatasetInfo) -> Dataset:
     try:
         tvd.CIFAR10(root=str(cache_root()), train=True, download=True)
     except Exception as e:  # noqa: BLE001 - any network failure means the same thing to the user
-        raise UserError(f"cifar10 is not on this machine and could not be downloaded ({type(e).__name__}); "
-                        f"pass --data-dir DIR with DIR/{info.folder}/ or DIR/{CIFAR_SUBSET}") from None
+        raise UserError(f"cifar10 is not on this machine and could not be downloaded ({type(e).__name__})",
+                        option="data_dir", fix=f"DIR with DIR/{info.folder}/ or DIR/{CIFAR_SUBSET}") from None
     return _cifar_batches(info, cache_root() / info.folder)
 
 
@@ -401,15 +401,17 @@ class DataSpec:
         if self.dataset not in (*DATASETS, *CSV_KINDS):
             raise UserError(f"unknown dataset {self.dataset!r}; known: {', '.join([*DATASETS, *CSV_KINDS])}")
         if self.dataset in CSV_KINDS and not self.data_file:
-            raise UserError(f"{self.dataset} data needs --data-file FILE.csv (and optionally --test-file)")
+            raise UserError(f"{self.dataset} data needs a CSV file (and optionally a test file)",
+                            option="data_file", fix="FILE.csv")
         if self.dataset not in CSV_KINDS and (self.data_file or self.test_file):
-            raise UserError(f"--data-file/--test-file are for CSV studies; {self.dataset} is read from --data-dir")
+            raise UserError(f"data_file/test_file are for CSV studies; {self.dataset} is read from a data "
+                            "directory", option="data_dir")
         if self.image_shape is not None and self.dataset != "pixels_csv":
-            raise UserError("--image-shape is for pixel CSV files (pixels_csv)")
+            raise UserError("image_shape is for pixel CSV files (pixels_csv); leave it out")
         if self.target is not None and self.dataset != "tabular_csv":
-            raise UserError("--target is for tabular CSV files (tabular_csv)")
+            raise UserError("target is for tabular CSV files (tabular_csv); leave it out")
         if self.dataset == "tabular_csv" and not self.target:
-            raise UserError("tabular data needs --target COLUMN naming the column to predict")
+            raise UserError("tabular data needs the column to predict", option="target", fix="COLUMN")
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()

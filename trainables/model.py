@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch import nn
 
-from search.errors import UserError
 from trainables import augment
 from trainables.augment import AugmentConfig
+from trainables.errors import UserError
 
 if TYPE_CHECKING:
     from trainables.transfer import Backbone
@@ -214,7 +214,7 @@ def model_macs(cfg: NetConfig, input_shape: tuple[int, int, int], num_classes: i
     """Multiply-adds of one forward pass for one image (convs and linear layers)."""
     if cfg.family == "transfer":
         if backbone is None:
-            raise UserError("a transfer network needs its backbone: pass --weights")
+            raise UserError("a transfer network needs its backbone", option="weights")
         width = backbone.features
         head = width * cfg.head_nodes + cfg.head_nodes * num_classes if cfg.head_nodes else width * num_classes
         return backbone.body_macs + head
@@ -274,7 +274,7 @@ def build_model(cfg: NetConfig, input_shape: tuple[int, int, int], num_classes: 
         from trainables.transfer import build_transfer  # the transfer module builds on this one
 
         if backbone is None:
-            raise UserError("a transfer network needs its backbone: pass --weights")
+            raise UserError("a transfer network needs its backbone", option="weights")
         return build_transfer(cfg, backbone, num_classes)
     c, h, w = input_shape
     pool_cls = nn.MaxPool2d if cfg.pool_type == "max" else nn.AvgPool2d

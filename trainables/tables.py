@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from search.errors import UserError
 from trainables.data import Dataset, DatasetInfo, Split, stratified_split
+from trainables.errors import UserError
 
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0
 
@@ -96,15 +96,16 @@ def _label_column(frame: pd.DataFrame) -> str:
 def infer_image_shape(pixels: int) -> tuple[int, int, int]:
     side = math.isqrt(pixels)
     if side * side != pixels:
-        raise UserError(f"{pixels} pixel columns do not make a square grey image; pass --image-shape C,H,W")
+        raise UserError(f"{pixels} pixel columns do not make a square grey image", option="image_shape", fix="C,H,W")
     return 1, side, side
 
 
 def _pixels(frame: pd.DataFrame, label: str, shape: tuple[int, int, int], path: str) -> np.ndarray:
     pixels = frame.drop(columns=[label])
     if pixels.shape[1] != int(np.prod(shape)):
-        raise UserError(f"--image-shape {','.join(map(str, shape))} has {int(np.prod(shape))} pixels but {path} "
-                        f"has {pixels.shape[1]} pixel columns (besides the label {label!r}); fix --image-shape")
+        raise UserError(f"image shape {','.join(map(str, shape))} has {int(np.prod(shape))} pixels but {path} "
+                        f"has {pixels.shape[1]} pixel columns (besides the label {label!r})", option="image_shape",
+                        fix="C,H,W that fits them")
     try:
         values = pixels.to_numpy(np.float32)
     except ValueError:
@@ -126,7 +127,8 @@ def load_pixels_csv(data_file: str | None, test_file: str | None,
     label = _label_column(frame)
     shape = image_shape or infer_image_shape(frame.shape[1] - 1)
     if len(shape) != 3 or min(shape) < 1 or shape[0] not in (1, 3):
-        raise UserError(f"--image-shape must be C,H,W with 1 or 3 channels, got {','.join(map(str, shape))}")
+        raise UserError(f"an image shape must be C,H,W with 1 or 3 channels, got {','.join(map(str, shape))}",
+                        option="image_shape", fix="C,H,W")
     test = _read(test_file, "test file") if test_file else None
     if test is not None and list(test.columns) != list(frame.columns):
         raise UserError(f"{test_file} has other columns than {data_file}; both need the same header")

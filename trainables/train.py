@@ -1,19 +1,17 @@
 """The one training function: search trials, the final retrain and `search.train` all call `fit`.
 
-`fit` is a plain loop over in-memory uint8 tensors. What differs between callers is only
-what happens at the end of an epoch (`on_epoch`): a Ray trial reports metrics and a
-checkpoint to Tune; the final retrain just records the history.
+`fit` is a plain loop over in-memory uint8 tensors that knows nothing of Ray. What differs
+between callers is only what happens at the end of an epoch (`on_epoch`): a search trial
+(search/trial.py) reports metrics and a checkpoint to Tune; the final retrain just records the
+history.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -21,8 +19,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from search.records import trial_number_from_path
-from trainables import faults
 from trainables.augment import augment
 from trainables.data import Split, TrainingData
 from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
@@ -48,8 +44,6 @@ class TrialSettings:
     # Points (in epochs, e.g. 0.25) inside an epoch at which a trial also reports, so ASHA can
     # drop a poor configuration before its first epoch ends.
     report_points: tuple[float, ...] = ()
-    # search.cores.CoreLedger's name: at the end of a search, trials take the cores others freed.
-    core_ledger: str | None = None
 
 
 @dataclass
@@ -62,15 +56,6 @@ class FitResult:
 
 def pick_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-
-
-def granted_threads(default: int) -> int:
-    """Torch threads for a Ray worker: the CPUs Ray granted it, so concurrent trials never
-    oversubscribe the cores (torch would otherwise start one thread per core in every trial)."""
-    import ray
-
-    granted = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    return max(1, int(granted) if granted else default)
 
 
 def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -261,65 +246,6 @@ def fit(
         if result.diverged:
             break
     return result
-
-
-# --- the Ray Tune trainable ----------------------------------------------------------------
-
-def tune_trial(config: dict, settings: TrialSettings, data: TrainingData) -> None:
-    """Ray Tune function trainable: one trial of a search."""
-    cfg = NetConfig.from_flat(config)
-    import ray  # inside: the final retrain and `search.train` also run without Ray
-    from ray import tune
-
-    from search.cores import TrialCores
-
-    granted = granted_threads(settings.threads)
-    torch.set_num_threads(granted)
-    device = pick_device(use_gpu=bool(ray.get_gpu_ids()))
-    accel = accelerator(device, settings.precision)
-    context = tune.get_context()
-    trial_dir = Path(context.get_trial_dir())
-    fault_list = faults.for_trial(trial_number_from_path(str(trial_dir), context.get_trial_id()))
-    cores = TrialCores(settings.core_ledger, context.get_trial_id(), granted)
-
-    def before_epoch(epoch: int, model: nn.Module) -> None:
-        threads = cores.threads()
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
-        faults.inject(fault_list, epoch, model, trial_dir)
-
-    state = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            # Tensors and plain types only: a crafted checkpoint in shared storage cannot run code.
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=True)
-    epochs_done = len(state["history"]) if state else 0
-    # node_id: which cluster node ran the epoch (nodes can share one IP and hostname).
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "numerics": accel.name}
-
-    def report(metrics: dict[str, float], snapshot: Callable[[], dict]) -> None:
-        nonlocal epochs_done
-        epochs_done = int(metrics["epoch"])
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, **where, "threads": torch.get_num_threads()},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
-
-    def report_partial(metrics: dict[str, float]) -> None:
-        # No checkpoint: a resumed trial restarts from its last whole epoch and reports again.
-        tune.report({**metrics, **where, "threads": torch.get_num_threads()})
-
-    try:
-        fit(cfg, data, settings.max_epochs, settings.seed, device, on_epoch=report, state=state,
-            before_epoch=before_epoch,
-            backbone=settings.backbone, accel=accel, report_points=settings.report_points,
-            on_partial=report_partial)
-    except Exception:  # noqa: BLE001 - recorded as this trial's failure; the search goes on
-        # A Python error repeats if retried, so it ends the trial with its traceback instead of
-        # raising into Tune (whose retries are for workers that die).
-        tune.report({"epoch": epochs_done + 1, "val_accuracy": 0.0, "failed": 1.0,
-                     "error": traceback.format_exc()[-4000:]})
 
 
 # --- the final model -----------------------------------------------------------------------

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from search.errors import UserError
 from trainables.data import Dataset, Split
+from trainables.errors import UserError
 from trainables.model import NetConfig, activation, build_model, count_macs
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -62,8 +62,9 @@ def _source_network(kind: str, arch: str, config: dict | None, input_shape, clas
     try:
         return torchvision.models.get_model(arch, weights=None, num_classes=classes)
     except ValueError:
-        raise UserError(f"unknown torchvision architecture {arch!r}; pass --arch with a name from "
-                        "torchvision.models.list_models(), e.g. mobilenet_v3_small or resnet18") from None
+        raise UserError(f"unknown torchvision architecture {arch!r}", option="arch",
+                        fix="with a name from torchvision.models.list_models(), e.g. mobilenet_v3_small "
+                            "or resnet18") from None
 
 
 def _strip_classifier(net: nn.Module) -> tuple[nn.Module, int]:
@@ -90,13 +91,13 @@ def load_backbone(path: str | Path, arch: str | None = None) -> Backbone:
     """Read a weights file and check it fits its architecture (one clear error if not)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass --weights with an hpsearch model.pt "
-                        "or a torchvision state dict")
+        raise UserError(f"weights file {path} not found", option="weights",
+                        fix="with an hpsearch model.pt or a torchvision state dict")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file means the same to the user
-        raise UserError(f"{path} is not a PyTorch weights file ({type(e).__name__}); pass --weights with "
-                        "an hpsearch model.pt or a torchvision state dict") from None
+        raise UserError(f"{path} is not a PyTorch weights file ({type(e).__name__})", option="weights",
+                        fix="with an hpsearch model.pt or a torchvision state dict") from None
     if isinstance(blob, dict) and {"state_dict", "config", "input_shape", "classes"} <= set(blob):
         config = dict(blob["config"])
         if config.get("family") == "transfer":
@@ -106,21 +107,22 @@ def load_backbone(path: str | Path, arch: str | None = None) -> Backbone:
         mean, std, state = tuple(blob["mean"]), tuple(blob["std"]), blob["state_dict"]
     elif isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
         if not arch:
-            raise UserError(f"{path} is a plain state dict; pass --arch with its torchvision architecture "
-                            "(e.g. mobilenet_v3_small)")
+            raise UserError(f"{path} is a plain state dict", option="arch",
+                            fix="with its torchvision architecture (e.g. mobilenet_v3_small)")
         kind, name, config = "torchvision", arch, None
         input_shape, mean, std, state = (3, TORCHVISION_INPUT, TORCHVISION_INPUT), IMAGENET_MEAN, IMAGENET_STD, blob
         classifier = [k for k, v in blob.items() if k.endswith("weight") and v.ndim == 2]
         classes = int(blob[classifier[-1]].shape[0]) if classifier else 1000
     else:
-        raise UserError(f"{path} holds neither an hpsearch model nor a state dict; pass --weights with one")
+        raise UserError(f"{path} holds neither an hpsearch model nor a state dict", option="weights",
+                        fix="with one")
     net = _source_network(kind, name, config, input_shape, classes)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).split("\n\t")[1].strip() if "\n\t" in str(e) else str(e).splitlines()[0]
-        raise UserError(f"weights file {path} does not fit the {name} architecture ({first[:160]}); "
-                        "pass the --arch the weights were saved from") from None
+        raise UserError(f"weights file {path} does not fit the {name} architecture ({first[:160]})",
+                        option="arch", fix="the weights were saved from") from None
     body, features = _strip_classifier(net)
     return Backbone(kind, name, config, input_shape, classes, mean, std, features,
                     len(_param_layers(body)), count_macs(body, input_shape), str(path), state)

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from search.bench.common import FULL, QUICK, Bench, default_out, quiet
-from search.errors import Parser, UserError, run_cli
+from search.cli import Parser, run_cli
+from trainables.errors import UserError
 
 PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer")
 

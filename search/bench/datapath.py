@@ -13,9 +13,9 @@ import torch
 from torch.nn import functional as F
 
 from search.bench import augment_ref
-from trainables.augment import augment
 from search.bench.common import Bench, bar_plot, tmpdir, write_idx_layout
 from spaces.fashion_space import GRID_WINNER
+from trainables.augment import augment
 from trainables.model import NetConfig, build_model, make_optimizer
 from trainables.train import Batches
 
@@ -37,8 +37,8 @@ def _train_epoch(cfg: NetConfig, batches, input_shape, seed: int) -> float:
 
 
 def fashion_epochs(bench: Bench) -> dict:
-    from torchvision import datasets, transforms
     from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
 
     torch.set_num_threads(1)
     cfg = NetConfig.from_flat(GRID_WINNER)

@@ -1,4 +1,5 @@
-"""User errors: one clear line and exit status 2; everything else keeps its traceback."""
+"""What every command-line entry point shares: one-line errors (exit status 2) and the advice
+that spells a library error's setting as the flag that sets it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ import argparse
 import sys
 from typing import Callable, NoReturn
 
+from trainables.errors import UserError
 
-class UserError(Exception):
-    """Bad input from the user: the message names the problem and the fix."""
+
+def flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def explain(e: UserError) -> str:
+    """The line a user sees: the problem, then which flag fixes it and with what."""
+    if e.option is None:
+        return str(e)
+    return f"{e}; pass {flag(e.option)}{' ' + e.fix if e.fix else ''}"
 
 
 class Parser(argparse.ArgumentParser):
@@ -22,7 +32,7 @@ def run_cli(main: Callable[[], int | None]) -> NoReturn:
     try:
         code = main() or 0
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {explain(e)}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
