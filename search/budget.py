@@ -23,7 +23,12 @@ class StudyBudget(tune.Stopper):
     def __init__(self, budget_s: float, metric: str, mode: str, final_scale: float):
         """`final_scale`: seconds of final training per second of the best trial's training up to
         its best epoch (images of the final retrain / images of a trial; 0 with no retrain)."""
-        self.budget_s, self.metric, self.sign, self.final_scale = budget_s, metric, 1.0 if mode == "max" else -1.0, final_scale
+        self.budget_s, self.metric, self.sign, self.final_scale = (
+            budget_s,
+            metric,
+            1.0 if mode == "max" else -1.0,
+            final_scale,
+        )
         self.started = time.monotonic()
         self.trials: dict[str, dict] = {}
 

@@ -69,7 +69,9 @@ def render_html(a: StudyResults, b: StudyResults, figure: Path, out: Path) -> st
     e = html.escape
     t = table(a, b)
     head = "".join(f"<th>{e(str(c))}</th>" for c in t.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in t.itertuples(index=False))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in t.itertuples(index=False)
+    )
     diff = "".join(f"<tr><td>{e(k)}</td><td>{e(x)}</td><td>{e(y)}</td></tr>" for k, x, y in config_diff(a, b))
     links = "".join(f'<li><a href="{e(Path(_relative(r.folder / "report.html", out)).as_posix())}">'
                     f"{e(r.name)} report</a></li>" for r in (a, b) if (r.folder / "report.html").is_file())
@@ -87,7 +89,8 @@ img {{ max-width: 100%; border: 1px solid #ddd; }}
 against the trial-epochs spent: the study whose curve is higher at the left found good
 configurations for less compute.</figcaption></figure>
 <h2>Best configurations: where they differ</h2>
-<table><tr><th>hyperparameter</th><th>{e(a.name)}</th><th>{e(b.name)}</th></tr>{diff or '<tr><td colspan="3">identical</td></tr>'}</table>
+<table><tr><th>hyperparameter</th><th>{e(a.name)}</th><th>{e(b.name)}</th></tr>
+{diff or '<tr><td colspan="3">identical</td></tr>'}</table>
 {f"<ul>{links}</ul>" if links else ""}
 </body></html>
 """

@@ -21,7 +21,11 @@ def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return clean, unquote(parts.username) if parts.username else None, unquote(parts.password) if parts.password else None
+    return (
+        clean,
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+    )
 
 
 def adopt_credentials(uri: str | None) -> str | None:

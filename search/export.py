@@ -261,15 +261,22 @@ def top_configs(folder: Path, k: int) -> list[BestConfig]:
             configs.append(dataclasses.replace(best, search={**best.search, **search}))
             continue
         metrics = {m: float(row[m]) for m in (results.metric, "val_loss") if m in row and pd.notna(row[m])}
-        configs.append(BestConfig(
-            space=results.space, dataset=best.dataset if best is not None else settings.dataset,
-            hyperparameters=NetConfig.from_flat(results.params(row)).to_flat(),
-            epochs=int(row["best_epoch"]), seed=int(results.state.get("seed", 0)),
-            val_fraction=best.val_fraction if best is not None else settings.val_fraction,
-            metrics=metrics, search=search,
-            data=best.data if best is not None else {}, classes=best.classes if best is not None else [],
-            versions=best.versions if best is not None else {}, git_commit=best.git_commit if best is not None else "unknown",
-        ))
+        configs.append(
+            BestConfig(
+                space=results.space,
+                dataset=best.dataset if best is not None else settings.dataset,
+                hyperparameters=NetConfig.from_flat(results.params(row)).to_flat(),
+                epochs=int(row["best_epoch"]),
+                seed=int(results.state.get("seed", 0)),
+                val_fraction=best.val_fraction if best is not None else settings.val_fraction,
+                metrics=metrics,
+                search=search,
+                data=best.data if best is not None else {},
+                classes=best.classes if best is not None else [],
+                versions=best.versions if best is not None else {},
+                git_commit=best.git_commit if best is not None else "unknown",
+            )
+        )
     return configs
 
 
@@ -285,8 +292,11 @@ def render(configs: list[BestConfig], fmt: str, single: bool) -> str:
 def build_parser():
     from search.cli import Parser
 
-    p = Parser(prog="python -m search.export", description="Export the best (or the top K) configurations of a finished study; "
-                                                        "the best alone loads in search.train.")
+    p = Parser(
+        prog="python -m search.export",
+        description="Export the best (or the top K) configurations of a finished study; "
+        "the best alone loads in search.train.",
+    )
     p.add_argument("results_dir", help="a study's results folder, as printed by search.run")
     p.add_argument("--top", type=int, default=1, metavar="K",
                    help="export the K best configurations as a list (default 1: the best alone, "

@@ -22,6 +22,31 @@ FINAL_MODES = ("checkpoint", "retrain")
 
 
 @dataclass(frozen=True)
+class FinalResult:
+    """The final model, tested once: its weights (fp32, CPU), the test scores, and how it was
+    trained. Built from the plain dict a Ray task returns (trainables.train._tested)."""
+
+    state_dict: dict[str, torch.Tensor]
+    test_accuracy: float
+    test_loss: float
+    per_class_accuracy: dict[str, float]
+    confusion: list[list[int]]
+    history: list[dict[str, float]]  # the retrain's epochs; empty for a trial's own checkpoint
+    numerics: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_seconds: float = 0.0
+    diverged: bool = False
+    epoch: int = 0  # the checkpoint's epoch (checkpoint mode)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinalResult":
+        return cls(d["state_dict"], float(d["test_accuracy"]), float(d["test_loss"]), dict(d["per_class_accuracy"]),
+                   d["confusion"], list(d["history"]), str(d["numerics"]), tuple(d["mean"]), tuple(d["std"]),
+                   float(d.get("train_seconds", 0.0)), bool(d.get("diverged", False)), int(d.get("epoch", 0)))
+
+
+@dataclass(frozen=True)
 class FinalSpec:
     params: dict[str, Any]
     epochs: int
@@ -41,7 +66,7 @@ class FinalSpec:
                 "numerics": numerics, "precision": self.precision}
 
 
-def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> dict[str, Any]:
+def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> FinalResult:
     """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one)
     and every CPU of a node (nothing else runs then); without Ray it runs in this process."""
     args = (spec.params, dataset.for_final(), dataset.test,
@@ -49,66 +74,66 @@ def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone 
                           precision=spec.precision),
             spec.use_gpu, spec.schedule_epochs)
     if not on_ray:
-        return retrain_and_test(*args)
+        return FinalResult.from_dict(retrain_and_test(*args))
     import ray
 
     task = ray.remote(retrain_and_test).options(num_cpus=spec.threads, num_gpus=1 if spec.use_gpu else 0)
-    return ray.get(task.remote(*args))
+    return FinalResult.from_dict(ray.get(task.remote(*args)))
 
 
 def from_checkpoint(spec: FinalSpec, checkpoint_dir: Path, search_data: TrainingData, dataset: Dataset,
-                    backbone: Backbone | None = None) -> dict[str, Any]:
+                    backbone: Backbone | None = None) -> FinalResult:
     """The best trial's own weights at its best epoch, tested once: no retrain. The checkpoint
     holds tensors and plain types only and is loaded as such (weights_only)."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     torch.set_num_threads(max(1, spec.threads))
     final = evaluate_checkpoint(state, search_data, dataset.test, backbone, spec.use_gpu, spec.precision)
     final["history"] = []  # no final training: the trial's own curve is in its child run
-    return final
+    return FinalResult.from_dict(final)
 
 
-def save_model(final: dict[str, Any], spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
+def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
                backbone: Backbone | None = None) -> Path:
     data = dataset.for_final()
     path = out_dir / "model.pt"
     tmp = out_dir / ".model.pt.tmp"
     torch.save({
-        "state_dict": final["state_dict"], "config": spec.params, "space": space,
+        "state_dict": final.state_dict, "config": spec.params, "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
-        "mean": tuple(final["mean"]), "std": tuple(final["std"]), "epochs": spec.epochs, "seed": spec.seed,
-        "final": spec.describe(final["numerics"]),
-        "test_accuracy": final["test_accuracy"], "label_map": dataset.label_map,
+        "mean": tuple(final.mean), "std": tuple(final.std), "epochs": spec.epochs, "seed": spec.seed,
+        "final": spec.describe(final.numerics),
+        "test_accuracy": final.test_accuracy, "label_map": dataset.label_map,
         # A transfer model is rebuilt from this description (its weights are all in state_dict).
         "backbone": backbone.describe() if backbone is not None else None,
     }, tmp)
     tmp.replace(path)
     rows = [",".join(["true\\predicted", *data.classes])]
-    rows += [",".join([name, *map(str, counts)]) for name, counts in zip(data.classes, final["confusion"])]
+    rows += [",".join([name, *map(str, counts)]) for name, counts in zip(data.classes, final.confusion)]
     atomic_write_text(out_dir / "confusion_matrix.csv", "\n".join(rows) + "\n")
     return path
 
 
-def log_final(tracker: Tracker, run_id: str, final: dict[str, Any], spec: FinalSpec, dataset: Dataset,
+def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec, dataset: Dataset,
               out_dir: Path, backbone: Backbone | None = None, register_as: str | None = None) -> str:
     """Log the final model's metrics and the model itself (with an input example, from which
     MLflow derives its signature); with `register_as`, also register it. Returns "NAME/VERSION"
     of the registered model, or "" when none was asked for."""
-    for epoch in final["history"]:
+    for epoch in final.history:
         tracker.log_metrics(run_id, {f"final_{k}": v for k, v in epoch.items() if k in ("train_loss", "epoch_seconds")},
                             step=int(epoch["epoch"]))
     tracker.log_metrics(run_id, {
-        "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
-        **{f"test_accuracy.{_metric_name(c)}": a for c, a in final["per_class_accuracy"].items()},
+        "test_accuracy": final.test_accuracy, "test_loss": final.test_loss,
+        **{f"test_accuracy.{_metric_name(c)}": a for c, a in final.per_class_accuracy.items()},
     })
     tracker.log_artifact(run_id, out_dir / "confusion_matrix.csv")
-    tracker.set_tags(run_id, {"hpsearch.numerics": final["numerics"], "hpsearch.final": spec.mode})
+    tracker.set_tags(run_id, {"hpsearch.numerics": final.numerics, "hpsearch.final": spec.mode})
     data = dataset.for_final()
     model = build_model(NetConfig.from_flat(spec.params), data.input_shape, data.num_classes, backbone)
-    model.load_state_dict(final["state_dict"])
+    model.load_state_dict(final.state_dict)
     model.eval()
     example = dataset.test.x[:2].astype(np.float32) / (255.0 if dataset.test.x.dtype == np.uint8 else 1.0)
-    mean = np.asarray(final["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(final["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    mean = np.asarray(final.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(final.std, dtype=np.float32).reshape(1, -1, 1, 1)
     return tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0], register_as)
 
 

@@ -134,7 +134,11 @@ class Progress:
         epoch = seen if partial else int(result.get("epoch", 0))
         self.running[name] = epoch
         value = result.get(self.metric)
-        if isinstance(value, float) and value == value and (self.best is None or self.sign * value > self.sign * self.best):
+        if (
+            isinstance(value, float)
+            and value == value
+            and (self.best is None or self.sign * value > self.sign * self.best)
+        ):
             self.best = value
         if self.level >= Verbosity.VERBOSE:
             self._line(f"  {name} epoch {epoch:g}{f'/{self.max_epochs}' if self.max_epochs else ''}  "
@@ -152,9 +156,12 @@ class Progress:
         if self.live and self.level < Verbosity.VERBOSE:
             self._draw()
             return
-        self._line(f"[{self.done:>3}/{self.total}] {name} {status:<13} "
-                   f"epochs {float(result.get('epochs_seen', result.get('epoch', 0))):>4g}  {self.metric} {self._fmt(result.get(self.metric))}  "
-                   f"best {self._fmt(self.best)}  ({self.epochs:g} trial-epochs, {self._minutes():.1f} min)")
+        self._line(
+            f"[{self.done:>3}/{self.total}] {name} {status:<13} "
+            f"epochs {float(result.get('epochs_seen', result.get('epoch', 0))):>4g}  "
+            f"{self.metric} {self._fmt(result.get(self.metric))}  "
+            f"best {self._fmt(self.best)}  ({self.epochs:g} trial-epochs, {self._minutes():.1f} min)"
+        )
 
     def close(self) -> None:
         """End the bar's line so what follows starts on a fresh one."""

@@ -49,7 +49,7 @@ def distributions(results: StudyResults, trials: list[dict[str, Any]]) -> dict[s
     found: dict[str, Any] = {}
     study = _study(results.space)
     if study is not None and study.define is not None:
-        from spaces import SpaceContext
+        from spaces.study import SpaceContext
 
         # No cost cap: the capped upper bounds depend on the cluster; the uncapped space holds every value.
         # The frozen-layer range of a transfer space depends on its backbone: the most any trial froze.
@@ -98,7 +98,7 @@ def _coerce(dist, value):
 
 
 def _study(space: str):
-    from spaces import get_study
+    from spaces.registry import get_study
     from trainables.errors import UserError
 
     try:

@@ -49,7 +49,7 @@ class StudyResults:
 
     @property
     def settings(self):
-        from spaces import get_study
+        from spaces.registry import get_study
 
         try:
             return get_study(self.space).settings

@@ -6,16 +6,17 @@ import datetime as dt
 import math
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
 from search.cli import Parser, run_cli
 from search.cluster import check_local_resources, check_reachable
-from search.credentials import adopt_credentials
-from search.data_args import add_data_arguments
+from search.credentials import adopt_credentials, redact
+from search.data_args import DataChoice, add_data_arguments, choice_from_args
+from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState
 from trainables.errors import UserError
 
-SMOKE_TRAIN, SMOKE_TEST = 3000, 1000
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;
 # tests check they match trainables.numerics.PRECISIONS and search.final.FINAL_MODES.
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -101,7 +102,7 @@ def results_root(arg: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from spaces import get_study, list_studies
+    from spaces.registry import get_study, list_studies
 
     if args.list:
         for name in list_studies():
@@ -126,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         check_local_resources(args.cpus, args.gpus)
     if args.smoke:
-        args.samples = args.samples or 2
-        args.max_epochs = args.max_epochs or 1
+        args.samples = args.samples or SMOKE_SAMPLES
+        args.max_epochs = args.max_epochs or SMOKE_EPOCHS
     root = results_root(args.results_dir)
     if args.resume and not args.name:
         raise UserError("--resume needs the --name of the study to continue")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     # Tune's console tables would bury the progress bar (--verbose turns them on); failures
     # still reach the summary.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see study_run.CtrlC
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see search.phases.CtrlC
     # The delivery queue retries an unreachable tracking server itself, without blocking; MLflow's
     # own retries would stall each call for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -157,7 +158,36 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from search.study_run import StudyRun
 
-    return StudyRun(study, args, root, study_dir, name).execute()
+    state = resumed_state(args, study, study_dir) if args.resume else StudyState(new_request(args, study, root, name))
+    return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=args.resume).execute()
+
+
+def new_request(args, study, root: Path, name: str) -> StudyRequest:
+    from search.tracking import default_tracking_uri
+
+    s = study.settings
+    return StudyRequest(
+        space=study.name, name=name, results_root=str(root),
+        data=choice_from_args(args, s.dataset, s.needs_backbone).to_dict(),
+        tracking_uri=args.tracking_uri or default_tracking_uri(root), samples=args.samples,
+        max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
+        register_model=args.register_model, precision=args.precision, final=args.final,
+        command=redact(" ".join(sys.argv)), created=StudyRequest.now(),
+    )
+
+
+def resumed_state(args, study, study_dir: Path) -> StudyState:
+    """The saved request is the study; only where its data files are may change (files move),
+    and where it runs (Resources) is this command's."""
+    import dataclasses
+
+    state = StudyState.load(study_dir)
+    if state.request.space != study.name:
+        raise UserError(f"study {state.request.name!r} searched {state.request.space!r}, not {study.name!r}")
+    s = study.settings
+    choice = choice_from_args(args, s.dataset, s.needs_backbone, DataChoice.from_dict(state.request.data))
+    state.request = dataclasses.replace(state.request, data=choice.to_dict())
+    return state
 
 
 def cli() -> None:

@@ -15,7 +15,8 @@ from search.cli import Parser, run_cli
 from search.cluster import check_local_resources
 from search.credentials import adopt_credentials
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
-from search.run import PRECISIONS, SMOKE_TEST, SMOKE_TRAIN, check_name, check_positive, check_seed, results_root
+from search.request import SMOKE_TEST, SMOKE_TRAIN
+from search.run import PRECISIONS, check_name, check_positive, check_seed, results_root
 from trainables.errors import UserError
 
 
@@ -30,8 +31,10 @@ def build_parser() -> Parser:
     p.add_argument("--gpus", type=int, default=None, help="0 to stay on the CPU (default: a GPU if there is one)")
     p.add_argument("--name", default=None, help="output folder name (default: SPACE-retrain-DATE-TIME)")
     p.add_argument("--results-dir", default=None, help="where the retrained model goes (default: as for search.run)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
-    p.add_argument("--smoke", action="store_true", help=f"tiny run on a slice ({SMOKE_TRAIN} training, {SMOKE_TEST} test images)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny run on a slice ({SMOKE_TRAIN} training, {SMOKE_TEST} test images)")
     add_data_arguments(p)  # each overrides what best.yaml says (e.g. files that have moved)
     return p
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     check_seed(args.seed)
     check_local_resources(args.cpus, args.gpus)
     from search.export import BestConfig, git_commit, package_versions
-    from spaces import get_study
+    from spaces.registry import get_study
 
     best = BestConfig.load(Path(args.config))
     study = get_study(best.space)  # the study must still exist: its dataset and settings define the run
@@ -85,14 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     save_model(final, spec, dataset, best.space, out_dir, backbone)
     log_final(tracker, run_id, final, spec, dataset, out_dir, backbone)
     result = dataclasses.replace(
-        best, epochs=epochs, seed=seed, created="", schedule_epochs=schedule, final=spec.describe(final["numerics"]), data=choice.to_dict(), classes=list(dataset.info.classes), versions=package_versions(), git_commit=git_commit(),
-        metrics={**best.metrics, "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]},
-        per_class_accuracy=final["per_class_accuracy"],
+        best, epochs=epochs, seed=seed, created="", schedule_epochs=schedule, final=spec.describe(final.numerics),
+        data=choice.to_dict(), classes=list(dataset.info.classes), versions=package_versions(), git_commit=git_commit(),
+        metrics={**best.metrics, "test_accuracy": final.test_accuracy, "test_loss": final.test_loss},
+        per_class_accuracy=final.per_class_accuracy,
         mlflow={"tracking_uri": uri, "experiment_id": tracker.experiment_id, "retrain_run_id": run_id},
     )
     result.save(out_dir / "best.yaml")
     tracker.end_run(run_id)
-    print(f"test accuracy: {final['test_accuracy']:.4f} (search reported "
+    print(f"test accuracy: {final.test_accuracy:.4f} (search reported "
           f"{best.metrics.get('test_accuracy', float('nan')):.4f}); results in {out_dir}")
     return 0
 

@@ -24,7 +24,7 @@ from search.cores import CoreSharing, start_ledger
 from search.progress import Verbosity, verbosity
 from search.tracking import FailureBudget, TrialLogger
 from search.trial import tune_trial
-from spaces import SpaceContext, Study
+from spaces.study import SpaceContext, Study
 from trainables.data import TrainingData
 from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
@@ -226,19 +226,28 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
     return tune.Tuner(
         make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
-            metric=study.settings.metric, mode=study.settings.mode,
-            search_alg=make_searcher(study, plan, data, backbone), scheduler=make_scheduler(study, plan, storage),
-            num_samples=plan.num_samples, max_concurrent_trials=plan.concurrency,
+            metric=study.settings.metric,
+            mode=study.settings.mode,
+            search_alg=make_searcher(study, plan, data, backbone),
+            scheduler=make_scheduler(study, plan, storage),
+            num_samples=plan.num_samples,
+            max_concurrent_trials=plan.concurrency,
             # Trials have identical resources: one worker process serves many trials, saving
             # the process start, imports and data attach each time.
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(storage), callbacks=callbacks, stop=stoppers(study, plan, logger, final_scale),
+            name=TUNE_DIR,
+            storage_path=str(storage),
+            callbacks=callbacks,
+            stop=stoppers(study, plan, logger, final_scale),
             verbose=2 if verbosity() >= Verbosity.VERBOSE else 0,
             # The best epoch's checkpoint (for the final model) and, always, the latest (to resume).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=study.settings.metric,
-                                                    checkpoint_score_order=study.settings.mode),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=study.settings.metric,
+                checkpoint_score_order=study.settings.mode,
+            ),
             # Retries cover worker processes that die (OOM, a lost node); exceptions in the
             # training code are caught in the trainable and recorded, not retried.
             failure_config=tune.FailureConfig(max_failures=2),

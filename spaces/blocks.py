@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from spaces import SpaceContext
+from spaces.study import SpaceContext
 from trainables.model import NetConfig, model_macs
 
 
@@ -39,7 +39,7 @@ def suggest_capped_widths(trial: Any, p: dict[str, Any], ctx: SpaceContext,
         for i, (low, high) in enumerate(ranges):
             key = f"{prefix}_{i}"
             if ctx.max_macs is not None:
-                high = largest(low, high, lambda v: fits({**p, key: v}))
+                high = largest(low, high, lambda v, key=key: fits({**p, key: v}))
             p[key] = trial.suggest_int(key, low, high, log=True)
 
 
@@ -65,8 +65,15 @@ def suggest_mlp(trial: Any, p: dict[str, Any], ctx: SpaceContext, layers: tuple[
     suggest_capped_widths(trial, p, ctx, [("dense_nodes", [nodes] * p["dense_layers"])])
 
 
-def suggest_small_cnn(trial: Any, p: dict[str, Any], ctx: SpaceContext, conv_dropout: tuple[float, float],
-                      dropout: tuple[float, float], dense: tuple[int, int], norm_after_activation: bool = False) -> None:
+def suggest_small_cnn(
+    trial: Any,
+    p: dict[str, Any],
+    ctx: SpaceContext,
+    conv_dropout: tuple[float, float],
+    dropout: tuple[float, float],
+    dense: tuple[int, int],
+    norm_after_activation: bool = False,
+) -> None:
     """1-3 conv blocks of 8-128 filters (3x3 or 5x5, max pooling, ReLU, batch norm on/off, 2-D
     dropout) and one dense layer: the CNN family of the small-image studies."""
     p.update({

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces import SpaceContext, Study, StudySettings, register_study
 from spaces.blocks import suggest_augmentation, suggest_capped_widths, suggest_training
+from spaces.registry import register_study
+from spaces.study import SpaceContext, Study, StudySettings
 
 THREE_BLOCK_REPORTED = {
     "family": "cnn", "convs_per_block": 1, "conv_layers": 3, "filters_0": 32, "filters_1": 64, "filters_2": 128,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from spaces import SpaceContext, Study, StudySettings, register_study
 from spaces.blocks import numbered, suggest_capped_widths
+from spaces.registry import register_study
+from spaces.study import SpaceContext, Study, StudySettings
 from trainables.model import ACTIVATIONS
 
 # The original study's winner, as the user tuned it by hand (with our cosine schedule); TPE starts from it.

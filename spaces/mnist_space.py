@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces import SpaceContext, Study, StudySettings, register_study
 from spaces.blocks import suggest_mlp, suggest_small_cnn, suggest_training
+from spaces.registry import register_study
+from spaces.study import SpaceContext, Study, StudySettings
 
 # Weight decay at the space's floor: the reports used none, and a log-scale range cannot hold 0.
 _TRAINING = {"weight_decay": 1e-6, "lr_schedule": "cosine"}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces import SpaceContext, Study, StudySettings, register_study
 from spaces.blocks import suggest_augmentation, suggest_mlp, suggest_small_cnn, suggest_training
+from spaces.registry import register_study
+from spaces.study import SpaceContext, Study, StudySettings
 
 # Conv 75 -> 50 (+ dropout 0.2) -> 25, each with batch norm after the activation and max pooling,
 # dense 512 with dropout 0.3; rotation 10 degrees, zoom and shift 10%, no flips.

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces import SpaceContext, Study, StudySettings, register_study
 from spaces.blocks import suggest_training
+from spaces.registry import register_study
+from spaces.study import SpaceContext, Study, StudySettings
 
 
 def define_transfer_space(trial: Any, ctx: SpaceContext) -> dict[str, Any]:

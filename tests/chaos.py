@@ -127,7 +127,11 @@ def recorded_trials(results: Path, name: str, uri: str | None = None):
     children = {}
     for run in runs:
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        children[run.info.run_name] = (run, sorted(m.step for m in history), max((m.value for m in history), default=None))
+        children[run.info.run_name] = (
+            run,
+            sorted(m.step for m in history),
+            max((m.value for m in history), default=None),
+        )
     return parent, children, len(runs)
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from ray.tune.schedulers import TrialScheduler
 
 from search.tuner import make_plan, make_scheduler
-from spaces import get_study
+from spaces.registry import get_study
 
 
 def scheduler(tmp_path):
@@ -59,4 +59,6 @@ def test_a_resumed_trial_keeps_its_bracket(tmp_path):
     restored = pickle.loads(start)
     for t in trials:
         restored.on_trial_add(None, t)
-        assert s._brackets.index(s._trial_info[t.trial_id]) == restored._brackets.index(restored._trial_info[t.trial_id])
+        assert s._brackets.index(s._trial_info[t.trial_id]) == restored._brackets.index(
+            restored._trial_info[t.trial_id]
+        )

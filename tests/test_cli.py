@@ -82,20 +82,40 @@ def user_files(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("args,fragments", [
-    (["tabular_csv_space", "--data-file", "{f}/heart.csv", "--target", "Outcome"],
-     ["no target column 'Outcome'", "age, chol, sick"]),
-    (["tabular_csv_space", "--data-file", "{f}/heart.csv"], ["needs the column to predict; pass --target"]),
-    (["pixels_csv_space", "--data-file", "{f}/letters.csv", "--image-shape", "3,28,28"],
-     ["image shape 3,28,28 has 2352 pixels", "784 pixel columns", "pass --image-shape"]),
-    (["pixels_csv_space", "--data-file", "{f}/letters.csv", "--image-shape", "28x28"], ["C,H,W"]),
-    (["pixels_csv_space"], ["needs a CSV file", "pass --data-file"]),
-    (["transfer_space", "--data-file", "{f}/letters.csv"], ["needs --weights"]),
-    (["transfer_space", "--data-file", "{f}/letters.csv", "--weights", "{f}/resnet18.pth", "--arch",
-      "mobilenet_v3_small"], ["does not fit the mobilenet_v3_small architecture"]),
-    (["transfer_space", "--data-file", "{f}/letters.csv", "--weights", "{f}/letters.csv"], ["not a PyTorch weights file"]),
-    (["mnist_space", "--weights", "{f}/resnet18.pth"], ["--weights is for transfer studies"]),
-])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (
+            ["tabular_csv_space", "--data-file", "{f}/heart.csv", "--target", "Outcome"],
+            ["no target column 'Outcome'", "age, chol, sick"],
+        ),
+        (["tabular_csv_space", "--data-file", "{f}/heart.csv"], ["needs the column to predict; pass --target"]),
+        (
+            ["pixels_csv_space", "--data-file", "{f}/letters.csv", "--image-shape", "3,28,28"],
+            ["image shape 3,28,28 has 2352 pixels", "784 pixel columns", "pass --image-shape"],
+        ),
+        (["pixels_csv_space", "--data-file", "{f}/letters.csv", "--image-shape", "28x28"], ["C,H,W"]),
+        (["pixels_csv_space"], ["needs a CSV file", "pass --data-file"]),
+        (["transfer_space", "--data-file", "{f}/letters.csv"], ["needs --weights"]),
+        (
+            [
+                "transfer_space",
+                "--data-file",
+                "{f}/letters.csv",
+                "--weights",
+                "{f}/resnet18.pth",
+                "--arch",
+                "mobilenet_v3_small",
+            ],
+            ["does not fit the mobilenet_v3_small architecture"],
+        ),
+        (
+            ["transfer_space", "--data-file", "{f}/letters.csv", "--weights", "{f}/letters.csv"],
+            ["not a PyTorch weights file"],
+        ),
+        (["mnist_space", "--weights", "{f}/resnet18.pth"], ["--weights is for transfer studies"]),
+    ],
+)
 def test_bad_data_arguments(tmp_path, user_files, args, fragments):
     results = tmp_path / "results"
     earlier = saved_results(results)
@@ -156,7 +176,7 @@ def test_list_studies():
     proc = run_module("search.run", "--list")
     assert proc.returncode == 0
     names = [line.split()[0] for line in proc.stdout.splitlines()]
-    from spaces import list_studies
+    from spaces.registry import list_studies
 
     assert names == list_studies() and {"mnist_space", "cifar10_space", "transfer_space"} <= set(names)
 
@@ -181,7 +201,9 @@ def test_search_train_bad_options(tmp_path, args, fragment):
     from spaces.fashion_space import TEXTBOOK_CNN
 
     path = tmp_path / "best.yaml"
-    BestConfig(space="fashion_space", dataset="fashion_mnist", hyperparameters=TEXTBOOK_CNN, epochs=2, seed=0).save(path)
+    BestConfig(space="fashion_space", dataset="fashion_mnist", hyperparameters=TEXTBOOK_CNN, epochs=2, seed=0).save(
+        path
+    )
     proc = run_module("search.train", str(path), *args, "--results-dir", str(tmp_path / "results"))
     assert_user_error(proc, fragment)
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from search.cores import Ledger
 from search.tuner import ledger_name, make_plan
-from spaces import get_study
+from spaces.registry import get_study
 
 
 def test_trials_keep_their_grant_until_the_last_trial_has_started():
@@ -50,5 +50,6 @@ def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path):
                           samples=3, max_epochs=4, seed=0)
     threads = {r.path: list(r.metrics_dataframe["threads"]) for r in run.results}
     assert sorted(len(t) for t in threads.values()) == [4, 4, 4]
-    assert all(t[0] == 1 for t in threads.values())  # two at a time: one core each
+    # two at a time, one core each; the third may start alone if the others are done by its first epoch
+    assert sorted(t[0] for t in threads.values())[:2] == [1, 1]
     assert max(max(t) for t in threads.values()) == 2  # the tail: the survivor takes the freed core

@@ -29,7 +29,9 @@ def drive(stream: io.StringIO, level: Verbosity, clock: Clock | None = None) -> 
         for epoch, acc in enumerate(accs, 1):
             clock.now += 60
             p.on_result(name, {"epoch": epoch, "val_accuracy": acc, "train_loss": 1.0})
-        p.on_finish(name, "completed" if len(accs) == 2 else "stopped_early", {"epoch": len(accs), "val_accuracy": accs[-1]})
+        p.on_finish(
+            name, "completed" if len(accs) == 2 else "stopped_early", {"epoch": len(accs), "val_accuracy": accs[-1]}
+        )
     clock.now += 60
     p.on_result("trial_003", {"epoch": 1, "val_accuracy": 0.6})
     return p

@@ -16,8 +16,8 @@ import yaml
 
 from search.export import BestConfig
 from search.report import DPI, REPORT_DIR, importances, optuna_study, searched
+from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.results import load
-from search.run import SMOKE_TEST, SMOKE_TRAIN
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from spaces import SpaceContext, get_study, list_studies
+from spaces.registry import get_study, list_studies
+from spaces.study import SpaceContext
 from trainables.augment import augment
 from trainables.model import NetConfig, build_model, make_optimizer, model_macs
 from trainables.numerics import Accel
@@ -68,7 +69,11 @@ def train_step(cfg: NetConfig, ctx: SpaceContext, backbone, accel: Accel = Accel
     x, y, y_mix, lam = augment(x, y, cfg.augment, torch.Generator().manual_seed(0))
     with accel.autocast(x.device):
         out = model(accel.layout(x))
-        loss = F.cross_entropy(out, y) if y_mix is None else lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y_mix)
+        loss = (
+            F.cross_entropy(out, y)
+            if y_mix is None
+            else lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y_mix)
+        )
     loss.backward()
     make_optimizer(cfg, model).step()
     assert torch.isfinite(loss)
@@ -163,7 +168,9 @@ def test_grid_is_the_original_96_points():
 
 def test_mnist_space_holds_the_reference_networks_and_both_families():
     study = get_study("mnist_space")
-    shapes = {(p["family"], p.get("dense_nodes_0"), p.get("dense_nodes_1"), p.get("filters_0")) for p in study.start_points}
+    shapes = {
+        (p["family"], p.get("dense_nodes_0"), p.get("dense_nodes_1"), p.get("filters_0")) for p in study.start_points
+    }
     assert ("mlp", 512, 512, None) in shapes and ("mlp", 128, 64, None) in shapes and ("cnn", 50, None, 10) in shapes
     seen = {p["family"] for p in sampled_configs(study, None, optuna.samplers.RandomSampler(seed=5), n=30)}
     assert seen == {"mlp", "cnn"}

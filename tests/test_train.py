@@ -144,7 +144,14 @@ def test_a_checkpoint_is_tested_as_saved_and_loads_without_pickle(tmp_path):
 
     data, test = toy_data(), toy_data(n=100, seed=9).train
     snapshots = []
-    fit(CFG, data, epochs=2, seed=0, device=torch.device("cpu"), on_epoch=lambda m, snapshot: snapshots.append(snapshot()))
+    fit(
+        CFG,
+        data,
+        epochs=2,
+        seed=0,
+        device=torch.device("cpu"),
+        on_epoch=lambda m, snapshot: snapshots.append(snapshot()),
+    )
     torch.save(snapshots[0], tmp_path / "checkpoint.pt")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # tensors and plain types only
     out = evaluate_checkpoint(state, data, test)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from search.tuner import make_plan, make_scheduler, make_searcher
-from spaces import get_study
+from spaces.registry import get_study
 from tests.test_train import toy_data
 from trainables.errors import UserError
 

@@ -175,7 +175,9 @@ def _encode_features(train: pd.DataFrame, test: pd.DataFrame | None) -> tuple[np
         names += [f"{column}={c}" for c in categories]
         if test is not None:
             test_text = test[column].astype("string")
-            test_parts.append(np.stack([(test_text == c).fillna(False).to_numpy(np.float32) for c in categories], axis=1))
+            test_parts.append(
+                np.stack([(test_text == c).fillna(False).to_numpy(np.float32) for c in categories], axis=1)
+            )
     x = np.concatenate(parts, axis=1)
     x_test = np.concatenate(test_parts, axis=1) if test is not None else None
     return x, x_test, names
@@ -192,8 +194,10 @@ def load_tabular_csv(data_file: str | None, test_file: str | None, target: str |
     if test is not None and set(test.columns) != set(frame.columns):
         raise UserError(f"{test_file} has other columns than {data_file}; both need the same header")
     y, y_test, mapping = _encode_labels(frame[target], None if test is None else test[target], target)
-    x, x_test, _ = _encode_features(frame.drop(columns=[target]),
-                                    None if test is None else test.drop(columns=[target])[frame.drop(columns=[target]).columns])
+    x, x_test, _ = _encode_features(
+        frame.drop(columns=[target]),
+        None if test is None else test.drop(columns=[target])[frame.drop(columns=[target]).columns],
+    )
     x = np.ascontiguousarray(x[:, :, None, None])
     x_test = None if x_test is None else np.ascontiguousarray(x_test[:, :, None, None])
     return _dataset("tabular_csv", x, y, x_test, y_test, mapping, str(Path(data_file).resolve()))

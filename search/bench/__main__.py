@@ -52,7 +52,9 @@ def sizes(base, overrides: list[str]):
 
 
 def data_root(arg: str | None) -> Path:
-    root = Path(arg or os.environ.get("HPSEARCH_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "datasets")
+    root = Path(
+        arg or os.environ.get("HPSEARCH_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "datasets"
+    )
     if not (root / "FashionMNIST").is_dir():
         raise UserError(f"no FashionMNIST/ under {root}; pass --data-dir DIR holding FashionMNIST/raw/ "
                         "and cifar10/cifar10-subset.npz")
@@ -89,12 +91,17 @@ def headline(part: str, r: dict) -> str:
         return (f"auto chooses {r['auto_choice']} (native bf16: {r['native_bf16']}); 2 trials x 1 thread give "
                 f"{p['ratio_two_trials_over_one']:.2f}x the epochs/hour of 1 trial x 2 threads")
     if part == "overhead":
-        return (f"bare {r['bare_s_per_epoch']:.2f} s/epoch, service {r['service_s_per_trial_epoch']:.2f} s/trial-epoch, "
-                f"ratio {r['ratio']:.3f}")
+        return (
+            f"bare {r['bare_s_per_epoch']:.2f} s/epoch, service {r['service_s_per_trial_epoch']:.2f} s/trial-epoch, "
+            f"ratio {r['ratio']:.3f}"
+        )
     if part == "datapath":
         f, a = r["fashion"], r["cifar_augmentation"]
-        return (f"epoch {f['service_epoch_s']:.2f} s vs torchvision {f['torchvision_epoch_s']:.2f} s "
-                f"({f['speedup']:.2f}x); augmentation {a['batched_epoch_s']:.2f} s vs {a['torchvision_per_sample_epoch_s']:.2f} s")
+        return (
+            f"epoch {f['service_epoch_s']:.2f} s vs torchvision {f['torchvision_epoch_s']:.2f} s "
+            f"({f['speedup']:.2f}x); augmentation {a['batched_epoch_s']:.2f} s "
+            f"vs {a['torchvision_per_sample_epoch_s']:.2f} s"
+        )
     if part == "efficiency":
         return (f"grid best {r['grid_best_val_accuracy']:.4f} in {r['grid_trial_epochs']} trial-epochs; TPE+ASHA "
                 f"matches it in {r['summary']['tpe_asha']['fraction_of_grid']} of them")

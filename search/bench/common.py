@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from search.phases import search
 from search.tracking import Tracker, TrialLogger
-from search.tuner import Plan, build_tuner, make_plan
-from spaces import Study
+from search.tuner import Plan, make_plan
+from spaces.study import Study
 from trainables.data import Dataset, TrainingData, load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,8 +190,9 @@ class ServiceRun:
 def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: str, *, cluster_cpus: float,
                 samples: int, max_epochs: int, seed: int, sampler: str = "tpe",
                 cpus_per_trial: int | None = None) -> ServiceRun:
-    """One search through the service's own path (make_plan, build_tuner with its searcher,
-    scheduler, object-store data and MLflow trial logger) on the Ray session already running."""
+    """One search through the service's own search phase (search.phases.search: make_plan,
+    build_tuner with its searcher, scheduler, object-store data and MLflow trial logger) on the
+    Ray session already running."""
     if cpus_per_trial is not None:  # e.g. the scaling benchmark's fixed 1-thread workers
         study = dataclasses.replace(study, settings=dataclasses.replace(study.settings, cpus_per_trial=cpus_per_trial))
     plan = dataclasses.replace(
@@ -201,12 +203,11 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
                                {"hpsearch.kind": "bench"})
     logger = TimedLogger(tracking_uri, study.name, parent, plan.max_epochs, plan.num_samples,
                          study.settings.metric, study.settings.mode, 0.5)
-    tuner = build_tuner(study, plan, data, storage, logger)
     started, t0 = time.perf_counter(), time.time()
-    results = tuner.fit()
+    outcome = search(study, plan, data, storage, logger)
     wall = time.perf_counter() - started
     tracker.end_run(parent)
-    return ServiceRun(plan, wall, logger.events, results, t0, t0 + wall)
+    return ServiceRun(plan, wall, logger.events, outcome.results, t0, t0 + wall)
 
 
 @contextlib.contextmanager

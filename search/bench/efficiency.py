@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from search.bench.common import Bench, local_ray, pyplot, run_service
-from spaces import get_study
+from spaces.registry import get_study
 
 # tpe_asha is the service's default (fashion_space's rungs); the two after it are the rung
 # choices it was picked against: ASHA's first rung at a whole epoch (the earlier default), and
@@ -100,9 +100,14 @@ def plot(bench: Bench, runs: dict, grid_best: float, grid_epochs: int, n_train: 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colors = {"tpe_asha": "#4c72b0", "tpe_asha_grace1": "#8172b3", "tpe_hyperband": "#64b5cd",
               "random_asha": "#dd8452", "tpe_fifo": "#55a868", "grid": "#7f7f7f"}
-    labels = {"tpe_asha": "TPE + ASHA, first rung 1/4 epoch (cold)", "tpe_asha_grace1": "TPE + ASHA, first rung 1 epoch",
-              "tpe_hyperband": "TPE + ASHA, 2 brackets", "random_asha": "random + ASHA",
-              "tpe_fifo": "TPE, no early stop (cold)", "grid": "96-point grid"}
+    labels = {
+        "tpe_asha": "TPE + ASHA, first rung 1/4 epoch (cold)",
+        "tpe_asha_grace1": "TPE + ASHA, first rung 1 epoch",
+        "tpe_hyperband": "TPE + ASHA, 2 brackets",
+        "random_asha": "random + ASHA",
+        "tpe_fifo": "TPE, no early stop (cold)",
+        "grid": "96-point grid",
+    }
     for method, seeds in runs.items():
         # On a common grid of trial-epochs; a finished run keeps its best.
         x = np.unique(np.concatenate([[c[0] for c in r["curve"]] for r in seeds]))
@@ -115,7 +120,9 @@ def plot(bench: Bench, runs: dict, grid_best: float, grid_epochs: int, n_train: 
     ax.set_xscale("log")
     ax.set_xlabel("trial-epochs consumed")
     ax.set_ylabel("best validation accuracy so far")
-    low = min(min(c[1] for c in r["curve"][len(r["curve"]) // 4:] or r["curve"]) for seeds in runs.values() for r in seeds)
+    low = min(
+        min(c[1] for c in r["curve"][len(r["curve"]) // 4 :] or r["curve"]) for seeds in runs.values() for r in seeds
+    )
     ax.set_ylim(max(low - 0.01, 0.0), min(1.0, grid_best + 0.03))
     ax.set_title(f"Anytime curves: {n_train} training images, cap {cap} epochs (median, min-max band)")
     ax.legend(fontsize=8, loc="lower right")

@@ -30,7 +30,11 @@ def epoch_seconds(bench: Bench, net: str, accel: Accel, threads: int) -> dict:
     r = bare_fit(NetConfig.from_flat(getattr(fashion_space, net)), data, bench.sizes.numerics_epochs,
                  bench.seed, threads, accel)
     # The first epoch pays one-off allocator and kernel-selection costs; the rest are steady.
-    return {"epoch_s": float(np.mean(r["epoch_s"][1:] or r["epoch_s"])), "val_accuracy": r["val_accuracy"], "train_images": len(data.train)}
+    return {
+        "epoch_s": float(np.mean(r["epoch_s"][1:] or r["epoch_s"])),
+        "val_accuracy": r["val_accuracy"],
+        "train_images": len(data.train),
+    }
 
 
 def plans(bench: Bench, precision: str) -> dict:
@@ -39,10 +43,22 @@ def plans(bench: Bench, precision: str) -> dict:
     folder = tmpdir("hpsearch-bench-plans-")
 
     def launch(name: str, threads: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "search.bench.baseline", str(s.numerics_train),
-                                 str(max(s.numerics_epochs, 2) + 1), bench.data_dir or "-", str(folder / f"{name}.json"),
-                                 "TEXTBOOK_CNN", str(threads), precision],
-                                cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "search.bench.baseline",
+                str(s.numerics_train),
+                str(max(s.numerics_epochs, 2) + 1),
+                bench.data_dir or "-",
+                str(folder / f"{name}.json"),
+                "TEXTBOOK_CNN",
+                str(threads),
+                precision,
+            ],
+            cwd=REPO,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        )
 
     def steady_epoch(name: str) -> float:
         # After the first epoch (one-off allocator and kernel-selection costs).

@@ -11,8 +11,8 @@ import torch
 
 from search.bench.baseline import bare_fit
 from search.bench.common import Bench, MemorySampler, bar_plot, local_ray, run_service
-from spaces import get_study
 from spaces.fashion_space import GRID_WINNER
+from spaces.registry import get_study
 from trainables.model import NetConfig
 from trainables.numerics import accelerator
 
@@ -73,29 +73,48 @@ def run(bench: Bench) -> dict:
     # service spends outside training epochs does not depend on that, so it is reported apart.
     outside_s = service.wall_s - sum(e["epoch_seconds"] for e in service.epochs)
     result = {
-        "train_images": len(data.train), "val_images": len(data.val), "epochs": s.overhead_epochs,
-        "trials": s.overhead_trials, "trial_epochs": trial_epochs,
-        "bare_s_per_epoch": bare_s, "bare_runs": [bare_before, bare_after],
-        "bare_fp32_contiguous_s_per_epoch": bare_fp32_s, "bare_chosen_numerics_s_per_epoch": bare_chosen_s,
-        "chosen_numerics": chosen.name, "bare_chosen_run": bare_chosen,
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "epochs": s.overhead_epochs,
+        "trials": s.overhead_trials,
+        "trial_epochs": trial_epochs,
+        "bare_s_per_epoch": bare_s,
+        "bare_runs": [bare_before, bare_after],
+        "bare_fp32_contiguous_s_per_epoch": bare_fp32_s,
+        "bare_chosen_numerics_s_per_epoch": bare_chosen_s,
+        "chosen_numerics": chosen.name,
+        "bare_chosen_run": bare_chosen,
         "in_trial_epoch_ratio": float(np.mean([e["epoch_seconds"] for e in service.epochs])) / bare_s,
-        "service_s_per_trial_epoch": service_s, "service_wall_s": service.wall_s,
+        "service_s_per_trial_epoch": service_s,
+        "service_wall_s": service.wall_s,
         "service_in_trial_epoch_s": in_trial_epoch_s,
-        "service_after_first_start_s_per_trial_epoch": steady_s, "ratio_after_first_start": steady_s / bare_s,
-        "ratio": service_s / bare_s, "target_ratio": 1.10, "target_met": service_s / bare_s <= 1.10,
-        "outside_training_s": outside_s, "outside_training_s_per_trial_epoch": outside_s / trial_epochs,
+        "service_after_first_start_s_per_trial_epoch": steady_s,
+        "ratio_after_first_start": steady_s / bare_s,
+        "ratio": service_s / bare_s,
+        "target_ratio": 1.10,
+        "target_met": service_s / bare_s <= 1.10,
+        "outside_training_s": outside_s,
+        "outside_training_s_per_trial_epoch": outside_s / trial_epochs,
         "ratio_at_equal_epoch_speed": (bare_s + outside_s / trial_epochs) / bare_s,
-        "ray_start_s": ray_start_s, "fixed_costs": fixed_costs(service), "trial_startup": startups, "data_attach_s": attach,
+        "ray_start_s": ray_start_s,
+        "fixed_costs": fixed_costs(service),
+        "trial_startup": startups,
+        "data_attach_s": attach,
         "service_val_accuracy": max(e["val_accuracy"] for e in service.epochs),
-        "bare_val_accuracy": bare_after["val_accuracy"], "bare_chosen_val_accuracy": bare_chosen["val_accuracy"],
+        "bare_val_accuracy": bare_after["val_accuracy"],
+        "bare_chosen_val_accuracy": bare_chosen["val_accuracy"],
         "note": "ratio: tuner.fit() wall time / trial-epochs (the search's one-off start, trial start-up, "
-                "Tune's loop, checkpoints and MLflow included; the Ray session start is reported apart). "
-                "ratio_after_first_start leaves out the one-off wait for the first trial's worker process.",
+        "Tune's loop, checkpoints and MLflow included; the Ray session start is reported apart). "
+        "ratio_after_first_start leaves out the one-off wait for the first trial's worker process.",
     }
     bench.write("overhead", result)
-    bar_plot(bench.out / "overhead.png", f"Grid winner, {len(data.train)} images: s per trial-epoch",
-             ["bare loop, fp32", f"bare loop, {chosen.name}", "hpsearch trial"], [bare_fp32_s, bare_chosen_s, service_s],
-             "seconds per trial-epoch")
+    bar_plot(
+        bench.out / "overhead.png",
+        f"Grid winner, {len(data.train)} images: s per trial-epoch",
+        ["bare loop, fp32", f"bare loop, {chosen.name}", "hpsearch trial"],
+        [bare_fp32_s, bare_chosen_s, service_s],
+        "seconds per trial-epoch",
+    )
     bench.write("memory", memory_report(memory.summary(), data, attach["zero_copy"]))
     return result
 

@@ -37,7 +37,9 @@ def run(bench: Bench) -> dict:
     root = write_idx_layout(ds, tmpdir("hpsearch-bench-peer-data-"))
     cpus = min(2, os.cpu_count() or 1)
     hp = run_hpsearch(root, bench.scratch("peer-hpsearch"), s.peer_trials, s.peer_epochs, cpus, bench.seed)
-    diy = run_diy(str(root), bench.scratch("peer-diy"), bench.tracking_uri, s.peer_trials, s.peer_epochs, cpus, bench.seed)
+    diy = run_diy(
+        str(root), bench.scratch("peer-diy"), bench.tracking_uri, s.peer_trials, s.peer_epochs, cpus, bench.seed
+    )
     result = {
         "train_images": len(ds.train), "test_images": len(ds.test), "trials": s.peer_trials, "epochs": s.peer_epochs,
         "cpus": cpus, "hpsearch": hp, "diy": diy, "speedup": diy["wall_s"] / hp["wall_s"],
@@ -47,7 +49,11 @@ def run(bench: Bench) -> dict:
                 "DIY search tests its best checkpoint (no retrain), as the Ray docs do",
     }
     bench.write("peer", result)
-    bar_plot(bench.out / "peer.png", f"{s.peer_trials} trials x {s.peer_epochs} epochs, {len(ds.train)} images: wall time",
-             [f"hpsearch (test {hp['test_accuracy']:.3f})", f"DIY Ray Tune (test {diy['test_accuracy']:.3f})"],
-             [hp["wall_s"], diy["wall_s"]], "seconds")
+    bar_plot(
+        bench.out / "peer.png",
+        f"{s.peer_trials} trials x {s.peer_epochs} epochs, {len(ds.train)} images: wall time",
+        [f"hpsearch (test {hp['test_accuracy']:.3f})", f"DIY Ray Tune (test {diy['test_accuracy']:.3f})"],
+        [hp["wall_s"], diy["wall_s"]],
+        "seconds",
+    )
     return result

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from spaces import SpaceContext, get_study
+from spaces.registry import get_study
+from spaces.study import SpaceContext
 from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from search.bench.common import REPO, Bench, MemorySampler, bar_plot, local_ray, quiet, run_service, tmpdir
-from spaces import get_study
 from spaces.fashion_space import GRID_WINNER
+from spaces.registry import get_study
 
 
 def winner_grid(trials: int):

@@ -1,0 +1,202 @@
+"""A study's phases, each taking and returning typed values:
+
+    prepare   the request's data, loaded and split once (every bad-input check before training)
+    search    Ray Tune's trials (new or restored), ended by the study, a budget or Ctrl-C
+    choose    the best trial that can be a final model
+    finalize  the final model (retrained or the best checkpoint), tested once, saved, logged
+
+`search.study_run` runs them in order with tracking and resume around them; the benchmarks
+call `search` itself, so what they measure is what users run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.data_args import DataChoice, load_choice
+from search.export import BestConfig, git_commit, package_versions
+from search.files import BEST_FILE, TUNE_DIR
+from search.final import FinalResult, FinalSpec, from_checkpoint, log_final, retrain, save_model
+from search.progress import say
+from search.records import TrialRecord, trial_records
+from search.request import SMOKE_TEST, SMOKE_TRAIN, StudyRequest
+from search.tracking import Tracker, TrialLogger
+from search.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
+from spaces.study import Study
+from trainables.data import Dataset, TrainingData
+from trainables.model import NetConfig
+from trainables.transfer import Backbone
+
+# --- prepare ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    dataset: Dataset  # every training image (the final retrain) and the held-out test images
+    search_data: TrainingData  # the training images split into the search's train and validation
+    backbone: Backbone | None  # transfer studies: the network they fine-tune
+
+
+def prepare(study: Study, request: StudyRequest) -> Prepared:
+    dataset, backbone = load_choice(DataChoice.from_dict(request.data))
+    if request.smoke:
+        dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, request.seed)
+    return Prepared(dataset, dataset.for_search(study.settings.val_fraction, request.seed), backbone)
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+class CtrlC:
+    """The first Ctrl-C asks Tune to stop the way it stops on SIGUSR1: no new trials, the
+    experiment state saved, running trials left resumable. A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.pressed = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nstopping: saving the search state (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __enter__(self) -> "CtrlC":
+        # Tune's own SIGINT handler is off (TUNE_DISABLE_SIGINT_HANDLER, set by the CLI) so
+        # that this one can tell an interruption from a search that ended by itself.
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+
+@dataclass
+class SearchOutcome:
+    results: Any  # Tune's ResultGrid: checkpoints and metrics per trial
+    records: list[TrialRecord]
+    interrupted: bool  # Ctrl-C: the state is saved and the study resumable
+
+
+def search(study: Study, plan: Plan, data: TrainingData, folder: Path, logger: TrialLogger,
+           backbone: Backbone | None = None, final_scale: float = 0.0) -> SearchOutcome:
+    """Run the search in `folder` on the Ray session already started: a new one, or the saved
+    one continued. `final_scale`: seconds the final phase trains per second of the best trial's
+    training (search.budget keeps that room inside a time budget)."""
+    if (folder / TUNE_DIR / "tuner.pkl").exists():
+        tuner = restore_tuner(study, plan, data, folder, backbone)
+    else:
+        tuner = build_tuner(study, plan, data, folder, logger, backbone, final_scale)
+    with CtrlC() as ctrl_c:
+        results = tuner.fit()
+    return SearchOutcome(results, trial_records(results, plan.max_epochs), ctrl_c.pressed)
+
+
+# --- choose -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    record: TrialRecord
+    config: NetConfig
+    best_epoch: int
+    scores: dict[str, float]  # its best epoch's metric and validation loss
+    checkpoint: Path | None  # that epoch's weights, where Tune kept them
+
+
+def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome) -> BestTrial | None:
+    """The best trial with at least one whole epoch (one stopped inside its first epoch was
+    ranked, but has no epoch to retrain to), or None when no trial qualifies."""
+    s = study.settings
+    if s.metric not in table:
+        return None
+    scored = table[(table["status"] != "failed") & (table.get("best_epoch", 0) >= 1)].dropna(subset=[s.metric])
+    if scored.empty:
+        return None
+    row = scored.iloc[0]
+    record = next(r for r in outcome.records if r.trial_id == row["trial_id"])
+    return BestTrial(record, NetConfig.from_flat(record.config), int(row["best_epoch"]),
+                     {s.metric: float(row[s.metric]), "val_loss": float(row["val_loss"])},
+                     best_checkpoint(outcome.results, record.trial_id, s.metric, s.mode))
+
+
+# --- finalize ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What the final phase works with: the study, as asked and as planned, and its MLflow run."""
+
+    study: Study
+    request: StudyRequest
+    prepared: Prepared
+    plan: Plan
+    tracker: Tracker
+    parent_run_id: str
+    threads: int  # CPU threads of the final phase: a whole node's (nothing else runs then)
+
+
+@dataclass(frozen=True)
+class Finished:
+    best: BestConfig  # what best.yaml says
+    final: FinalResult
+    spec: FinalSpec
+    registered: str  # "NAME/VERSION" in the model registry, or ""
+
+
+def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finished:
+    """The final model of `best`, tested once on the held-out images; model.pt, best.yaml and
+    the MLflow records written."""
+    s, request, data, tracker = ctx.study.settings, ctx.request, ctx.prepared, ctx.tracker
+    record, parent = best.record, ctx.parent_run_id
+    tracker.set_tags(parent, {"hpsearch.best_trial": record.name})
+    children = tracker.child_runs(parent)
+    if record.trial_id in children:
+        tracker.set_tags(children[record.trial_id].run_id, {"hpsearch.best": "true"})
+    mode = request.final if best.checkpoint is not None else "retrain"
+    params = best.config.to_flat()
+    spec = FinalSpec(params, epochs=best.best_epoch, seed=request.seed, threads=ctx.threads,
+                     use_gpu=ctx.plan.gpus_per_trial > 0, schedule_epochs=ctx.plan.max_epochs,
+                     precision=request.precision, mode=mode)
+    dataset = data.dataset
+    if mode == "checkpoint":
+        say(f"testing {record.name}'s own weights from epoch {spec.epochs} (chosen on validation) once on "
+            f"{len(dataset.test)} images", flush=True)
+        final = from_checkpoint(spec, best.checkpoint, data.search_data, dataset, data.backbone)
+        # Tune keeps one best checkpoint; on a tie in score it names the epoch.
+        spec = dataclasses.replace(spec, epochs=final.epoch)
+    else:
+        say(f"retraining {record.name} on all {len(dataset.train)} training images for {spec.epochs} epochs "
+            f"of its {ctx.plan.max_epochs}-epoch schedule, then testing once on {len(dataset.test)} images",
+            flush=True)
+        final = retrain(spec, dataset, on_ray=True, backbone=data.backbone)
+    folder = request.folder
+    save_model(final, spec, dataset, ctx.study.name, folder, data.backbone)
+    registered = log_final(tracker, parent, final, spec, dataset, folder, data.backbone, request.register_model)
+    choice = DataChoice.from_dict(request.data)
+    config = BestConfig(
+        space=ctx.study.name, dataset=choice.spec.dataset, hyperparameters=params, epochs=spec.epochs,
+        schedule_epochs=ctx.plan.max_epochs, final=spec.describe(final.numerics),
+        data=choice.to_dict(), classes=list(dataset.info.classes),
+        seed=request.seed, val_fraction=s.val_fraction,
+        metrics={**best.scores, "test_accuracy": final.test_accuracy, "test_loss": final.test_loss},
+        per_class_accuracy=final.per_class_accuracy,
+        search={"name": request.name, "best_trial": record.name, "trials": int(len(table)),
+                "trial_epochs": round(float(table["epochs_seen"].sum()), 2), "smoke": bool(request.smoke),
+                "train_images": len(data.search_data.train), "results_dir": str(folder)},
+        mlflow={"tracking_uri": request.tracking_uri, "experiment_id": tracker.experiment_id,
+                "parent_run_id": parent,
+                "trial_run_id": children[record.trial_id].run_id if record.trial_id in children else ""},
+        versions=package_versions(), git_commit=git_commit(),
+    )
+    config.save(folder / BEST_FILE)
+    tracker.log_artifact(parent, folder / BEST_FILE)
+    return Finished(config, final, spec, registered)

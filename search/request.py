@@ -1,0 +1,99 @@
+"""What a user asks of a study, typed: `StudyRequest` is built once by the CLI from the
+arguments, saved as the study folder's study.json with how far the study got (`StudyState`),
+and is the one source of truth when the study resumes. Where it runs (`Resources`) is asked
+anew by every command, so a study can resume on another cluster.
+
+No torch, Ray or MLflow here: `--help` and argument errors stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.files import STATE_FILE
+from trainables.errors import UserError
+
+SMOKE_TRAIN, SMOKE_TEST = 3000, 1000  # --smoke: a slice of the data, 2 trials, 1 epoch
+SMOKE_SAMPLES, SMOKE_EPOCHS = 2, 1
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where a command runs: a local Ray instance (address None) or a cluster, and how much of
+    it to use (None: all it has)."""
+
+    address: str | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """One study as asked: the space, the budget, the data, and the run settings that are not
+    hyperparameters (seed, numerics, final model, tracking)."""
+
+    space: str
+    name: str
+    results_root: str
+    data: dict  # search.data_args.DataChoice.to_dict(): dataset, files, backbone (a dict at the edge)
+    tracking_uri: str
+    samples: int | None = None
+    max_epochs: int | None = None
+    seed: int = 0
+    smoke: bool = False
+    time_budget: float | None = None  # minutes, the final model included
+    register_model: str | None = None
+    precision: str = "auto"  # trainables.numerics: auto | bf16 | fp32
+    final: str = "retrain"  # search.final.FINAL_MODES
+    command: str = ""  # the command line, credentials redacted: logged on the study's MLflow run
+    created: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.results_root) / self.name
+
+    def resume_command(self) -> str:
+        return (f"python -m search.run {self.space} --name {self.name} --resume "
+                f"--results-dir {self.results_root}")
+
+    @staticmethod
+    def now() -> str:
+        return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class StudyState:
+    """A request and how far its study got; study.json, written atomically at each phase. The
+    file is flat (the request's fields, then the progress) so readers need no hpsearch types."""
+
+    request: StudyRequest
+    parent_run_id: str = ""  # the study's MLflow run
+    phase: str = "search"  # search -> final -> done
+
+    def save(self) -> None:
+        from search.export import atomic_write_text
+
+        body = {**dataclasses.asdict(self.request), "parent_run_id": self.parent_run_id, "phase": self.phase}
+        atomic_write_text(self.request.folder / STATE_FILE, json.dumps(body, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "StudyState":
+        try:
+            body = json.loads((folder / STATE_FILE).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{folder} has no {STATE_FILE}: it is not a study hpsearch can resume") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{folder / STATE_FILE} is damaged ({e}); start a new study with another --name") from None
+        if not isinstance(body, dict):
+            raise UserError(f"{folder / STATE_FILE} is damaged (not a mapping); start a new study with another --name")
+        progress = {k: body.pop(k) for k in ("parent_run_id", "phase") if k in body}
+        # The folder may have moved since it was written: where it is now is where it resumes.
+        body.update(results_root=str(folder.parent), name=folder.name)
+        try:
+            return cls(StudyRequest(**body), **progress)
+        except TypeError as e:
+            raise UserError(f"{folder / STATE_FILE} is damaged ({e}); start a new study with another --name") from None
