@@ -43,15 +43,31 @@ def default_tracking_uri(results_root: Path) -> str:
 
 
 def _check_server(uri: str) -> None:
+    """A server is up and lets us in (with the credentials MLflow itself would send) before any
+    training starts: /health answers without a login, so a real API call follows it."""
     if not uri.startswith(("http://", "https://")):
         return
+    import os
+
     import requests
 
+    base = uri.rstrip("/")
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        requests.get(base + "/health", timeout=5).raise_for_status()
     except requests.RequestException as e:
-        raise UserError(f"MLflow tracking server {uri} is not reachable ({type(e).__name__}); "
-                        "start it or pass another --tracking-uri") from None
+        raise UserError(f"MLflow tracking server {uri} is not reachable ({type(e).__name__}); start it",
+                        option="tracking_uri", fix="naming another store") from None
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    try:
+        answer = requests.get(base + "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10,
+                              auth=(user, password or "") if user else None)
+    except requests.RequestException:
+        return  # up a moment ago: the store's own retries deal with a blip
+    if answer.status_code in (401, 403):
+        who = f"user {user!r} was refused" if user else "it asks for a login"
+        raise UserError(f"MLflow tracking server {uri}: {who} (HTTP {answer.status_code})",
+                        option="tracking_uri", fix="as http://USER:PASSWORD@HOST:PORT, or set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
 
 
 @dataclass

@@ -83,16 +83,26 @@ def free_port() -> int:
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 that can be stopped and started again on its port."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.port, self.proc = folder, free_port(), None
+    def __init__(self, folder: Path, admin_password: str | None = None):
+        """`admin_password`: run MLflow's basic-auth app (as the cluster files do), user `admin`."""
+        self.folder, self.port, self.proc, self.admin_password = folder, free_port(), None, admin_password
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        auth, env = [], dict(os.environ)
+        if self.admin_password is not None:
+            ini = self.folder / "basic_auth.ini"
+            ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.folder / 'auth.db'}\n"
+                           "admin_username = admin\n"
+                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=self.admin_password,
+                       MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-form-key")
+            auth = ["--app-name", "basic-auth"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "mlflow", "server", *auth, "--host", "127.0.0.1", "--port", str(self.port),
              "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
              "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         import requests
 
         def healthy() -> bool:

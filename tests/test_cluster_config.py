@@ -48,6 +48,27 @@ def test_launcher_config_passes_rays_validation(name):
     assert "MLFLOW_TRACKING_URI" in "\n".join(config["head_setup_commands"])
 
 
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_launcher_clusters_admit_only_holders_of_their_secrets(name):
+    config = load(name)
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    ray_starts = [c for c in starts if "ray start" in c]
+    assert len(ray_starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in ray_starts), ray_starts
+    # One token, made on the head and copied by the launcher to each worker; drivers use token mode too.
+    head_setup = "\n".join(config["head_setup_commands"])
+    assert "get-auth-token --generate" in head_setup and "test -s ~/.ray/auth_token" in head_setup
+    assert config["cluster_synced_files"] == ["~/.ray/auth_token"]
+    assert "export RAY_AUTH_MODE=token" in "\n".join(config["setup_commands"])
+    # MLflow: the basic-auth app, its secrets made once on the shared volume, readable by the user only;
+    # its runs there too, so they outlive the head.
+    mlflow = next(c for c in config["head_start_ray_commands"] if "mlflow server" in c)
+    assert "--app-name basic-auth" in mlflow and "MLFLOW_AUTH_ADMIN_PASSWORD=$(cat /mnt/hpsearch/" in mlflow
+    assert "MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat /mnt/hpsearch/" in mlflow
+    assert "--backend-store-uri sqlite:////mnt/hpsearch/" in mlflow and "$HOME/mlflow/mlflow.db" not in mlflow
+    assert "umask 077" in head_setup and "chmod 700 /mnt/hpsearch/mlflow/secrets" in head_setup
+    assert "MLFLOW_TRACKING_PASSWORD" in head_setup and "database_uri = sqlite:////mnt/hpsearch/" in head_setup
+
+
 def test_cloud_config_has_autoscaling_4_gpu_workers():
     config = load("cluster.yaml")
     workers = config["available_node_types"]["gpu_worker"]
@@ -110,7 +131,7 @@ def pod_templates(job: dict) -> dict[str, dict]:
 
 def test_rayjob_manifest():
     docs = rayjob_documents()
-    assert set(docs) == {"PersistentVolumeClaim", "RayJob"}
+    assert set(docs) == {"PersistentVolumeClaim", "RayJob", "NetworkPolicy"}
     claim, job = docs["PersistentVolumeClaim"], docs["RayJob"]
     assert claim["apiVersion"] == "v1" and k8s_problems(claim, "V1PersistentVolumeClaim", "pvc") == []
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by every node
@@ -145,8 +166,40 @@ def test_rayjob_manifest():
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
     mlflow = next(c for c in head["template"]["spec"]["containers"] if c["name"] == "mlflow")
     assert "--host 127.0.0.1" in " ".join(mlflow["args"])
-    head_env = {e["name"]: e["value"] for e in head["template"]["spec"]["containers"][0]["env"]}
+    head_env = {e["name"]: e.get("value") for e in head["template"]["spec"]["containers"][0]["env"]}
     assert head_env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+
+
+def secret_env(container: dict) -> dict[str, tuple[str, str]]:
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "valueFrom" in e}
+
+
+def test_kubernetes_cluster_admits_only_its_own_pods_and_holders_of_its_secrets():
+    docs = rayjob_documents()
+    job, policy = docs["RayJob"], docs["NetworkPolicy"]
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token"}  # KubeRay makes the token Secret and hands it out
+    assert job["spec"]["submissionMode"] == "SidecarMode"
+    # MLflow: basic auth with the admin password and form key from a Secret, on the pod's loopback.
+    head = pod_templates(job)["head"]["spec"]["containers"]
+    mlflow = next(c for c in head if c["name"] == "mlflow")
+    args = " ".join(mlflow["args"])
+    assert "--app-name basic-auth" in args and "--host 127.0.0.1" in args and "/mnt/hpsearch/mlflow/" in args
+    assert secret_env(mlflow) == {"MLFLOW_AUTH_ADMIN_PASSWORD": ("hpsearch-mlflow", "admin-password"),
+                                  "MLFLOW_FLASK_SERVER_SECRET_KEY": ("hpsearch-mlflow", "flask-secret")}
+    assert secret_env(head[0])["MLFLOW_TRACKING_PASSWORD"] == ("hpsearch-mlflow", "admin-password")
+    # The NetworkPolicy: a valid Kubernetes object that selects every pod of the cluster and admits
+    # only the cluster's own pods, and the operator on the dashboard's port.
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert k8s_problems(policy, "V1NetworkPolicy", "policy") == []
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for name, template in pod_templates(job).items():
+        assert selector.items() <= template["metadata"]["labels"].items(), name
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    own, operator = policy["spec"]["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": selector}}]}
+    assert operator["ports"] == [{"port": 8265, "protocol": "TCP"}]
 
 
 def test_the_pod_check_can_fail():

@@ -1,9 +1,12 @@
 """A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`, with
-token authentication), a small search joined through `--address`, and trials on both nodes."""
+token authentication), a small search joined through `--address`, and trials on both nodes; a
+driver without the token is refused."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +28,17 @@ def epoch_nodes(study: Path) -> dict[str, set[str]]:
     return nodes
 
 
+def stranger(cluster: LocalCluster, home: Path, **env: str) -> subprocess.CompletedProcess:
+    """A driver that can reach the cluster's port but does not hold its token: a home without
+    ~/.ray/auth_token, and `env` (a token of its own, or no token mode at all)."""
+    home.mkdir(exist_ok=True)
+    base = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    code = ("import ray; ray.init(address=%r, include_dashboard=False, logging_level='ERROR'); "
+            "print('joined', ray.get(ray.remote(lambda: 1).remote()))" % cluster.address)
+    return subprocess.run([sys.executable, "-c", code], env={**base, "HOME": str(home), **env},
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_search_through_address_spreads_trials_over_both_nodes(tmp_path, data_root):
     cluster = LocalCluster(tmp_path / "cluster", nodes=2, cpus_per_node=1)
     try:
@@ -32,6 +46,11 @@ def test_search_through_address_spreads_trials_over_both_nodes(tmp_path, data_ro
         node_ids = set(cluster.alive_nodes())
         assert len(node_ids) == 2
         assert not cluster.address.startswith("127.")  # the head announces the machine's address
+        # Refused by the cluster, not by the driver's own check: it asks for no authentication at all.
+        # (A wrong token is refused the same way; each try costs 20 s of Ray's retries.)
+        refused = stranger(cluster, tmp_path / "stranger", RAY_AUTH_MODE="disabled")
+        assert refused.returncode != 0 and "joined" not in refused.stdout, refused.stdout
+        assert "token-auth" in refused.stderr and "Failed to connect" in refused.stderr, refused.stderr[-3000:]
         proc = run_module("search.run", "fashion_space", "--address", cluster.address, "--smoke",
                           "--samples", str(SAMPLES), "--max-epochs", "1", "--name", "two-nodes",
                           "--results-dir", str(tmp_path / "results"), "--data-dir", str(data_root),
