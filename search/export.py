@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from search.files import BEST_FILE, HISTORY_FILE, TRIALS_CSV, TRIALS_PARQUET
 from search.records import TrialRecord
 from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
 
-HISTORY_FILE = "history.csv"
 PACKAGES = ("hpsearch", "torch", "ray", "optuna", "mlflow", "numpy", "pandas")
 
 
@@ -128,7 +128,7 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
 
 
 def write_table(table: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
-    parquet, csv = folder / "trials.parquet", folder / "trials.csv"
+    parquet, csv = folder / TRIALS_PARQUET, folder / TRIALS_CSV
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".parquet")
     os.close(fd)
     table.to_parquet(tmp, index=False)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if output is not None and not output.parent.is_dir():
         raise UserError(f"--output {output}: folder {output.parent} does not exist")
     if output is not None and output.is_dir():
-        raise UserError(f"--output {output} is a folder; name a file, e.g. {output / 'best.yaml'}")
+        raise UserError(f"--output {output} is a folder; name a file, e.g. {output / BEST_FILE}")
     configs = top_configs(Path(args.results_dir), args.top)
     if len(configs) < args.top:
         print(f"note: only {len(configs)} trials have a score after a whole epoch (trials stopped inside "

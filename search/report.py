@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from search.cli import Parser, run_cli
+from search.files import REPORT_DIR, REPORT_FILE
 from search.results import StudyResults, load
 
-REPORT_DIR = "report"  # figures go here; report.html sits in the study folder and links to them
 DPI = 110
 TOP_CURVES = 5
 TOP_TABLE = 10
@@ -468,7 +468,7 @@ def write_report(folder: str | Path) -> Report:
     """Read a study folder and write report.html plus report/*.png into it."""
     results = load(folder)
     out = results.folder / REPORT_DIR
-    report = Report(html=results.folder / "report.html")
+    report = Report(html=results.folder / REPORT_FILE)
     imp = importances(results)
     report.importances = imp
     made = {

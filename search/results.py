@@ -11,12 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from search.export import HISTORY_FILE, BestConfig
+from search.export import BestConfig
+from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
 from trainables.errors import UserError
 
-STATE_FILE = "study.json"  # written by search.study_run
-TUNE_DIR = "tune"  # search.tuner.TUNE_DIR; not imported, so reading results does not import Ray
 # Trials-table columns that are not hyperparameters (search.export.trials_table writes them).
 TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "epochs_seen", "numerics", "best_epoch", "val_loss",
                  "val_accuracy", "train_loss", "epoch_seconds", "mmacs", "error"}
@@ -115,17 +114,17 @@ def load(folder: str | Path) -> StudyResults:
         raise UserError(f"{folder / STATE_FILE} is damaged ({e})") from None
     if not isinstance(state, dict):
         raise _not_a_study(folder, f"{STATE_FILE} is not a mapping")
-    if (folder / "trials.parquet").is_file():
-        table = _read_table(folder / "trials.parquet", pd.read_parquet)
-    elif (folder / "trials.csv").is_file():
-        table = _read_table(folder / "trials.csv", pd.read_csv)
+    if (folder / TRIALS_PARQUET).is_file():
+        table = _read_table(folder / TRIALS_PARQUET, pd.read_parquet)
+    elif (folder / TRIALS_CSV).is_file():
+        table = _read_table(folder / TRIALS_CSV, pd.read_csv)
     else:
         raise UserError(f"{folder} has no trials table yet: its search has not finished "
                         f"(resume it with search.run --resume --name {folder.name})")
-    best = BestConfig.load(folder / "best.yaml") if (folder / "best.yaml").is_file() else None
+    best = BestConfig.load(folder / BEST_FILE) if (folder / BEST_FILE).is_file() else None
     confusion = None
-    if (folder / "confusion_matrix.csv").is_file():
-        confusion = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
+    if (folder / CONFUSION_FILE).is_file():
+        confusion = pd.read_csv(folder / CONFUSION_FILE, index_col=0)
     return StudyResults(folder, state, table, _history(folder), best, confusion)
 
 

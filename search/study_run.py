@@ -16,7 +16,7 @@ import pandas as pd
 
 from search.cluster import Cluster, start_ray
 from search.export import git_commit, package_versions, trials_table, write_history, write_table
-from search.files import BEST_FILE, MODEL_FILE
+from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
 from search.records import TrialRecord, too_many_failures
@@ -165,14 +165,14 @@ class StudyRun:
         for record in failed[:5]:
             last = record.error.strip().splitlines()[-1] if record.error.strip() else "(no message)"
             print(f"  {record.name}: {last}", file=sys.stderr)
-        print(f"full table: {self.dir / 'trials.csv'}; MLflow run {parent}", file=sys.stderr)
+        print(f"full table: {self.dir / TRIALS_CSV}; MLflow run {parent}", file=sys.stderr)
         return 1
 
     def _report(self, tracker: Tracker, parent: str) -> Path | None:
         """report.html and its figures, also on the parent run (the page at the artifact root,
         the PNGs under report/, so its relative links hold there too)."""
         try:
-            from search.report import REPORT_DIR, write_report
+            from search.report import write_report
 
             report = write_report(self.dir)
         except Exception as e:  # noqa: BLE001 - the study's results are complete; the report can be redone
@@ -212,7 +212,7 @@ class StudyRun:
         what = "best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration"
         print(f"test accuracy of the {what}: {finished.final.test_accuracy:.4f} "
               f"(measured once, on images the search never saw)")
-        print(f"results: {self.dir / BEST_FILE}, {self.dir / 'trials.parquet'}, {self.dir / 'trials.csv'}, "
+        print(f"results: {self.dir / BEST_FILE}, {self.dir / TRIALS_PARQUET}, {self.dir / TRIALS_CSV}, "
               f"{self.dir / MODEL_FILE}")
         if report is not None:
             print(f"report: {report} (open it in a browser)")
