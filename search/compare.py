@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from search.atomic import atomic_write_text
 from search.cli import Parser, run_cli
-from search.export import atomic_write_text
 from search.files import REPORT_FILE
 from search.report import _figure, _format, _metric_label, _save, anytime_figure
 from search.results import StudyResults, load

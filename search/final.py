@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from search.export import atomic_write_text
+from search.atomic import atomic_write_text
 from search.files import CONFUSION_FILE, MODEL_FILE
 from search.tracking import Tracker
 from trainables.data import Dataset, TrainingData

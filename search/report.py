@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from search.atomic import atomic_write_text
 from search.cli import Parser, run_cli
 from search.files import REPORT_DIR, REPORT_FILE
 from search.results import StudyResults, load
@@ -482,8 +483,6 @@ def write_report(folder: str | Path) -> Report:
     for key in made:
         if made[key] is None:
             report.notes.append(_MISSING[key])
-    from search.export import atomic_write_text
-
     atomic_write_text(report.html, render_html(results, report))
     return report
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from search.export import BestConfig
+from search.best_config import BestConfig
 from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
 from trainables.errors import UserError
 
-# Trials-table columns that are not hyperparameters (search.export.trials_table writes them).
+# Trials-table columns that are not hyperparameters (search.trials_table writes them).
 TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "epochs_seen", "numerics", "best_epoch", "val_loss",
                  "val_accuracy", "train_loss", "epoch_seconds", "mmacs", "error"}
 

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     check_name(args.name)
     check_seed(args.seed)
     check_local_resources(args.cpus, args.gpus)
-    from search.export import BestConfig, git_commit, package_versions
+    from search.best_config import BestConfig
+    from search.provenance import git_commit, package_versions
     from spaces.registry import get_study
 
     best = BestConfig.load(Path(args.config))

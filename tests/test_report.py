@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from search.export import BestConfig
+from search.best_config import BestConfig
 from search.report import DPI, REPORT_DIR, importances, optuna_study, searched
 from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.results import load

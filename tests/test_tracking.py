@@ -86,7 +86,7 @@ def test_reconcile_fills_only_what_mlflow_lacks(tmp_path):
 
 
 def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
-    from search.export import trials_table
+    from search.trials_table import trials_table
 
     partial = {"epochs_seen": 0.25, "val_accuracy": 0.61, "val_loss": 1.2, "train_loss": 1.5}
     history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0},
