@@ -22,6 +22,7 @@ from search.atomic import atomic_write_text
 from search.cli import Parser, run_cli
 from search.files import REPORT_DIR, REPORT_FILE
 from search.results import StudyResults, load
+from search.trials_table import config_columns, short_names
 
 DPI = 110
 TOP_CURVES = 5
@@ -389,10 +390,9 @@ CAPTIONS = {
 
 def top_table(results: StudyResults, k: int = TOP_TABLE) -> pd.DataFrame:
     scored = results.scored().head(k)
-    params = [c for c in results.param_columns() if c in scored and scored[c].nunique(dropna=True) > 1
-              or (c in scored and len(scored) == 1)]
+    params = [c for c in config_columns(scored) if scored[c].nunique(dropna=True) > 1 or len(scored) == 1]
     columns = [c for c in SUMMARY_COLUMNS if c in scored] + params
-    return scored[columns]
+    return short_names(scored[columns])
 
 
 def _format(value) -> str:

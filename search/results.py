@@ -14,18 +14,15 @@ import pandas as pd
 from search.best_config import BestConfig
 from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
+from search.trials_table import params, with_prefix
 from trainables.errors import UserError
-
-# Trials-table columns that are not hyperparameters (search.trials_table writes them).
-TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "epochs_seen", "numerics", "best_epoch", "val_loss",
-                 "val_accuracy", "train_loss", "epoch_seconds", "mmacs", "error"}
 
 
 @dataclass
 class StudyResults:
     folder: Path
     state: dict[str, Any]
-    table: pd.DataFrame  # one row per trial, best first (trials.parquet)
+    table: pd.DataFrame  # one row per trial, best first (trials.parquet; hyperparameters as config/NAME)
     history: pd.DataFrame  # one row per trial-epoch (history.csv, or Tune's own logs)
     best: BestConfig | None  # best.yaml, once the final retrain has run
     confusion: pd.DataFrame | None  # rows: true class, columns: predicted
@@ -55,18 +52,9 @@ class StudyResults:
         except UserError:
             return None  # a study no longer registered: its files still read
 
-    def param_columns(self) -> list[str]:
-        return [c for c in self.table.columns if c not in TABLE_COLUMNS and c != self.metric]
-
     def params(self, row: pd.Series) -> dict[str, Any]:
         """One trial's hyperparameters as recorded (absent conditional ones left out)."""
-        out = {}
-        for column in self.param_columns():
-            value = row[column]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            out[column] = value.item() if hasattr(value, "item") else value
-        return out
+        return params(row)
 
     def trial_epochs(self) -> float:
         """Training spent, in epochs: a trial stopped at a quarter-epoch rung counts 0.25."""
@@ -125,7 +113,9 @@ def load(folder: str | Path) -> StudyResults:
     confusion = None
     if (folder / CONFUSION_FILE).is_file():
         confusion = pd.read_csv(folder / CONFUSION_FILE, index_col=0)
-    return StudyResults(folder, state, table, _history(folder), best, confusion)
+    results = StudyResults(folder, state, table, _history(folder), best, confusion)
+    results.table = with_prefix(table, results.metric)  # a folder from before the config/ prefix
+    return results
 
 
 def _read_table(path: Path, reader) -> pd.DataFrame:

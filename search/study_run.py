@@ -22,12 +22,13 @@ from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, too_many_failures
 from search.request import Resources, StudyState
 from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
-from search.trials_table import trials_table, write_history, write_table
+from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
 from search.tuner import Plan, make_plan
 from spaces.study import Study
 
-TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",
-               "kernel_size", "activation", "batch_norm", "optimizer", "lr", "batch_size"]
+TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs",
+               *(CONFIG_PREFIX + name for name in ("family", "conv_layers", "kernel_size", "activation", "batch_norm",
+                                                   "optimizer", "lr", "batch_size"))]
 MAX_FAILED_FRACTION = 0.5
 TRACKING_WAIT_MIN = 10
 
@@ -205,7 +206,8 @@ class StudyRun:
         columns = [c for c in TOP_COLUMNS if c in table]
         if verbosity() >= Verbosity.NORMAL:
             print("\ntop 5 trials (by validation accuracy):")
-            print(table[columns].head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+            top = short_names(table[columns].head(5))
+            print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
         else:  # --quiet: the best configuration in one line instead of the table
             best = table.iloc[0]
             print(f"best: {best['trial']} ({metric} {best[metric]:.4f}): "

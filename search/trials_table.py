@@ -1,6 +1,11 @@
 """The trials table (trials.parquet and trials.csv, one row per trial, best first) and the
 per-epoch history (history.csv): a finished search's trial records flattened into the tables
-that the report, `search.compare`, `search.export` and people read."""
+that the report, `search.compare`, `search.export` and people read.
+
+Hyperparameter columns carry a prefix, `config/lr`, `config/family` (as Ray's own result frames
+do), so a configuration and a metric can never be confused: a new metric column is never read
+back as a hyperparameter, and a hyperparameter never shadows a metric. Tables shown to people
+drop the prefix (`short_names`)."""
 
 from __future__ import annotations
 
@@ -18,11 +23,51 @@ from search.records import TrialRecord
 from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
 
+CONFIG_PREFIX = "config/"
+
+
+def config_columns(table: pd.DataFrame) -> list[str]:
+    """The hyperparameter columns, in table order."""
+    return [c for c in table.columns if str(c).startswith(CONFIG_PREFIX)]
+
+
+def params(row: pd.Series) -> dict[str, Any]:
+    """One trial's hyperparameters as recorded, without the prefix (absent conditional ones,
+    empty in the table, left out; numpy scalars as plain Python values)."""
+    out = {}
+    for column, value in row.items():
+        if not str(column).startswith(CONFIG_PREFIX):
+            continue
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        out[str(column)[len(CONFIG_PREFIX):]] = value.item() if hasattr(value, "item") else value
+    return out
+
+
+# Every other column the writer made before hyperparameters had a prefix. Frozen: it only reads
+# folders written then (new columns come with the prefix in place, and never need adding here).
+_BEFORE_PREFIX = frozenset({"trial", "trial_id", "status", "epochs", "epochs_seen", "numerics", "best_epoch",
+                            "val_loss", "val_accuracy", "train_loss", "epoch_seconds", "mmacs", "error"})
+
+
+def with_prefix(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """A table written before hyperparameter columns had a prefix, read as if written now; a
+    table that has any `config/` column is returned as it is."""
+    if config_columns(table):
+        return table
+    return table.rename(columns={c: f"{CONFIG_PREFIX}{c}" for c in table.columns
+                                 if c not in _BEFORE_PREFIX and c != metric})
+
+
+def short_names(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as people read it: `lr`, not `config/lr`."""
+    return table.rename(columns={c: c[len(CONFIG_PREFIX):] for c in config_columns(table)})
+
 
 def trials_table(records: list[TrialRecord], metric: str, mode: str,
                  input_shape: tuple[int, int, int], num_classes: int, backbone=None) -> pd.DataFrame:
     """One row per trial, best first: status, epochs, its best epoch's scores, cost, and every
-    hyperparameter (absent conditional ones are empty)."""
+    hyperparameter as `config/NAME` (absent conditional ones are empty)."""
     sign = 1.0 if mode == "max" else -1.0
     rows = []
     for record in records:
@@ -47,7 +92,7 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
         except UserError:
             row["mmacs"] = math.nan
         row["error"] = record.error.strip().splitlines()[-1] if record.error.strip() else ""
-        row.update(record.config)
+        row.update({f"{CONFIG_PREFIX}{k}": v for k, v in record.config.items()})
         rows.append(row)
     table = pd.DataFrame(rows)
     if metric in table:

@@ -101,6 +101,21 @@ def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
     assert table["val_accuracy"][1] == 0.61
 
 
+def test_hyperparameters_are_prefixed_columns_and_never_confused_with_metrics():
+    from search.trials_table import config_columns, params, short_names, trials_table
+
+    history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0}]
+    # A hyperparameter that shares a metric's name stays apart from it.
+    records = [TrialRecord("a", "trial_001", {"lr": 0.1, "val_loss": "x"}, history, "completed"),
+               TrialRecord("b", "trial_002", {"lr": 0.2, "dropout": 0.3}, history, "completed")]
+    table = trials_table(records, "val_accuracy", "max", (1, 28, 28), 10)
+    assert config_columns(table) == ["config/lr", "config/val_loss", "config/dropout"]
+    assert table["val_loss"][0] == 0.9 and table["config/val_loss"][0] == "x"
+    assert params(table.iloc[1]) == {"lr": 0.2, "dropout": 0.3}  # the absent val_loss left out
+    assert params(table.iloc[0]) == {"lr": 0.1, "val_loss": "x"}
+    assert {"lr", "dropout", "val_accuracy"} <= set(short_names(table).columns)
+
+
 def test_the_tracker_leaves_the_environment_alone(tmp_path, monkeypatch):
     """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; a Tracker must not,
     or every later subprocess (Ray workers, the next search) inherits this store."""
