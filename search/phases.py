@@ -29,7 +29,8 @@ from search.progress import say
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, trial_records
 from search.request import SMOKE_TEST, SMOKE_TRAIN, StudyRequest
-from search.tracking import Tracker, TrialLogger
+from search.tracking import Tracker
+from search.trial_logger import TrialLogger
 from search.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
 from spaces.study import Study
 from trainables.data import Dataset, TrainingData

@@ -15,13 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from search.cluster import Cluster, start_ray
+from search.delivery import reconcile
 from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, too_many_failures
 from search.request import Resources, StudyState
-from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
+from search.tracking import Tracker, default_tracking_uri
+from search.trial_logger import TrialLogger
 from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
 from search.tuner import Plan, make_plan
 from spaces.study import Study

@@ -19,12 +19,12 @@ from ray.tune.stopper import CombinedStopper
 
 from search.asha import STATE_FILE as ASHA_STATE
 from search.asha import PersistentASHA
-from search.budget import StudyBudget
+from search.budget import FailureBudget, StudyBudget
 from search.cores import CoreSharing, start_ledger
 from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
-from search.tracking import FailureBudget, TrialLogger
 from search.trial import tune_trial
+from search.trial_logger import TrialLogger
 from spaces.study import SpaceContext, Study
 from trainables.data import TrainingData
 from trainables.errors import UserError

@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
+from search.delivery import DeliveryQueue, reconcile
 from search.records import TrialRecord, too_many_failures, trial_number_from_path
-from search.tracking import DeliveryQueue, Tracker, reconcile
+from search.tracking import Tracker
 
 
 class FakeStore(Tracker):
