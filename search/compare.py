@@ -11,8 +11,9 @@ import pandas as pd
 
 from search.atomic import atomic_write_text
 from search.cli import Parser, run_cli
+from search.figures import _figure, _metric_label, _save, anytime_figure
 from search.files import REPORT_FILE
-from search.report import _figure, _format, _metric_label, _save, anytime_figure
+from search.report import _format
 from search.results import StudyResults, load
 from trainables.errors import UserError
 

@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from search.best_config import BestConfig
-from search.report import DPI, REPORT_DIR, importances, optuna_study, searched
+from search.figures import DPI
+from search.files import REPORT_DIR
+from search.replay import importances, optuna_study, searched
 from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.results import load
 from tests.conftest import run_module
