@@ -6,13 +6,19 @@ the epochs at which it peaked, times the share of images the final retrain adds 
 images instead of the search's training split); a final that tests the best checkpoint needs only
 the test pass. A stopped trial loses nothing already done: its best epoch's checkpoint and its
 scores stay, and the final phase uses them.
+
+The other stopper here, `FailureBudget`, ends the search when too many trials have failed.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ray import tune
+
+if TYPE_CHECKING:
+    from search.trial_logger import TrialLogger
 
 # Testing, saving the model and writing the report after the final training, in seconds.
 FINAL_FIXED_S = 15.0
@@ -62,3 +68,16 @@ class StudyBudget(tune.Stopper):
 
     def stop_all(self) -> bool:
         return self.elapsed_s() + self.reserve_s() >= self.budget_s
+
+
+class FailureBudget(tune.Stopper):
+    """Ends the search when the trial logger says too many trials failed."""
+
+    def __init__(self, logger: TrialLogger):
+        self.logger = logger
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.logger.over_budget

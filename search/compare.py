@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from search.atomic import atomic_write_text
 from search.cli import Parser, run_cli
-from search.export import atomic_write_text
-from search.report import _figure, _format, _metric_label, _save, anytime_figure
+from search.figures import _figure, _metric_label, _save, anytime_figure
+from search.files import REPORT_FILE
+from search.report import _format
 from search.results import StudyResults, load
 from trainables.errors import UserError
 
@@ -73,8 +75,8 @@ def render_html(a: StudyResults, b: StudyResults, figure: Path, out: Path) -> st
         "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in t.itertuples(index=False)
     )
     diff = "".join(f"<tr><td>{e(k)}</td><td>{e(x)}</td><td>{e(y)}</td></tr>" for k, x, y in config_diff(a, b))
-    links = "".join(f'<li><a href="{e(Path(_relative(r.folder / "report.html", out)).as_posix())}">'
-                    f"{e(r.name)} report</a></li>" for r in (a, b) if (r.folder / "report.html").is_file())
+    links = "".join(f'<li><a href="{e(Path(_relative(r.folder / REPORT_FILE, out)).as_posix())}">'
+                    f"{e(r.name)} report</a></li>" for r in (a, b) if (r.folder / REPORT_FILE).is_file())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>hpsearch: {e(a.name)} vs {e(b.name)}</title>
 <style>

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from search.export import atomic_write_text
+from search.atomic import atomic_write_text
+from search.files import CONFUSION_FILE, MODEL_FILE
 from search.tracking import Tracker
 from trainables.data import Dataset, TrainingData
 from trainables.model import NetConfig, build_model
@@ -95,8 +96,8 @@ def from_checkpoint(spec: FinalSpec, checkpoint_dir: Path, search_data: Training
 def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
                backbone: Backbone | None = None) -> Path:
     data = dataset.for_final()
-    path = out_dir / "model.pt"
-    tmp = out_dir / ".model.pt.tmp"
+    path = out_dir / MODEL_FILE
+    tmp = out_dir / f".{MODEL_FILE}.tmp"
     torch.save({
         "state_dict": final.state_dict, "config": spec.params, "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
@@ -109,7 +110,7 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
     tmp.replace(path)
     rows = [",".join(["true\\predicted", *data.classes])]
     rows += [",".join([name, *map(str, counts)]) for name, counts in zip(data.classes, final.confusion)]
-    atomic_write_text(out_dir / "confusion_matrix.csv", "\n".join(rows) + "\n")
+    atomic_write_text(out_dir / CONFUSION_FILE, "\n".join(rows) + "\n")
     return path
 
 
@@ -125,7 +126,7 @@ def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec
         "test_accuracy": final.test_accuracy, "test_loss": final.test_loss,
         **{f"test_accuracy.{_metric_name(c)}": a for c, a in final.per_class_accuracy.items()},
     })
-    tracker.log_artifact(run_id, out_dir / "confusion_matrix.csv")
+    tracker.log_artifact(run_id, out_dir / CONFUSION_FILE)
     tracker.set_tags(run_id, {"hpsearch.numerics": final.numerics, "hpsearch.final": spec.mode})
     data = dataset.for_final()
     model = build_model(NetConfig.from_flat(spec.params), data.input_shape, data.num_classes, backbone)

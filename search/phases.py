@@ -21,14 +21,16 @@ from typing import Any
 
 import pandas as pd
 
+from search.best_config import BestConfig
 from search.data_args import DataChoice, load_choice
-from search.export import BestConfig, git_commit, package_versions
 from search.files import BEST_FILE, TUNE_DIR
 from search.final import FinalResult, FinalSpec, from_checkpoint, log_final, retrain, save_model
 from search.progress import say
+from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, trial_records
 from search.request import SMOKE_TEST, SMOKE_TRAIN, StudyRequest
-from search.tracking import Tracker, TrialLogger
+from search.tracking import Tracker
+from search.trial_logger import TrialLogger
 from search.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
 from spaces.study import Study
 from trainables.data import Dataset, TrainingData

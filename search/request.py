@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.atomic import atomic_write_text
 from search.files import STATE_FILE
 from trainables.errors import UserError
 
@@ -75,8 +76,6 @@ class StudyState:
     phase: str = "search"  # search -> final -> done
 
     def save(self) -> None:
-        from search.export import atomic_write_text
-
         body = {**dataclasses.asdict(self.request), "parent_run_id": self.parent_run_id, "phase": self.phase}
         atomic_write_text(self.request.folder / STATE_FILE, json.dumps(body, indent=2) + "\n")
 

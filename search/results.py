@@ -11,22 +11,18 @@ from typing import Any
 
 import pandas as pd
 
-from search.export import HISTORY_FILE, BestConfig
+from search.best_config import BestConfig
+from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
+from search.trials_table import params, with_prefix
 from trainables.errors import UserError
-
-STATE_FILE = "study.json"  # written by search.study_run
-TUNE_DIR = "tune"  # search.tuner.TUNE_DIR; not imported, so reading results does not import Ray
-# Trials-table columns that are not hyperparameters (search.export.trials_table writes them).
-TABLE_COLUMNS = {"trial", "trial_id", "status", "epochs", "epochs_seen", "numerics", "best_epoch", "val_loss",
-                 "val_accuracy", "train_loss", "epoch_seconds", "mmacs", "error"}
 
 
 @dataclass
 class StudyResults:
     folder: Path
     state: dict[str, Any]
-    table: pd.DataFrame  # one row per trial, best first (trials.parquet)
+    table: pd.DataFrame  # one row per trial, best first (trials.parquet; hyperparameters as config/NAME)
     history: pd.DataFrame  # one row per trial-epoch (history.csv, or Tune's own logs)
     best: BestConfig | None  # best.yaml, once the final retrain has run
     confusion: pd.DataFrame | None  # rows: true class, columns: predicted
@@ -56,18 +52,9 @@ class StudyResults:
         except UserError:
             return None  # a study no longer registered: its files still read
 
-    def param_columns(self) -> list[str]:
-        return [c for c in self.table.columns if c not in TABLE_COLUMNS and c != self.metric]
-
     def params(self, row: pd.Series) -> dict[str, Any]:
         """One trial's hyperparameters as recorded (absent conditional ones left out)."""
-        out = {}
-        for column in self.param_columns():
-            value = row[column]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            out[column] = value.item() if hasattr(value, "item") else value
-        return out
+        return params(row)
 
     def trial_epochs(self) -> float:
         """Training spent, in epochs: a trial stopped at a quarter-epoch rung counts 0.25."""
@@ -115,18 +102,20 @@ def load(folder: str | Path) -> StudyResults:
         raise UserError(f"{folder / STATE_FILE} is damaged ({e})") from None
     if not isinstance(state, dict):
         raise _not_a_study(folder, f"{STATE_FILE} is not a mapping")
-    if (folder / "trials.parquet").is_file():
-        table = _read_table(folder / "trials.parquet", pd.read_parquet)
-    elif (folder / "trials.csv").is_file():
-        table = _read_table(folder / "trials.csv", pd.read_csv)
+    if (folder / TRIALS_PARQUET).is_file():
+        table = _read_table(folder / TRIALS_PARQUET, pd.read_parquet)
+    elif (folder / TRIALS_CSV).is_file():
+        table = _read_table(folder / TRIALS_CSV, pd.read_csv)
     else:
         raise UserError(f"{folder} has no trials table yet: its search has not finished "
                         f"(resume it with search.run --resume --name {folder.name})")
-    best = BestConfig.load(folder / "best.yaml") if (folder / "best.yaml").is_file() else None
+    best = BestConfig.load(folder / BEST_FILE) if (folder / BEST_FILE).is_file() else None
     confusion = None
-    if (folder / "confusion_matrix.csv").is_file():
-        confusion = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
-    return StudyResults(folder, state, table, _history(folder), best, confusion)
+    if (folder / CONFUSION_FILE).is_file():
+        confusion = pd.read_csv(folder / CONFUSION_FILE, index_col=0)
+    results = StudyResults(folder, state, table, _history(folder), best, confusion)
+    results.table = with_prefix(table, results.metric)  # a folder from before the config/ prefix
+    return results
 
 
 def _read_table(path: Path, reader) -> pd.DataFrame:

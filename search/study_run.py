@@ -15,18 +15,22 @@ from pathlib import Path
 import pandas as pd
 
 from search.cluster import Cluster, start_ray
-from search.export import git_commit, package_versions, trials_table, write_history, write_table
-from search.files import BEST_FILE, MODEL_FILE
+from search.delivery import reconcile
+from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
+from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, too_many_failures
 from search.request import Resources, StudyState
-from search.tracking import Tracker, TrialLogger, default_tracking_uri, reconcile
+from search.tracking import Tracker, default_tracking_uri
+from search.trial_logger import TrialLogger
+from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
 from search.tuner import Plan, make_plan
 from spaces.study import Study
 
-TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs", "family", "conv_layers",
-               "kernel_size", "activation", "batch_norm", "optimizer", "lr", "batch_size"]
+TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs",
+               *(CONFIG_PREFIX + name for name in ("family", "conv_layers", "kernel_size", "activation", "batch_norm",
+                                                   "optimizer", "lr", "batch_size"))]
 MAX_FAILED_FRACTION = 0.5
 TRACKING_WAIT_MIN = 10
 
@@ -165,14 +169,14 @@ class StudyRun:
         for record in failed[:5]:
             last = record.error.strip().splitlines()[-1] if record.error.strip() else "(no message)"
             print(f"  {record.name}: {last}", file=sys.stderr)
-        print(f"full table: {self.dir / 'trials.csv'}; MLflow run {parent}", file=sys.stderr)
+        print(f"full table: {self.dir / TRIALS_CSV}; MLflow run {parent}", file=sys.stderr)
         return 1
 
     def _report(self, tracker: Tracker, parent: str) -> Path | None:
         """report.html and its figures, also on the parent run (the page at the artifact root,
         the PNGs under report/, so its relative links hold there too)."""
         try:
-            from search.report import REPORT_DIR, write_report
+            from search.report import write_report
 
             report = write_report(self.dir)
         except Exception as e:  # noqa: BLE001 - the study's results are complete; the report can be redone
@@ -204,7 +208,8 @@ class StudyRun:
         columns = [c for c in TOP_COLUMNS if c in table]
         if verbosity() >= Verbosity.NORMAL:
             print("\ntop 5 trials (by validation accuracy):")
-            print(table[columns].head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+            top = short_names(table[columns].head(5))
+            print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
         else:  # --quiet: the best configuration in one line instead of the table
             best = table.iloc[0]
             print(f"best: {best['trial']} ({metric} {best[metric]:.4f}): "
@@ -212,7 +217,7 @@ class StudyRun:
         what = "best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration"
         print(f"test accuracy of the {what}: {finished.final.test_accuracy:.4f} "
               f"(measured once, on images the search never saw)")
-        print(f"results: {self.dir / BEST_FILE}, {self.dir / 'trials.parquet'}, {self.dir / 'trials.csv'}, "
+        print(f"results: {self.dir / BEST_FILE}, {self.dir / TRIALS_PARQUET}, {self.dir / TRIALS_CSV}, "
               f"{self.dir / MODEL_FILE}")
         if report is not None:
             print(f"report: {report} (open it in a browser)")

@@ -15,6 +15,7 @@ from search.cli import Parser, run_cli
 from search.cluster import check_local_resources
 from search.credentials import adopt_credentials
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
+from search.files import BEST_FILE
 from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.run import PRECISIONS, check_name, check_positive, check_seed, results_root
 from trainables.errors import UserError
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     check_name(args.name)
     check_seed(args.seed)
     check_local_resources(args.cpus, args.gpus)
-    from search.export import BestConfig, git_commit, package_versions
+    from search.best_config import BestConfig
+    from search.provenance import git_commit, package_versions
     from spaces.registry import get_study
 
     best = BestConfig.load(Path(args.config))
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         per_class_accuracy=final.per_class_accuracy,
         mlflow={"tracking_uri": uri, "experiment_id": tracker.experiment_id, "retrain_run_id": run_id},
     )
-    result.save(out_dir / "best.yaml")
+    result.save(out_dir / BEST_FILE)
     tracker.end_run(run_id)
     print(f"test accuracy: {final.test_accuracy:.4f} (search reported "
           f"{best.metrics.get('test_accuracy', float('nan')):.4f}); results in {out_dir}")

@@ -19,11 +19,12 @@ from ray.tune.stopper import CombinedStopper
 
 from search.asha import STATE_FILE as ASHA_STATE
 from search.asha import PersistentASHA
-from search.budget import StudyBudget
+from search.budget import FailureBudget, StudyBudget
 from search.cores import CoreSharing, start_ledger
+from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
-from search.tracking import FailureBudget, TrialLogger
 from search.trial import tune_trial
+from search.trial_logger import TrialLogger
 from spaces.study import SpaceContext, Study
 from trainables.data import TrainingData
 from trainables.errors import UserError
@@ -31,7 +32,6 @@ from trainables.model import NetConfig, model_macs
 from trainables.train import TrialSettings
 from trainables.transfer import Backbone
 
-TUNE_DIR = "tune"
 # Torch threads per CPU trial unless a study sets cpus_per_trial. Measured on a 2-core machine
 # (`python -m search.bench numerics`, README): one trial with 2 threads trains about as many
 # epochs per hour as two 1-thread trials, and it wins on accuracy per hour: ASHA and TPE see

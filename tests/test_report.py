@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from search.export import BestConfig
-from search.report import DPI, REPORT_DIR, importances, optuna_study, searched
+from search.best_config import BestConfig
+from search.figures import DPI
+from search.files import REPORT_DIR
+from search.replay import importances, optuna_study, searched
 from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.results import load
 from tests.conftest import run_module
@@ -173,3 +175,19 @@ def test_history_falls_back_to_tunes_own_logs(studies, tmp_path):
     # 3 trials of up to 2 epochs; one stopped at the quarter-epoch rung has no whole epoch
     assert 1 <= len(old_curve) <= 6 and old_curve["epoch"].min() >= 1
     assert old_curve.equals(new_curve)
+
+
+def test_a_trials_table_from_before_the_config_prefix_still_reads(studies, tmp_path):
+    """Folders written when hyperparameter columns were bare (`lr`, not `config/lr`)."""
+    import shutil
+
+    results, _, _ = studies
+    old = tmp_path / "old"
+    shutil.copytree(results / "space", old)
+    table = pd.read_parquet(old / "trials.parquet")
+    table.columns = [c.removeprefix("config/") for c in table.columns]
+    table.to_parquet(old / "trials.parquet", index=False)
+    new_study, old_study = load(results / "space"), load(old)
+    assert list(old_study.table.columns) == list(new_study.table.columns)
+    assert [old_study.params(r) for _, r in old_study.table.iterrows()] == \
+        [new_study.params(r) for _, r in new_study.table.iterrows()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from search.export import BestConfig
+from search.best_config import BestConfig
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
+from search.delivery import DeliveryQueue, reconcile
 from search.records import TrialRecord, too_many_failures, trial_number_from_path
-from search.tracking import DeliveryQueue, Tracker, reconcile
+from search.tracking import Tracker
 
 
 class FakeStore(Tracker):
@@ -86,7 +87,7 @@ def test_reconcile_fills_only_what_mlflow_lacks(tmp_path):
 
 
 def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
-    from search.export import trials_table
+    from search.trials_table import trials_table
 
     partial = {"epochs_seen": 0.25, "val_accuracy": 0.61, "val_loss": 1.2, "train_loss": 1.5}
     history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0},
@@ -99,6 +100,21 @@ def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
     assert list(table["best_epoch"]) == [2, 0]  # the later of two tied epochs: the checkpoint Tune keeps
     assert list(table["epochs_seen"]) == [2.0, 0.25] and table["numerics"][0] == "fp32+channels_last"
     assert table["val_accuracy"][1] == 0.61
+
+
+def test_hyperparameters_are_prefixed_columns_and_never_confused_with_metrics():
+    from search.trials_table import config_columns, params, short_names, trials_table
+
+    history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0}]
+    # A hyperparameter that shares a metric's name stays apart from it.
+    records = [TrialRecord("a", "trial_001", {"lr": 0.1, "val_loss": "x"}, history, "completed"),
+               TrialRecord("b", "trial_002", {"lr": 0.2, "dropout": 0.3}, history, "completed")]
+    table = trials_table(records, "val_accuracy", "max", (1, 28, 28), 10)
+    assert config_columns(table) == ["config/lr", "config/val_loss", "config/dropout"]
+    assert table["val_loss"][0] == 0.9 and table["config/val_loss"][0] == "x"
+    assert params(table.iloc[1]) == {"lr": 0.2, "dropout": 0.3}  # the absent val_loss left out
+    assert params(table.iloc[0]) == {"lr": 0.1, "val_loss": "x"}
+    assert {"lr", "dropout", "val_accuracy"} <= set(short_names(table).columns)
 
 
 def test_the_tracker_leaves_the_environment_alone(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.export import BestConfig, atomic_write_text
+from search.atomic import atomic_write_text
+from search.best_config import BestConfig
 from spaces.fashion_space import TEXTBOOK_CNN
 from tests.conftest import run_module
 from tests.test_export import best

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from search.phases import search
-from search.tracking import Tracker, TrialLogger
+from search.tracking import Tracker
+from search.trial_logger import TrialLogger
 from search.tuner import Plan, make_plan
 from spaces.study import Study
 from trainables.data import Dataset, TrainingData, load_dataset

@@ -14,6 +14,7 @@ import yaml
 
 from search.bench.common import REPO, Bench, bar_plot, tmpdir, write_idx_layout
 from search.bench.peer_diy import run_diy
+from search.files import BEST_FILE
 
 
 def run_hpsearch(root: Path, results: Path, trials: int, epochs: int, cpus: int, seed: int) -> dict:
@@ -25,7 +26,7 @@ def run_hpsearch(root: Path, results: Path, trials: int, epochs: int, cpus: int,
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"hpsearch failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    best = yaml.safe_load((results / "peer" / "best.yaml").read_text())
+    best = yaml.safe_load((results / "peer" / BEST_FILE).read_text())
     return {"wall_s": wall, "test_accuracy": best["metrics"]["test_accuracy"],
             "best_val_accuracy": best["metrics"]["val_accuracy"], "trial_epochs": best["search"]["trial_epochs"],
             "final_retrain_epochs": best["epochs"], "command": " ".join(command[1:])}

@@ -1,0 +1,122 @@
+"""Getting every trial's results into MLflow although the store may be down: live calls wait in
+a queue that a background thread drains and retries (so training never blocks on MLflow), and at
+the end of a search `reconcile` fills in from Tune's own results whatever never arrived, so an
+outage, or a driver killed with calls still queued, loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from typing import Callable
+
+from search.records import TrialRecord, finite
+from search.tracking import EPOCH_METRICS, TRIAL_TAG, ChildRun, Tracker
+
+
+def _transient(error: Exception) -> bool:
+    text = f"{type(error).__name__} {error}".lower()
+    return any(word in text for word in ("connect", "timeout", "timed out", "locked", "unavailable",
+                                          "max retries", "503", "502", "504", "refused", "reset"))
+
+
+class DeliveryQueue:
+    """Tracking calls delivered in order by a background thread. While the store is
+    unreachable the calls wait and are retried, so training never blocks on MLflow; a call
+    refused for another reason is retried a few times, then counted as undelivered."""
+
+    def __init__(self, tracker: Tracker, retry_seconds: float = 2.0, stream=None):
+        self.tracker = tracker
+        self.retry_seconds = retry_seconds
+        self.stream = stream or sys.stderr
+        self.ops: collections.deque[Callable[[], None]] = collections.deque()
+        self.cond = threading.Condition()
+        self.undelivered: list[str] = []
+        self.outage_since: float | None = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._drain, name="mlflow-delivery", daemon=True)
+        self.thread.start()
+
+    def put(self, op: Callable[[], None]) -> None:
+        with self.cond:
+            self.ops.append(op)
+            self.cond.notify()
+
+    def _drain(self) -> None:
+        failures = 0
+        while True:
+            with self.cond:
+                while not self.ops and not self.closed:
+                    self.cond.wait()
+                if not self.ops:
+                    return
+                op = self.ops[0]
+            try:
+                op()
+            except Exception as e:  # noqa: BLE001 - any failure is retried or counted below
+                failures += 1
+                if _transient(e) or failures < 3:
+                    if self.outage_since is None:
+                        self.outage_since = time.monotonic()
+                        print(f"tracking store unavailable ({type(e).__name__}); training goes on and "
+                              "results are kept until it is back", file=self.stream, flush=True)
+                    time.sleep(self.retry_seconds)
+                    continue
+                self.undelivered.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            else:
+                if self.outage_since is not None:
+                    print(f"tracking store back after {time.monotonic() - self.outage_since:.0f} s; "
+                          "delivering what was kept", file=self.stream, flush=True)
+                    self.outage_since = None
+            failures = 0
+            with self.cond:
+                self.ops.popleft()
+                self.cond.notify_all()
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.ops)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued is delivered; False if `timeout` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.ops:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 1.0))
+        return True
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def reconcile(tracker: Tracker, parent_id: str, records: list[TrialRecord]) -> int:
+    """Make MLflow hold exactly one child run per trial with every epoch Tune recorded.
+    Returns the number of metric points that had to be filled in."""
+    children = tracker.child_runs(parent_id)
+    filled = 0
+    for record in records:
+        child = children.get(record.trial_id)
+        if child is None:
+            run_id = tracker.start_run(record.name, record.config, {TRIAL_TAG: record.trial_id}, parent_id=parent_id)
+            child = ChildRun(run_id, record.name)
+        for row in record.history:
+            step = int(row.get("epoch", 0))
+            if step and step not in child.steps:
+                metrics = finite({k: row[k] for k in EPOCH_METRICS if k in row})
+                tracker.log_metrics(child.run_id, metrics, step=step)
+                filled += 1
+        tags = {"hpsearch.status": record.status, "hpsearch.epochs": str(record.epochs),
+                "hpsearch.epochs_seen": f"{record.epochs_seen:g}"}
+        if record.numerics:
+            tags["hpsearch.numerics"] = record.numerics
+        if record.error:
+            tags["hpsearch.error"] = record.error[-4000:]
+        tracker.set_tags(child.run_id, tags)
+        tracker.end_run(child.run_id, failed=record.status == "failed")
+    return filled

@@ -1,0 +1,135 @@
+"""The Tune callback that follows the trials as they run, in the driver: it mirrors each trial into
+its MLflow child run (through the delivery queue), drives the progress display, and counts the
+failures that the failure budget (search.budget.FailureBudget) ends the search on. One callback
+does the three because all three follow the same trial events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ray import tune
+
+from search.delivery import DeliveryQueue
+from search.records import FINAL_STATUSES, finite, too_many_failures, trial_name, trial_number, trial_status
+from search.tracking import EPOCH_METRICS, TRIAL_TAG, ChildRun, Tracker
+
+
+class TrialLogger(tune.Callback):
+    """Mirrors each Tune trial into a nested MLflow child run: params at start, metrics per
+    epoch (step = epoch, so the UI draws learning curves), a status tag at the end. Also
+    keeps the failure budget: too many failed trials end the search early.
+
+    Tune pickles its callbacks with the experiment; only the settings are kept, so a
+    resumed search rebuilds the connection and reloads the runs it already has."""
+
+    def __init__(self, uri: str, experiment: str, parent_id: str, max_epochs: int, total: int,
+                 metric: str, mode: str, max_failed_fraction: float = 0.5, min_finished: int = 4):
+        self.settings = dict(uri=uri, experiment=experiment, parent_id=parent_id, max_epochs=max_epochs,
+                             total=total, metric=metric, mode=mode, max_failed_fraction=max_failed_fraction,
+                             min_finished=min_finished)
+        self.__setstate__(self.settings)
+
+    def __getstate__(self) -> dict:
+        return self.settings
+
+    def __setstate__(self, settings: dict) -> None:
+        from search.progress import Progress
+
+        self.settings = settings
+        for key, value in settings.items():
+            setattr(self, key, value)
+        self.progress = Progress(self.total, self.metric, self.mode, self.max_epochs)
+        self.tracker: Tracker | None = None
+        self.queue: DeliveryQueue | None = None
+        self.children: dict[str, ChildRun] = {}
+        self.last: dict[str, dict] = {}
+        self.finished = 0
+        self.failed = 0
+        self.over_budget = False
+
+    def setup(self, **info) -> None:
+        self.tracker = Tracker(self.uri, self.experiment)
+        self.queue = DeliveryQueue(self.tracker)
+        self.children = self.tracker.child_runs(self.parent_id)
+        done = [c for c in self.children.values() if c.status in FINAL_STATUSES]
+        self.finished = len(done)
+        self.progress.resumed(len(done))
+        self.failed = sum(c.status == "failed" for c in done)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.children:
+            return  # resumed trial: keep its run
+        child = self.children[trial.trial_id] = ChildRun("", trial_name(trial_number(trial.experiment_tag)))
+        tracker, parent, config = self.tracker, self.parent_id, dict(trial.config)
+
+        def start() -> None:
+            child.run_id = tracker.start_run(child.name, config, {TRIAL_TAG: trial.trial_id,
+                                                                   "hpsearch.status": "running"}, parent_id=parent)
+        self.queue.put(start)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.last[trial.trial_id] = result
+        child = self.children.get(trial.trial_id)
+        if result.get("partial"):
+            # A quarter-epoch rung: its own metric names, step = percent of an epoch, so the
+            # per-epoch curves keep one point per epoch.
+            if child is not None:
+                metrics = finite({f"partial_{k}": result[k] for k in ("train_loss", "val_loss", "val_accuracy")
+                                  if k in result})
+                point = round(100 * float(result.get("epochs_seen", 0)))
+                self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=point))
+            self.progress.on_result(child.name if child else trial.trial_id, result)
+            return
+        step = int(result.get("epoch", 0))
+        if child is not None and step not in child.steps and not result.get("failed"):
+            child.steps.add(step)
+            metrics = finite({k: result[k] for k in EPOCH_METRICS if k in result})
+            self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=step))
+        self.progress.on_result(child.name if child else trial.trial_id, result)
+
+    def _finish(self, trial, errored: bool) -> None:
+        result = self.last.get(trial.trial_id, {})
+        failed = errored or bool(result.get("failed"))
+        epochs = int(result.get("epoch", 0)) - bool(result.get("failed"))
+        status = trial_status(epochs, self.max_epochs, bool(result.get("diverged")), failed)
+        child = self.children.get(trial.trial_id)
+        if child is not None:
+            child.status = status
+            tags = {"hpsearch.status": status, "hpsearch.epochs": str(epochs),
+                    "hpsearch.epochs_seen": f"{float(result.get('epochs_seen', epochs)):g}"}
+            if result.get("numerics"):
+                tags["hpsearch.numerics"] = str(result["numerics"])
+            error = result.get("error") or (Path(trial.error_file).read_text() if errored and trial.error_file
+                                             and Path(trial.error_file).exists() else "")
+            if error:
+                tags["hpsearch.error"] = str(error)[-4000:]
+
+            def finish() -> None:
+                self.tracker.set_tags(child.run_id, tags)
+                self.tracker.end_run(child.run_id, failed=failed)
+            self.queue.put(finish)
+        self.finished += 1
+        self.failed += failed
+        # The summary of what failed is printed by the study once Tune has stopped.
+        self.over_budget = too_many_failures(self.failed, self.finished, self.max_failed_fraction, self.min_finished)
+        self.progress.on_finish(child.name if child else trial.trial_id, status, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, errored=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, errored=True)
+
+    def on_experiment_end(self, trials, **info):
+        self.progress.close()
+        if self.queue is None:
+            return
+        if not self.queue.flush(timeout=30):
+            print(f"{self.queue.pending()} tracking calls still waiting for the store; they are "
+                  "reconciled from Tune's results at the end", file=sys.stderr, flush=True)
+        if self.queue.undelivered:
+            print(f"{len(self.queue.undelivered)} tracking calls were refused by the store (first: "
+                  f"{self.queue.undelivered[0]}); the epoch metrics are reconciled from Tune's results",
+                  file=sys.stderr, flush=True)
+        self.queue.close()
