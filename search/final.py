@@ -13,7 +13,7 @@ import torch
 
 from search.export import atomic_write_text
 from search.tracking import Tracker
-from trainables.data import Dataset, TrainingData
+from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig, build_model
 from trainables.train import CHECKPOINT_FILE, TrialSettings, evaluate_checkpoint, retrain_and_test
 from trainables.transfer import Backbone

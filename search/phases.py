@@ -31,7 +31,7 @@ from search.request import SMOKE_TEST, SMOKE_TRAIN, StudyRequest
 from search.tracking import Tracker, TrialLogger
 from search.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
 from spaces.study import Study
-from trainables.data import Dataset, TrainingData
+from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig
 from trainables.transfer import Backbone
 

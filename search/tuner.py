@@ -25,7 +25,7 @@ from search.progress import Verbosity, verbosity
 from search.tracking import FailureBudget, TrialLogger
 from search.trial import tune_trial
 from spaces.study import SpaceContext, Study
-from trainables.data import TrainingData
+from trainables.datasets import TrainingData
 from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
 from trainables.train import TrialSettings

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spaces.fashion_space import GRID_WINNER
-from trainables.data import Split, TrainingData
+from trainables.datasets import Split, TrainingData
 from trainables.model import NetConfig
 from trainables.train import TrialSettings, fit, retrain_and_test
 

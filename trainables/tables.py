@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.data import Dataset, DatasetInfo, Split, stratified_split
+from trainables.datasets import Dataset, DatasetInfo, Split, stratified_split
 from trainables.errors import UserError
 
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.augment import augment
-from trainables.data import Split, TrainingData
+from trainables.datasets import Split, TrainingData
 from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
 from trainables.numerics import Accel, accelerator
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.data import Dataset, Split
+from trainables.datasets import Dataset, Split
 from trainables.errors import UserError
 from trainables.model import NetConfig, activation, build_model, count_macs
 
