@@ -55,7 +55,8 @@ class Split:
 @dataclass
 class TrainingData:
     """What one training run sees: a training split, an optional evaluation split, and the
-    normalisation statistics of the training split (applied per batch, never stored as floats)."""
+    normalisation statistics of the training split (the network's first layer applies them;
+    the images are never stored as floats)."""
 
     train: Split
     val: Split | None
@@ -70,6 +71,11 @@ class TrainingData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def full_scale(self) -> float:
+        """What `mean` and `std` are fractions of: 255 for uint8 pixels, 1 for float features."""
+        return 255.0 if self.train.x.dtype == np.uint8 else 1.0
 
 
 @dataclass
