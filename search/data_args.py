@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.cli import Parser
-from trainables.data import Dataset, DataSpec, load_data
+from trainables.data import DataSpec, load_data
+from trainables.datasets import Dataset
 from trainables.errors import UserError
 
 

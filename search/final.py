@@ -1,6 +1,11 @@
 """The final model: retrain a configuration on all training images, test it once, save it
 with its config (so it can be reloaded without hpsearch's search code) and log it to MLflow.
-Shared by `search.run` (after the search) and `search.train` (from best.yaml)."""
+Shared by `search.run` (after the search) and `search.train` (from best.yaml).
+
+Both the saved model.pt and the MLflow model take raw input, as the data was read: pixel
+values 0-255 (uint8 images, given as float32), or tabular features as they are. The network
+normalises them itself (its first layer, trainables.model.Normalize, whose statistics are in
+the weights)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import torch
 from search.atomic import atomic_write_text
 from search.files import CONFUSION_FILE, MODEL_FILE
 from search.tracking import Tracker
-from trainables.data import Dataset, TrainingData
+from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig, build_model
 from trainables.train import CHECKPOINT_FILE, TrialSettings, evaluate_checkpoint, retrain_and_test
 from trainables.transfer import Backbone
@@ -99,8 +104,11 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
     path = out_dir / MODEL_FILE
     tmp = out_dir / f".{MODEL_FILE}.tmp"
     torch.save({
+        # The weights include the normalisation (the first layer's buffers): the network takes raw input.
         "state_dict": final.state_dict, "config": spec.params, "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
+        "input": "raw: pixel values 0-255 as float32" if data.full_scale == 255.0 else "raw: features as read",
+        # For the record (and transfer studies): the network applies them itself.
         "mean": tuple(final.mean), "std": tuple(final.std), "epochs": spec.epochs, "seed": spec.seed,
         "final": spec.describe(final.numerics),
         "test_accuracy": final.test_accuracy, "label_map": dataset.label_map,
@@ -116,9 +124,10 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
 
 def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec, dataset: Dataset,
               out_dir: Path, backbone: Backbone | None = None, register_as: str | None = None) -> str:
-    """Log the final model's metrics and the model itself (with an input example, from which
-    MLflow derives its signature); with `register_as`, also register it. Returns "NAME/VERSION"
-    of the registered model, or "" when none was asked for."""
+    """Log the final model's metrics and the model itself (with an input example of raw test
+    images, float32 pixel values 0-255, from which MLflow derives its signature); with
+    `register_as`, also register it. Returns "NAME/VERSION" of the registered model, or "" when
+    none was asked for."""
     for epoch in final.history:
         tracker.log_metrics(run_id, {f"final_{k}": v for k, v in epoch.items() if k in ("train_loss", "epoch_seconds")},
                             step=int(epoch["epoch"]))
@@ -132,10 +141,8 @@ def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec
     model = build_model(NetConfig.from_flat(spec.params), data.input_shape, data.num_classes, backbone)
     model.load_state_dict(final.state_dict)
     model.eval()
-    example = dataset.test.x[:2].astype(np.float32) / (255.0 if dataset.test.x.dtype == np.uint8 else 1.0)
-    mean = np.asarray(final.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(final.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return tracker.log_model(run_id, model, (example - mean) / std, torch.__version__.split("+")[0], register_as)
+    example = dataset.test.x[:2].astype(np.float32)  # raw: the network normalises its input itself
+    return tracker.log_model(run_id, model, example, torch.__version__.split("+")[0], register_as)
 
 
 def _metric_name(label: str) -> str:

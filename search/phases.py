@@ -33,7 +33,7 @@ from search.tracking import Tracker
 from search.trial_logger import TrialLogger
 from search.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
 from spaces.study import Study
-from trainables.data import Dataset, TrainingData
+from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig
 from trainables.transfer import Backbone
 

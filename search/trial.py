@@ -17,7 +17,7 @@ from torch import nn
 from search import faults
 from search.cores import TrialCores
 from search.records import trial_number_from_path
-from trainables.data import TrainingData
+from trainables.datasets import TrainingData
 from trainables.model import NetConfig
 from trainables.numerics import accelerator
 from trainables.train import CHECKPOINT_FILE, TrialSettings, fit, pick_device

@@ -26,7 +26,7 @@ from search.progress import Verbosity, verbosity
 from search.trial import tune_trial
 from search.trial_logger import TrialLogger
 from spaces.study import SpaceContext, Study
-from trainables.data import TrainingData
+from trainables.datasets import TrainingData
 from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
 from trainables.train import TrialSettings

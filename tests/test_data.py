@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import user_error
-from trainables.data import DATASETS, load_dataset, locate, read_idx, stratified_split
+from trainables.datasets import stratified_split
 from trainables.errors import UserError
+from trainables.readers import DATASETS, load_dataset, locate, read_idx
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:

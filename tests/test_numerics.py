@@ -48,7 +48,7 @@ def test_training_keeps_fp32_weights_and_learns(accel: Accel) -> None:
 
 def test_batches_come_channels_last() -> None:
     data = toy_data()
-    xb, _ = next(Batches(data.train, data, torch.device("cpu"), Accel(None, True)).in_order(8))
+    xb, _ = next(Batches(data.train, torch.device("cpu"), Accel(None, True)).in_order(8))
     assert xb.is_contiguous(memory_format=torch.channels_last)
     assert Accel(None, True).layout(torch.ones(3, 4)).shape == (3, 4)  # no layout for flat batches
 
@@ -57,6 +57,6 @@ def test_bf16_evaluation_matches_fp32_closely() -> None:
     data = toy_data()
     model = fit(CFG, data, epochs=2, seed=0, device=torch.device("cpu")).model
     cpu = torch.device("cpu")
-    fp32 = evaluate(model, Batches(data.val, data, cpu, Accel(None, True)), 10)
-    bf16 = evaluate(model, Batches(data.val, data, cpu, Accel(torch.bfloat16, True)), 10)
+    fp32 = evaluate(model, Batches(data.val, cpu, Accel(None, True)), 10)
+    bf16 = evaluate(model, Batches(data.val, cpu, Accel(torch.bfloat16, True)), 10)
     assert abs(fp32["accuracy"] - bf16["accuracy"]) <= 0.05

@@ -97,7 +97,7 @@ def test_importances_cover_the_searched_parameters(studies):
 
 
 def test_confusion_matrix_counts_each_test_image_once(studies, data_root):
-    from trainables.data import load_dataset
+    from trainables.readers import load_dataset
 
     results, _, _ = studies
     study = load(results / "space")

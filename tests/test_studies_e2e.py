@@ -50,7 +50,7 @@ def test_transfer_from_a_tiny_mnist_run_to_classes_it_never_saw(data_root, resul
 
 
 def test_pixel_csv_study_maps_labels_and_retrains(data_root, results):
-    from trainables.data import load_dataset
+    from trainables.readers import load_dataset
 
     mnist = load_dataset("mnist", str(data_root)).sliced(1200, 300, seed=0)
     for split, name in ((mnist.train, "train.csv"), (mnist.test, "test.csv")):

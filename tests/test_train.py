@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spaces.fashion_space import GRID_WINNER
-from trainables.data import Split, TrainingData
+from trainables.datasets import Split, TrainingData
 from trainables.model import NetConfig
 from trainables.train import TrialSettings, fit, retrain_and_test
 
@@ -86,15 +86,16 @@ def test_final_retrain_tests_once_on_the_held_out_split():
 
 
 def test_batches_standardise_float_features_without_touching_the_data():
-    from trainables.train import Batches
+    from trainables.train import Batches, input_norm
 
     rng = np.random.default_rng(0)
     x = (rng.normal(500.0, 40.0, (50, 3, 1, 1))).astype(np.float32)
     split = Split(x.copy(), np.arange(50) % 2)
     data = TrainingData(split, None, ("a", "b"), tuple(x.mean(axis=(0, 2, 3))), tuple(x.std(axis=(0, 2, 3))))
-    batches = Batches(split, data, torch.device("cpu"))
-    first = torch.cat([xb for xb, _ in batches.in_order(16)])
-    second = torch.cat([xb for xb, _ in batches.in_order(16)])
+    batches = Batches(split, torch.device("cpu"))
+    norm = input_norm(data)  # the network's first layer standardises what the batches carry
+    first = norm(torch.cat([xb for xb, _ in batches.in_order(16)]))
+    second = norm(torch.cat([xb for xb, _ in batches.in_order(16)]))
     torch.testing.assert_close(first, second)
     assert abs(first.mean().item()) < 1e-3 and abs(first.std().item() - 1) < 0.05
     assert np.array_equal(split.x, x)

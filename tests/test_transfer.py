@@ -34,7 +34,7 @@ def test_hpsearch_backbone_keeps_its_weights_and_drops_its_classifier(tmp_path):
     backbone = load_backbone(path)
     assert backbone.kind == "hpsearch" and backbone.body_layers == 3 and backbone.features == 50
     net = build_transfer(head(frozen_layers=0), backbone, num_classes=3)
-    torch.testing.assert_close(net.body[0].weight, source[0].weight)
+    torch.testing.assert_close(net.body[0].weight, source[1].weight)  # source[0]: its Normalize layer
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
     cfg = head()
     assert model_macs(cfg, (1, 28, 28), 3, backbone) == count_macs(build_transfer(cfg, backbone, 3), (1, 28, 28))

@@ -93,18 +93,25 @@ def affine_matrices(cfg: AugmentConfig, n: int, generator: torch.Generator) -> t
     ], dim=1)
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
-    """Augment a normalised float batch (N, C, H, W). Returns (images, labels, mixed-in labels
-    or None, weight of the original labels); the loss is
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
+            fill: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    """Augment a float batch (N, C, H, W) of raw values (the network normalises after this).
+    Pixels a geometric transform shifts in take the per-channel `fill` (1, C, 1, 1), the dataset
+    mean in input units, i.e. what a normalised zero is; None: zeros (for a normalised batch).
+    Returns (images, labels, mixed-in labels or None, weight of the original labels); the loss is
     ``lam * CE(out, y) + (1 - lam) * CE(out, y_mix)``. Randomness comes from `generator`
     (on the CPU, so a run is reproducible on any device)."""
     n = len(x)
     if cfg.geometric:
         theta = affine_matrices(cfg, n, generator).to(x.device, x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        # Zeros padding is the dataset mean after normalisation: shifted-in pixels look neutral.
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Bilinear sampling is linear: sampling x - fill with zeros padding, then adding fill back,
+        # pads with `fill` and leaves every other pixel as sampling x would.
+        shift = fill.to(x.device, x.dtype) if fill is not None else None
+        x = F.grid_sample(x - shift if shift is not None else x, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+        if shift is not None:
+            x = x + shift
     if cfg.flip_p > 0:
         x = torch.where(_chosen(n, cfg.flip_p, generator, x.device).view(-1, 1, 1, 1), x.flip(3), x)
     if cfg.cutmix_p > 0 and n > 1 and torch.rand((), generator=generator).item() < cfg.cutmix_p:

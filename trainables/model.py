@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -268,17 +268,54 @@ def activation(name: str) -> nn.Module:
     }[name]()
 
 
+class Normalize(nn.Module):
+    """Every network's first layer: ``(x / full_scale - mean) / std`` per channel, so a network
+    (and the model.pt saved from it) takes raw input: uint8 pixel values 0-255 as floats (full
+    scale 255; mean and std on the [0, 1] scale), or tabular features as they are (full scale 1).
+
+    The statistics are buffers, so they travel in the state dict and loading a model.pt restores
+    them. The arithmetic is elementwise in the input's float32 (autocast lowers only the layers
+    after it) and keeps a channels-last input channels-last."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], full_scale: float = 1.0):
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean has {len(mean)} channels, std {len(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("full_scale", torch.tensor(float(full_scale)))
+
+    @classmethod
+    def placeholder(cls, channels: int) -> "Normalize":
+        """The identity, for a network whose saved weights (and statistics) are loaded next."""
+        return cls((0.0,) * channels, (1.0,) * channels)
+
+    def raw_mean(self) -> torch.Tensor:
+        """The per-channel mean in input units (what a normalised zero is): (1, C, 1, 1)."""
+        return self.mean * self.full_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.std.dtype)
+        return x * (1.0 / (self.full_scale * self.std)) - self.mean / self.std
+
+    def extra_repr(self) -> str:
+        return f"channels={self.mean.shape[1]}, full_scale={self.full_scale.item():g}"
+
+
 def build_model(cfg: NetConfig, input_shape: tuple[int, int, int], num_classes: int,
-                backbone: "Backbone | None" = None) -> nn.Module:
+                backbone: "Backbone | None" = None, norm: Normalize | None = None) -> nn.Module:
+    """The network `cfg` describes, taking raw input: its first layer is `norm` (the training
+    data's statistics), or an identity placeholder when saved weights are loaded next (they
+    carry the statistics)."""
     if cfg.family == "transfer":
         from trainables.transfer import build_transfer  # the transfer module builds on this one
 
         if backbone is None:
             raise UserError("a transfer network needs its backbone", option="weights")
-        return build_transfer(cfg, backbone, num_classes)
+        return build_transfer(cfg, backbone, num_classes, norm)
     c, h, w = input_shape
     pool_cls = nn.MaxPool2d if cfg.pool_type == "max" else nn.AvgPool2d
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [norm if norm is not None else Normalize.placeholder(c)]
     if cfg.family == "cnn":
         for block, (filters, pooled) in enumerate(zip(cfg.filters, pooled_sizes(min(h, w), cfg.conv_layers,
                                                                                   cfg.pool_size))):
@@ -328,3 +365,21 @@ def make_optimizer(cfg: NetConfig, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def upgrade_state_dict(state: Mapping[str, torch.Tensor], family: str, mean: Sequence[float],
+                       std: Sequence[float], full_scale: float) -> dict[str, torch.Tensor]:
+    """A state dict saved before networks normalised their own input (model.pt kept mean and std
+    beside the weights) as today's network of `family` expects it: the statistics become the
+    `Normalize` layer's buffers, and a cnn/mlp's layers move one place on. Today's state dicts
+    are returned as they are."""
+    if any(key.endswith("full_scale") for key in state):
+        return dict(state)
+    norm = Normalize(mean, std, full_scale).state_dict()
+    if family == "transfer":
+        return {**{f"norm.{k}": v for k, v in norm.items()}, **state}
+    shifted = {}
+    for key, value in state.items():
+        index, rest = key.split(".", 1)
+        shifted[f"{int(index) + 1}.{rest}"] = value
+    return {**{f"0.{k}": v for k, v in norm.items()}, **shifted}

@@ -5,7 +5,8 @@ Labels of either kind are remapped to 0..K-1 (sorted, numerically where they are
 mapping travels with the dataset into best.yaml and model.pt. Without a test file a stratified
 20% of the rows is held out as the test split, with a fixed seed so every run holds out the
 same rows. Tabular features are not standardised here: like image channels they are
-standardised per batch with statistics of the split being trained on (never the test rows).
+standardised by the network's first layer, with statistics of the split being trained on
+(never the test rows).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.data import Dataset, DatasetInfo, Split, stratified_split
+from trainables.datasets import Dataset, DatasetInfo, Split, stratified_split
 from trainables.errors import UserError
 
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0

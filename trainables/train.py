@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.augment import augment
-from trainables.data import Split, TrainingData
-from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
+from trainables.datasets import Split, TrainingData
+from trainables.model import NetConfig, Normalize, build_model, lr_factor, make_optimizer, upgrade_state_dict
 from trainables.numerics import Accel, accelerator
 
 if TYPE_CHECKING:
@@ -65,25 +65,33 @@ def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
         return torch.from_numpy(a).to(device)
 
 
-class Batches:
-    """Normalised float batches cut from a resident uint8 tensor (no per-sample pipeline);
-    tabular features arrive as float32 and are only standardised."""
+def input_norm(data: TrainingData) -> Normalize:
+    """The first layer of a network trained on `data`: its statistics, in its input units."""
+    return Normalize(data.mean, data.std, data.full_scale)
 
-    def __init__(self, split: Split, data: TrainingData, device: torch.device, accel: Accel | None = None):
+
+def _weights(state: dict, cfg: NetConfig, data: TrainingData) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights; one written before networks normalised their own input gets
+    `data`'s statistics (what it trained with) as its first layer."""
+    return upgrade_state_dict(state["model"], cfg.family, data.mean, data.std, data.full_scale)
+
+
+class Batches:
+    """Raw float batches cut from a resident uint8 tensor (no per-sample pipeline): pixel values
+    0-255, or tabular features as they are. The network normalises them itself (its first layer,
+    trainables.model.Normalize), so what it is trained on is what a saved model is given."""
+
+    def __init__(self, split: Split, device: torch.device, accel: Accel | None = None):
         self.accel = accel or Accel()
         self.x = _tensor(split.x, device)
         self.y = _tensor(split.y, device)
-        shape = (1, -1, 1, 1)
-        full_scale = 255.0 if self.x.dtype == torch.uint8 else 1.0
-        self.scale = (1.0 / (full_scale * torch.tensor(data.std, device=device))).view(shape)
-        self.shift = (torch.tensor(data.mean, device=device) / torch.tensor(data.std, device=device)).view(shape)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
-        # A copy even for float features: the in-place ops below must never touch the resident data.
-        x = self.x[idx].to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift)
+        # A copy even for float features: nothing downstream may ever touch the resident data.
+        x = self.x[idx].to(torch.float32, copy=True)
         return self.accel.layout(x), self.y[idx]
 
     def steps(self, batch_size: int) -> int:
@@ -152,12 +160,14 @@ def fit(
     accel = accel or accelerator(device)
     horizon = schedule_epochs or epochs
     torch.manual_seed(seed)
-    model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device, memory_format=accel.memory_format)
+    norm = input_norm(data)
+    model = build_model(cfg, data.input_shape, data.num_classes, backbone, norm).to(
+        device, memory_format=accel.memory_format)
     optimizer = make_optimizer(cfg, model)
     generator = torch.Generator().manual_seed(seed)
     result = FitResult(model, accel=accel)
     if state is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(_weights(state, cfg, data))
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         # Dropout draws from the global generator: restore it too, or a resumed trial diverges
@@ -166,8 +176,10 @@ def fit(
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         result.history = list(state["history"])
-    train = Batches(data.train, data, device, accel)
-    val = Batches(data.val, data, device, accel) if data.val is not None else None
+    train = Batches(data.train, device, accel)
+    val = Batches(data.val, device, accel) if data.val is not None else None
+    # Geometric augmentation pads with the mean (a normalised zero): shifted-in pixels look neutral.
+    fill = norm.raw_mean()
 
     def snapshot() -> dict:
         # Plain types and tensors only, so checkpoints load with weights_only=True.
@@ -207,7 +219,7 @@ def fit(
                 group["lr"] = group["base_lr"] * factor
             step += 1
             if augmenting:
-                xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, generator)
+                xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, generator, fill)
                 xb = accel.layout(xb)
             else:
                 y_mix = None
@@ -269,13 +281,13 @@ def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: Tr
 def evaluate_checkpoint(state: dict, data: TrainingData, test: Split, backbone: "Backbone | None" = None,
                  use_gpu: bool = False, precision: str = "auto") -> dict[str, Any]:
     """The final model without a retrain: a trial's own checkpoint (`state`, chosen by validation,
-    so still an honest test), evaluated once on `test` with the normalisation it trained with
-    (`data`'s). Returns what `retrain_and_test` returns."""
+    so still an honest test), evaluated once on `test` (its weights carry the normalisation it
+    trained with, `data`'s). Returns what `retrain_and_test` returns."""
     device = pick_device(use_gpu)
     accel = accelerator(device, precision)
     cfg = NetConfig.from_flat(state["config"])
-    model = build_model(cfg, data.input_shape, data.num_classes, backbone).to(device)
-    model.load_state_dict(state["model"])
+    model = build_model(cfg, data.input_shape, data.num_classes, backbone, input_norm(data)).to(device)
+    model.load_state_dict(_weights(state, cfg, data))
     started = time.perf_counter()
     final = _tested(model, data, test, device, accel, [dict(h) for h in state["history"]], False, started)
     final["epoch"] = int(state["epoch"])
@@ -284,7 +296,7 @@ def evaluate_checkpoint(state: dict, data: TrainingData, test: Split, backbone: 
 
 def _tested(model: nn.Module, data: TrainingData, test: Split, device: torch.device, accel: Accel,
             history: list[dict], diverged: bool, started: float) -> dict[str, Any]:
-    scores = evaluate(model, Batches(test, data, device, accel), data.num_classes)
+    scores = evaluate(model, Batches(test, device, accel), data.num_classes)
     confusion = np.asarray(scores["confusion"])
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     return {
@@ -296,7 +308,7 @@ def _tested(model: nn.Module, data: TrainingData, test: Split, device: torch.dev
         "diverged": diverged,
         "train_seconds": time.perf_counter() - started,
         "numerics": accel.name,
-        # The normalisation the weights expect (the model file carries it).
+        # The normalisation the network applies itself (its first layer's buffers); for the record.
         "mean": list(data.mean), "std": list(data.std),
         # fp32 whatever the numerics (autocast never changes the weights' dtype), contiguous so
         # the exported file loads into a plain model anywhere.

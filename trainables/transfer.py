@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.data import Dataset, Split
+from trainables.datasets import Dataset, Split
 from trainables.errors import UserError
-from trainables.model import NetConfig, activation, build_model, count_macs
+from trainables.model import NetConfig, Normalize, activation, build_model, count_macs, upgrade_state_dict
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TORCHVISION_INPUT = 224
@@ -104,7 +104,10 @@ def load_backbone(path: str | Path, arch: str | None = None) -> Backbone:
             raise UserError(f"{path} is itself a transfer model; start from the network it was made from")
         kind, name = "hpsearch", str(blob.get("space", "hpsearch"))
         input_shape, classes = tuple(int(v) for v in blob["input_shape"]), len(blob["classes"])
-        mean, std, state = tuple(blob["mean"]), tuple(blob["std"]), blob["state_dict"]
+        mean, std = tuple(blob["mean"]), tuple(blob["std"])
+        # A model.pt from before networks normalised their own input still loads.
+        state = upgrade_state_dict(blob["state_dict"], str(config.get("family", "cnn")), mean, std,
+                                   1.0 if blob.get("dataset") == "tabular_csv" else 255.0)
     elif isinstance(blob, dict) and blob and all(isinstance(v, torch.Tensor) for v in blob.values()):
         if not arch:
             raise UserError(f"{path} is a plain state dict", option="arch",
@@ -123,15 +126,25 @@ def load_backbone(path: str | Path, arch: str | None = None) -> Backbone:
         first = str(e).split("\n\t")[1].strip() if "\n\t" in str(e) else str(e).splitlines()[0]
         raise UserError(f"weights file {path} does not fit the {name} architecture ({first[:160]})",
                         option="arch", fix="the weights were saved from") from None
-    body, features = _strip_classifier(net)
+    body, features = _strip_classifier(_without_normalize(net))
     return Backbone(kind, name, config, input_shape, classes, mean, std, features,
                     len(_param_layers(body)), count_macs(body, input_shape), str(path), state)
 
 
+def _without_normalize(net: nn.Module) -> nn.Module:
+    """An hpsearch network without its `Normalize` first layer (the transfer network normalises
+    once, in front of the body); the other layers keep their indices' order."""
+    if isinstance(net, nn.Sequential) and isinstance(net[0], Normalize):
+        return nn.Sequential(*list(net)[1:])
+    return net
+
+
 class TransferNet(nn.Module):
-    def __init__(self, body: nn.Module, head: nn.Module, frozen: list[nn.Module]):
+    """Raw input -> `norm` (the backbone's statistics) -> body -> new head."""
+
+    def __init__(self, norm: Normalize, body: nn.Module, head: nn.Module, frozen: list[nn.Module]):
         super().__init__()
-        self.body, self.head = body, head
+        self.norm, self.body, self.head = norm, body, head
         self._frozen = frozen  # plain list: these modules are registered once, under body
 
     def train(self, mode: bool = True) -> "TransferNet":
@@ -142,17 +155,19 @@ class TransferNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.body(self.norm(x)))
 
 
-def build_transfer(cfg: NetConfig, backbone: Backbone, num_classes: int) -> TransferNet:
+def build_transfer(cfg: NetConfig, backbone: Backbone, num_classes: int, norm: Normalize | None = None) -> TransferNet:
+    """`norm` is the training data's statistics, which are the backbone's (`adapt_dataset`);
+    None: an identity placeholder, for a saved transfer model whose weights are loaded next."""
     if cfg.frozen_layers > backbone.body_layers:
         raise UserError(f"invalid hyperparameter: frozen_layers={cfg.frozen_layers} "
                         f"(the backbone has {backbone.body_layers} layers)")
     net = _source_network(backbone.kind, backbone.arch, backbone.config, backbone.input_shape, backbone.source_classes)
     if backbone.state_dict is not None:
         net.load_state_dict(backbone.state_dict)
-    body, features = _strip_classifier(net)
+    body, features = _strip_classifier(_without_normalize(net))
     frozen: list[nn.Module] = []
     seen = 0
     for m in body.modules():
@@ -169,7 +184,8 @@ def build_transfer(cfg: NetConfig, backbone: Backbone, num_classes: int) -> Tran
                              nn.Dropout(cfg.dropout), nn.Linear(cfg.head_nodes, num_classes))
     else:
         head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(features, num_classes))
-    return TransferNet(body, head, frozen)
+    norm = norm if norm is not None else Normalize.placeholder(backbone.input_shape[0])
+    return TransferNet(norm, body, head, frozen)
 
 
 # --- images to the backbone's input ----------------------------------------------------------

@@ -10,7 +10,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from trainables.data import TrainingData
+from trainables.datasets import TrainingData
 from trainables.model import NetConfig, build_model, lr_factor, make_optimizer
 from trainables.numerics import Accel
 
@@ -67,8 +67,8 @@ def bare_epoch_process(n_train: int | None, epochs: int, data_dir: str | None, o
     import json
 
     from spaces import fashion_space
-    from trainables.data import load_dataset
     from trainables.numerics import accelerator
+    from trainables.readers import load_dataset
 
     ds = load_dataset("fashion_mnist", data_dir)
     if n_train is not None:

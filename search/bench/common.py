@@ -24,7 +24,8 @@ from search.tracking import Tracker
 from search.trial_logger import TrialLogger
 from search.tuner import Plan, make_plan
 from spaces.study import Study
-from trainables.data import Dataset, TrainingData, load_dataset
+from trainables.datasets import Dataset, TrainingData
+from trainables.readers import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
 """Benchmark 2: one training epoch of the grid winner through the service's data path (Batches
-over resident uint8 tensors, normalised per batch) against torchvision's FashionMNIST +
+over resident uint8 tensors, normalised by the network's first layer) against torchvision's FashionMNIST +
 ToTensor/Normalize + DataLoader; and a CIFAR-10 augmentation epoch as batched tensor ops
 against torchvision's per-sample transforms."""
 
@@ -16,15 +16,15 @@ from search.bench import augment_ref
 from search.bench.common import Bench, bar_plot, tmpdir, write_idx_layout
 from spaces.fashion_space import GRID_WINNER
 from trainables.augment import augment
-from trainables.model import NetConfig, build_model, make_optimizer
-from trainables.train import Batches
+from trainables.model import NetConfig, Normalize, build_model, make_optimizer
+from trainables.train import Batches, input_norm
 
 CIFAR_FILE = "cifar10/cifar10-subset.npz"
 
 
-def _train_epoch(cfg: NetConfig, batches, input_shape, seed: int) -> float:
+def _train_epoch(cfg: NetConfig, batches, input_shape, seed: int, norm: Normalize | None = None) -> float:
     torch.manual_seed(seed)
-    model = build_model(cfg, input_shape, 10)
+    model = build_model(cfg, input_shape, 10, norm=norm)
     opt = make_optimizer(cfg, model)
     model.train()
     started = time.perf_counter()
@@ -46,8 +46,9 @@ def fashion_epochs(bench: Bench) -> dict:
     data = ds.for_final()
     root = write_idx_layout(ds, tmpdir("hpsearch-bench-tv-"))
     generator = torch.Generator().manual_seed(bench.seed)
-    service = Batches(data.train, data, torch.device("cpu"))
-    service_s = _train_epoch(cfg, service.shuffled(cfg.batch_size, generator), data.input_shape, bench.seed)
+    service = Batches(data.train, torch.device("cpu"))
+    service_s = _train_epoch(cfg, service.shuffled(cfg.batch_size, generator), data.input_shape, bench.seed,
+                             input_norm(data))
     tv = datasets.FashionMNIST(str(root), train=True, download=False, transform=transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)]))
     loader = DataLoader(tv, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
