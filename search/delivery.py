@@ -34,7 +34,7 @@ class DeliveryQueue:
         self.cond = threading.Condition()
         self.undelivered: list[str] = []
         self.outage_since: float | None = None
-        self.closed = False
+        self.stopped = False
         self.thread = threading.Thread(target=self._drain, name="mlflow-delivery", daemon=True)
         self.thread.start()
 
@@ -47,9 +47,9 @@ class DeliveryQueue:
         failures = 0
         while True:
             with self.cond:
-                while not self.ops and not self.closed:
+                while not self.ops and not self.stopped:
                     self.cond.wait()
-                if not self.ops:
+                if self.stopped:
                     return
                 op = self.ops[0]
             try:
@@ -89,10 +89,20 @@ class DeliveryQueue:
                 self.cond.wait(min(left, 1.0))
         return True
 
-    def close(self) -> None:
+    def stop(self, timeout: float = 60.0) -> int:
+        """Stop delivering and drop what is still queued: `reconcile` writes it from Tune's results
+        next, and a call sent after that would write it twice. A call in flight is waited for
+        (MLflow's HTTP timeout bounds it). Returns the number of calls dropped."""
         with self.cond:
-            self.closed = True
+            self.stopped = True
             self.cond.notify_all()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"a tracking call did not return within {timeout:g} s")
+        with self.cond:
+            dropped = len(self.ops)
+            self.ops.clear()
+        return dropped
 
 
 def reconcile(tracker: Tracker, parent_id: str, records: list[TrialRecord]) -> int:

@@ -5,6 +5,7 @@
 makes trial 3 raise in epoch 2, trial 5's weights turn NaN in epoch 1 (it then diverges the
 way a real run does), and trial 4's worker process die in epoch 2 (once: a marker file in the
 trial folder keeps the retried worker alive). Trials are numbered as in MLflow (trial_003).
+A bare `reconcile` entry makes the driver's end-of-search MLflow reconciliation fail.
 Real faults, injected at a chosen place, so the recovery paths are tested for real.
 """
 
@@ -18,6 +19,7 @@ import torch
 
 ENV = "HPSEARCH_INJECT_FAULTS"
 KINDS = ("raise", "nan", "exit")
+DRIVER_KINDS = ("reconcile",)
 
 
 class InjectedFault(RuntimeError):
@@ -34,12 +36,20 @@ class Fault:
 def parse(spec: str) -> list[Fault]:
     faults = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
+        if item in DRIVER_KINDS:
+            continue
         kind, _, where = item.partition("@")
         trial, _, epoch = where.partition(":")
         if kind not in KINDS or not trial.isdigit() or not epoch.isdigit():
             raise ValueError(f"bad {ENV} entry {item!r}: expected KIND@TRIAL:EPOCH with KIND in {KINDS}")
         faults.append(Fault(kind, int(trial), int(epoch)))
     return faults
+
+
+def in_driver(kind: str) -> None:
+    """Raise where the driver does `kind`, when asked to."""
+    if kind in os.environ.get(ENV, "").replace(" ", "").split(","):
+        raise InjectedFault(f"injected failure of the {kind} step")
 
 
 def for_trial(trial: int | None) -> list[Fault]:

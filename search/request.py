@@ -74,9 +74,11 @@ class StudyState:
     request: StudyRequest
     parent_run_id: str = ""  # the study's MLflow run
     phase: str = "search"  # search -> final -> done
+    delivered: bool = True  # False while MLflow lacks results that a --resume must still deliver
 
     def save(self) -> None:
-        body = {**dataclasses.asdict(self.request), "parent_run_id": self.parent_run_id, "phase": self.phase}
+        body = {**dataclasses.asdict(self.request), "parent_run_id": self.parent_run_id, "phase": self.phase,
+                "delivered": self.delivered}
         atomic_write_text(self.request.folder / STATE_FILE, json.dumps(body, indent=2) + "\n")
 
     @classmethod
@@ -89,7 +91,7 @@ class StudyState:
             raise UserError(f"{folder / STATE_FILE} is damaged ({e}); start a new study with another --name") from None
         if not isinstance(body, dict):
             raise UserError(f"{folder / STATE_FILE} is damaged (not a mapping); start a new study with another --name")
-        progress = {k: body.pop(k) for k in ("parent_run_id", "phase") if k in body}
+        progress = {k: body.pop(k) for k in ("parent_run_id", "phase", "delivered") if k in body}
         # The folder may have moved since it was written: where it is now is where it resumes.
         body.update(results_root=str(folder.parent), name=folder.name)
         try:

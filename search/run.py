@@ -177,16 +177,22 @@ def new_request(args, study, root: Path, name: str) -> StudyRequest:
 
 
 def resumed_state(args, study, study_dir: Path) -> StudyState:
-    """The saved request is the study; only where its data files are may change (files move),
-    and where it runs (Resources) is this command's."""
+    """The saved request is the study; what may change is where its data files are (files move)
+    and the tracking store (a store lost with a cluster's head, or a server that moved): given
+    again, they replace the saved ones. Where it runs (Resources) is this command's."""
     import dataclasses
+
+    from search.progress import say
 
     state = StudyState.load(study_dir)
     if state.request.space != study.name:
         raise UserError(f"study {state.request.name!r} searched {state.request.space!r}, not {study.name!r}")
     s = study.settings
     choice = choice_from_args(args, s.dataset, s.needs_backbone, DataChoice.from_dict(state.request.data))
-    state.request = dataclasses.replace(state.request, data=choice.to_dict())
+    uri = args.tracking_uri or state.request.tracking_uri
+    if uri != state.request.tracking_uri:
+        say(f"tracking store: {uri} (was {state.request.tracking_uri})")
+    state.request = dataclasses.replace(state.request, data=choice.to_dict(), tracking_uri=uri)
     return state
 
 

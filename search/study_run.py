@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from search import faults
 from search.cluster import Cluster, start_ray
 from search.delivery import reconcile
 from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
@@ -44,7 +45,7 @@ class StudyRun:
         self.dir = self.request.folder
 
     def execute(self) -> int:
-        if self.state.phase == "done":
+        if self.state.phase == "done" and self.state.delivered:
             print(f"study {self.request.name} is already complete: {self.dir / BEST_FILE}")
             return 0
         prepared = prepare(self.study, self.request)  # every bad-input check before training
@@ -56,11 +57,15 @@ class StudyRun:
             final_scale = self._final_scale(prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,
                                  plan.num_samples, self.study.settings.metric, self.study.settings.mode,
-                                 MAX_FAILED_FRACTION)
+                                 MAX_FAILED_FRACTION, study_folder=str(self.dir))
             outcome = search(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
                              final_scale)
             if not self._deliver(tracker, parent, outcome.records):
                 return 1
+            if self.state.phase == "done":  # finished earlier but for MLflow, which is now up to date
+                print(f"study {self.request.name} is complete and MLflow now holds all its results: "
+                      f"{self.dir / BEST_FILE}")
+                return 0
             table = self._tables(tracker, parent, outcome, prepared)
             if outcome.interrupted:
                 print(f"\ninterrupted: the search state is saved in {self.dir}. Resume with:\n  "
@@ -110,6 +115,11 @@ class StudyRun:
         if not self.resuming:
             self.dir.mkdir(parents=True)
             self.state.save()  # first, so that even a driver killed right now can --resume
+        if self.state.parent_run_id and not tracker.has_run(self.state.parent_run_id):
+            say(f"tracking store {self.request.tracking_uri} has no run {self.state.parent_run_id}: the study gets "
+                "a new one there, and every trial's results are delivered to it")
+            self.state.parent_run_id = ""
+            self.state.delivered = False
         if not self.state.parent_run_id:
             self.state.parent_run_id = tracker.start_run(self.request.name, self._run_params(plan, prepared), {
                 "hpsearch.space": self.study.name, "hpsearch.kind": "study", "hpsearch.git_commit": git_commit(),
@@ -143,13 +153,20 @@ class StudyRun:
                       f"{self.request.resume_command()}", file=sys.stderr)
                 return False
         try:
+            faults.in_driver("reconcile")
             filled = reconcile(tracker, parent, records)
         except Exception as e:  # noqa: BLE001 - the results are safe on disk; say so and go on
             print(f"warning: could not bring MLflow up to date ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                  f"every result is in {self.dir}; `--resume` later delivers them", file=sys.stderr)
+                  f"every result is in {self.dir}; when the store works again, run\n  "
+                  f"{self.request.resume_command()}", file=sys.stderr)
+            self.state.delivered = False  # so that --resume delivers, even once the study is done
+            self.state.save()
             return True
         if filled:
             say(f"tracking: delivered {filled} epoch results that had not reached MLflow during the search")
+        if not self.state.delivered:
+            self.state.delivered = True
+            self.state.save()
         return True
 
     def _tables(self, tracker: Tracker, parent: str, outcome: SearchOutcome, prepared: Prepared) -> pd.DataFrame:

@@ -200,7 +200,17 @@ class Tracker:
 
     def log_model(self, run_id: str, model, input_example, torch_version: str,
                   register_as: str | None = None) -> str:
-        """Returns "NAME/VERSION" when the model was registered, else ""."""
+        """Returns "NAME/VERSION" when the model was registered, else "". Once per run: a final
+        phase resumed after the model was logged (or registered) neither logs nor registers again."""
+        done = self.client.get_run(run_id).data.tags
+        if register_as:
+            versions = self.client.search_model_versions(f"name = '{register_as}' and run_id = '{run_id}'")
+            if versions:
+                registered = f"{register_as}/{max(int(v.version) for v in versions)}"
+                self.set_tags(run_id, {"hpsearch.model_logged": "true", "hpsearch.registered_model": registered})
+                return registered
+        elif done.get("hpsearch.model_logged") == "true":
+            return ""
         with _fluent_uri(self.mlflow, self.uri), self.mlflow.start_run(run_id=run_id):
             info = self.mlflow.pytorch.log_model(
                 model, name="model", input_example=input_example, registered_model_name=register_as,
@@ -208,10 +218,31 @@ class Tracker:
                 pip_requirements=[f"torch=={torch_version}"],
             )
         if not register_as:
+            self.set_tags(run_id, {"hpsearch.model_logged": "true"})
             return ""
         registered = f"{register_as}/{info.registered_model_version}"
-        self.set_tags(run_id, {"hpsearch.registered_model": registered})
+        self.set_tags(run_id, {"hpsearch.model_logged": "true", "hpsearch.registered_model": registered})
         return registered
+
+    @_patient
+    def find_child(self, parent_id: str, trial_id: str) -> str | None:
+        """The run of trial `trial_id` under `parent_id`, if one was made (by a call that may have
+        timed out after the store had done it)."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+                                       f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether this store holds `run_id` (a resumed study may have moved to another store)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException as e:
+            if "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", "")) or "not found" in str(e).lower():
+                return False
+            raise
 
     @_patient
     def child_runs(self, parent_id: str) -> dict[str, ChildRun]:

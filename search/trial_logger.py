@@ -11,7 +11,8 @@ from pathlib import Path
 from ray import tune
 
 from search.delivery import DeliveryQueue
-from search.records import FINAL_STATUSES, finite, too_many_failures, trial_name, trial_number, trial_status
+from search.files import STATE_FILE
+from search.records import finite, too_many_failures, trial_name, trial_number, trial_status
 from search.tracking import EPOCH_METRICS, TRIAL_TAG, ChildRun, Tracker
 
 
@@ -24,10 +25,13 @@ class TrialLogger(tune.Callback):
     resumed search rebuilds the connection and reloads the runs it already has."""
 
     def __init__(self, uri: str, experiment: str, parent_id: str, max_epochs: int, total: int,
-                 metric: str, mode: str, max_failed_fraction: float = 0.5, min_finished: int = 4):
+                 metric: str, mode: str, max_failed_fraction: float = 0.5, min_finished: int = 4,
+                 study_folder: str | None = None):
+        """`study_folder`: where study.json is; a resumed search takes the tracking store and parent
+        run from it (they may have changed since Tune pickled this callback), not from `uri`."""
         self.settings = dict(uri=uri, experiment=experiment, parent_id=parent_id, max_epochs=max_epochs,
                              total=total, metric=metric, mode=mode, max_failed_fraction=max_failed_fraction,
-                             min_finished=min_finished)
+                             min_finished=min_finished, study_folder=study_folder)
         self.__setstate__(self.settings)
 
     def __getstate__(self) -> dict:
@@ -37,6 +41,7 @@ class TrialLogger(tune.Callback):
         from search.progress import Progress
 
         self.settings = settings
+        self.study_folder = None  # callbacks pickled before it was a setting
         for key, value in settings.items():
             setattr(self, key, value)
         self.progress = Progress(self.total, self.metric, self.mode, self.max_epochs)
@@ -46,27 +51,36 @@ class TrialLogger(tune.Callback):
         self.last: dict[str, dict] = {}
         self.finished = 0
         self.failed = 0
+        self.counted = False
         self.over_budget = False
 
     def setup(self, **info) -> None:
+        if self.study_folder is not None and (Path(self.study_folder) / STATE_FILE).is_file():
+            from search.request import StudyState
+
+            state = StudyState.load(Path(self.study_folder))
+            self.uri, self.parent_id = state.request.tracking_uri, state.parent_run_id
         self.tracker = Tracker(self.uri, self.experiment)
         self.queue = DeliveryQueue(self.tracker)
         self.children = self.tracker.child_runs(self.parent_id)
-        done = [c for c in self.children.values() if c.status in FINAL_STATUSES]
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Once, before any trial runs: what a resumed search has already finished, counted from
+        Tune's own trials (a failure whose status never reached MLflow still counts)."""
+        if self.counted:
+            return
+        self.counted = True
+        done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
         self.finished = len(done)
+        self.failed = sum(t.status == "ERROR" or bool((t.last_result or {}).get("failed")) for t in done)
         self.progress.resumed(len(done))
-        self.failed = sum(c.status == "failed" for c in done)
+        self.over_budget = too_many_failures(self.failed, self.finished, self.max_failed_fraction, self.min_finished)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.children:
             return  # resumed trial: keep its run
         child = self.children[trial.trial_id] = ChildRun("", trial_name(trial_number(trial.experiment_tag)))
-        tracker, parent, config = self.tracker, self.parent_id, dict(trial.config)
-
-        def start() -> None:
-            child.run_id = tracker.start_run(child.name, config, {TRIAL_TAG: trial.trial_id,
-                                                                   "hpsearch.status": "running"}, parent_id=parent)
-        self.queue.put(start)
+        self.queue.put(start_child(self.tracker, self.parent_id, child, trial.trial_id, dict(trial.config)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
@@ -125,11 +139,25 @@ class TrialLogger(tune.Callback):
         self.progress.close()
         if self.queue is None:
             return
-        if not self.queue.flush(timeout=30):
-            print(f"{self.queue.pending()} tracking calls still waiting for the store; they are "
+        self.queue.flush(timeout=30)
+        dropped = self.queue.stop()
+        if dropped:
+            print(f"{dropped} tracking calls still waiting for the store; they are "
                   "reconciled from Tune's results at the end", file=sys.stderr, flush=True)
         if self.queue.undelivered:
             print(f"{len(self.queue.undelivered)} tracking calls were refused by the store (first: "
                   f"{self.queue.undelivered[0]}); the epoch metrics are reconciled from Tune's results",
                   file=sys.stderr, flush=True)
-        self.queue.close()
+
+
+def start_child(tracker: Tracker, parent_id: str, child: ChildRun, trial_id: str, config: dict):
+    """The delivery call that makes a trial's child run. Retried after a failure, it first looks
+    the run up: a create that timed out may still have been done by the store."""
+    attempts = []
+
+    def start() -> None:
+        found = tracker.find_child(parent_id, trial_id) if attempts else None
+        attempts.append(1)
+        tags = {TRIAL_TAG: trial_id, "hpsearch.status": "running"}
+        child.run_id = found or tracker.start_run(child.name, config, tags, parent_id=parent_id)
+    return start

@@ -1,5 +1,6 @@
-"""Chaos run: a search whose driver is killed twice, one of whose workers is killed once, and
-whose MLflow server goes away for a while; then the record is checked.
+"""Chaos run: a search whose driver is killed twice (the second time while its MLflow server is
+down), one of whose workers is killed once, and whose MLflow server goes away twice (the second
+outage lasts past the end of the search); then the record is checked.
 
     python -m tests.chaos --data-dir ../shared/datasets [--results-dir DIR] [--samples 12] [--max-epochs 8]
 
@@ -58,6 +59,19 @@ def kill_tree(proc: subprocess.Popen) -> None:
             pass
     proc.communicate(timeout=30)
     psutil.wait_procs(family, timeout=30)
+
+
+def follow(stream) -> list[str]:
+    """The lines of `stream` as they come, read by a thread (a pipe left unread would block)."""
+    import threading
+
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in iter(stream.readline, ""):
+            lines.append(line)
+    threading.Thread(target=read, daemon=True).start()
+    return lines
 
 
 def kill_one_worker(proc: subprocess.Popen) -> int:
@@ -212,20 +226,31 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         step("tracking server stopped")
         mark = epochs_done(folder)
-        wait_for(lambda: epochs_done(folder) >= mark + 3, 300, "epochs during the outage")
-        server.start()
-        step(f"tracking server back after {epochs_done(folder) - mark} epochs")
-        mark = epochs_done(folder)
-        wait_for(lambda: epochs_done(folder) >= mark + 1 or proc.poll() is not None, 300, "progress")
+        wait_for(lambda: epochs_done(folder) >= mark + 3 or proc.poll() is not None, 300, "epochs during the outage")
         if proc.poll() is not None:
             print("chaos: PROBLEM: the search ended before the second kill; give it more --samples", file=sys.stderr)
             return 1
         kill_tree(proc)
-        step(f"driver killed (SIGKILL) again after {epochs_done(folder)} epochs")
-        final = subprocess.run([sys.executable, "-m", "search.run", *search, "--resume"], cwd=REPO,
-                               capture_output=True, text=True, timeout=1800)
-        if final.returncode != 0:
-            print(final.stdout + final.stderr, file=sys.stderr)
+        step(f"driver killed (SIGKILL) during the outage, after {epochs_done(folder) - mark} epochs without MLflow")
+        server.start()
+        step("tracking server back")
+
+        proc = start_search(*search, "--resume")
+        said, printed = follow(proc.stderr), follow(proc.stdout)
+        mark = epochs_done(folder)
+        wait_for(lambda: epochs_done(folder) >= mark + 1 or proc.poll() is not None, 300, "progress")
+        server.stop()
+        step("tracking server stopped until the search has ended")
+        wait_for(lambda: any("unreachable; waiting" in line for line in said) or proc.poll() is not None, 900,
+                 "the end of the search")
+        if proc.poll() is not None:
+            print("chaos: PROBLEM: the study ended before its search did without MLflow; give it more --samples\n"
+                  + "".join(said), file=sys.stderr)
+            return 1
+        server.start()
+        step("tracking server back after the search ended")
+        if proc.wait(timeout=1800) != 0:
+            print("".join(printed + said), file=sys.stderr)
             return 1
         step("resumed to the end")
         problems = check(results, name, args.samples, server.uri)

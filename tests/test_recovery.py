@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -90,9 +91,20 @@ def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path, data_root):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert "--resume" in err and "interrupted" in err
-    resumed = run_module("search.run", *args, "--resume")
+    # Resumed into another tracking store (the first one lost with a cluster's head, say), where the
+    # end-of-search reconciliation fails: the study finishes and says so, and the next --resume
+    # delivers what the new store lacks instead of saying the study is complete.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    resumed = run_module("search.run", *args, "--resume", "--tracking-uri", other,
+                         env={"HPSEARCH_INJECT_FAULTS": "reconcile"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    _, children, count = mlflow_children(tmp_path, "interrupted")
+    assert "has no run" in resumed.stdout and "could not bring MLflow up to date" in resumed.stderr
+    state = json.loads((folder / "study.json").read_text())
+    assert (state["tracking_uri"], state["phase"], state["delivered"]) == (other, "done", False)
+    again = run_module("search.run", *args, "--resume")
+    assert again.returncode == 0 and "MLflow now holds all its results" in again.stdout, again.stdout + again.stderr
+    assert json.loads((folder / "study.json").read_text())["delivered"] is True
+    _, children, count = mlflow_children(tmp_path, "interrupted", other)
     assert count == 4 and all(steps == [1, 2, 3, 4] for _, steps in children.values())
 
 

@@ -37,7 +37,7 @@ def test_queue_waits_out_an_outage_and_keeps_order():
     outage.clear()
     assert queue.flush(timeout=5)
     assert delivered == [0, 1, 2, 3, 4] and not queue.undelivered
-    queue.close()
+    queue.stop()
 
 
 def test_queue_gives_up_on_a_call_the_store_refuses_and_goes_on():
@@ -51,7 +51,7 @@ def test_queue_gives_up_on_a_call_the_store_refuses_and_goes_on():
     queue.put(lambda: delivered.append("next"))
     assert queue.flush(timeout=5)
     assert delivered == ["next"] and len(queue.undelivered) == 1
-    queue.close()
+    queue.stop()
 
 
 @pytest.mark.parametrize("failed,finished,expect", [(2, 2, False), (3, 4, True), (2, 4, False), (5, 10, False),
@@ -130,3 +130,83 @@ def test_the_tracker_leaves_the_environment_alone(tmp_path, monkeypatch):
     tracker.log_model(run, torch.nn.Linear(2, 2), torch.zeros(1, 2).numpy(), torch.__version__)
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert tracker.client.get_run(run).info.run_id == run
+
+
+def test_a_stopped_queue_sends_nothing_more():
+    """At the end of a search the queue stops before `reconcile` writes what is missing: a call
+    still queued and sent afterwards would write it twice."""
+    delivered, down = [], threading.Event()
+    down.set()
+
+    def op(i):
+        def run():
+            if down.is_set():
+                raise ConnectionError("Connection refused")
+            delivered.append(i)
+        return run
+
+    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=open("/dev/null", "w"))
+    for i in range(3):
+        queue.put(op(i))
+    assert not queue.flush(timeout=0.2)
+    assert queue.stop() == 3  # dropped: reconcile delivers them from Tune's results
+    down.clear()  # the store comes back after the stop
+    threading.Event().wait(0.2)
+    assert delivered == [] and not queue.thread.is_alive()
+
+
+def test_a_run_the_store_made_before_the_call_timed_out_is_not_made_twice(tmp_path):
+    from search.tracking import ChildRun
+    from search.trial_logger import start_child
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "idempotent", tmp_path / "artifacts")
+    parent = tracker.start_run("study", {}, {})
+    create = tracker.client.create_run
+    calls = []
+
+    def slow_answer(*args, **kwargs):  # the store does it, the answer never arrives
+        run = create(*args, **kwargs)
+        calls.append(run.info.run_id)
+        if len(calls) == 1:
+            raise TimeoutError("Read timed out")
+        return run
+
+    tracker.client.create_run = slow_answer
+    child = ChildRun("", "trial_001")
+    queue = DeliveryQueue(tracker, retry_seconds=0.01, stream=open("/dev/null", "w"))
+    queue.put(start_child(tracker, parent, child, "t1", {"lr": 0.1}))
+    assert queue.flush(timeout=30)
+    queue.stop()
+    assert calls == [child.run_id]  # created once, found on the retry
+    assert list(tracker.child_runs(parent)) == ["t1"]
+
+
+class Trial:
+    def __init__(self, status: str, failed: bool = False):
+        self.status, self.last_result = status, {"epoch": 1, "failed": failed}
+
+
+def test_the_failure_budget_of_a_resumed_search_counts_failures_mlflow_never_saw(tmp_path):
+    from search.trial_logger import TrialLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = Tracker(uri, "budget", tmp_path / "artifacts").start_run("study", {}, {})
+    logger = TrialLogger(uri, "budget", parent, max_epochs=3, total=8, metric="val_accuracy", mode="max")
+    logger.setup()  # MLflow knows no trial at all: the store was down when they ended
+    trials = [Trial("ERROR"), Trial("TERMINATED", failed=True), Trial("TERMINATED", failed=True),
+              Trial("TERMINATED"), Trial("PENDING")]
+    logger.on_step_begin(0, trials)
+    assert (logger.finished, logger.failed, logger.over_budget) == (4, 3, True)
+    logger.queue.stop()
+
+
+def test_a_resumed_final_phase_registers_the_model_once(tmp_path):
+    import torch
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "register", tmp_path / "artifacts")
+    run = tracker.start_run("study", {}, {})
+    model, example = torch.nn.Linear(4, 2), torch.zeros(2, 4).numpy()
+    first = tracker.log_model(run, model, example, torch.__version__.split("+")[0], "toy-model")
+    again = tracker.log_model(run, model, example, torch.__version__.split("+")[0], "toy-model")
+    assert first == again == "toy-model/1"
+    assert len(tracker.client.search_model_versions("name = 'toy-model'")) == 1
