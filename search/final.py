@@ -9,6 +9,7 @@ the weights)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,40 +22,15 @@ from search.files import CONFUSION_FILE, MODEL_FILE
 from search.tracking import Tracker
 from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig, build_model
-from trainables.train import CHECKPOINT_FILE, TrialSettings, evaluate_checkpoint, retrain_and_test
+from trainables.train import CHECKPOINT_FILE, FinalResult, TrialSettings, evaluate_checkpoint, retrain_and_test
 from trainables.transfer import Backbone
 
 FINAL_MODES = ("checkpoint", "retrain")
 
 
 @dataclass(frozen=True)
-class FinalResult:
-    """The final model, tested once: its weights (fp32, CPU), the test scores, and how it was
-    trained. Built from the plain dict a Ray task returns (trainables.train._tested)."""
-
-    state_dict: dict[str, torch.Tensor]
-    test_accuracy: float
-    test_loss: float
-    per_class_accuracy: dict[str, float]
-    confusion: list[list[int]]
-    history: list[dict[str, float]]  # the retrain's epochs; empty for a trial's own checkpoint
-    numerics: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    train_seconds: float = 0.0
-    diverged: bool = False
-    epoch: int = 0  # the checkpoint's epoch (checkpoint mode)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FinalResult":
-        return cls(d["state_dict"], float(d["test_accuracy"]), float(d["test_loss"]), dict(d["per_class_accuracy"]),
-                   d["confusion"], list(d["history"]), str(d["numerics"]), tuple(d["mean"]), tuple(d["std"]),
-                   float(d.get("train_seconds", 0.0)), bool(d.get("diverged", False)), int(d.get("epoch", 0)))
-
-
-@dataclass(frozen=True)
 class FinalSpec:
-    params: dict[str, Any]
+    config: NetConfig
     epochs: int
     seed: int
     threads: int
@@ -75,16 +51,16 @@ class FinalSpec:
 def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> FinalResult:
     """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one)
     and every CPU of a node (nothing else runs then); without Ray it runs in this process."""
-    args = (spec.params, dataset.for_final(), dataset.test,
+    args = (spec.config, dataset.for_final(), dataset.test,
             TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads, backbone=backbone,
                           precision=spec.precision),
             spec.use_gpu, spec.schedule_epochs)
     if not on_ray:
-        return FinalResult.from_dict(retrain_and_test(*args))
+        return retrain_and_test(*args)
     import ray
 
     task = ray.remote(retrain_and_test).options(num_cpus=spec.threads, num_gpus=1 if spec.use_gpu else 0)
-    return FinalResult.from_dict(ray.get(task.remote(*args)))
+    return ray.get(task.remote(*args))
 
 
 def from_checkpoint(spec: FinalSpec, checkpoint_dir: Path, search_data: TrainingData, dataset: Dataset,
@@ -94,8 +70,7 @@ def from_checkpoint(spec: FinalSpec, checkpoint_dir: Path, search_data: Training
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     torch.set_num_threads(max(1, spec.threads))
     final = evaluate_checkpoint(state, search_data, dataset.test, backbone, spec.use_gpu, spec.precision)
-    final["history"] = []  # no final training: the trial's own curve is in its child run
-    return FinalResult.from_dict(final)
+    return dataclasses.replace(final, history=[])  # no final training: the trial's own curve is in its child run
 
 
 def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
@@ -105,7 +80,7 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
     tmp = out_dir / f".{MODEL_FILE}.tmp"
     torch.save({
         # The weights include the normalisation (the first layer's buffers): the network takes raw input.
-        "state_dict": final.state_dict, "config": spec.params, "space": space,
+        "state_dict": final.state_dict, "config": spec.config.to_flat(), "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
         "input": "raw: pixel values 0-255 as float32" if data.full_scale == 255.0 else "raw: features as read",
         # For the record (and transfer studies): the network applies them itself.
@@ -138,7 +113,7 @@ def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec
     tracker.log_artifact(run_id, out_dir / CONFUSION_FILE)
     tracker.set_tags(run_id, {"hpsearch.numerics": final.numerics, "hpsearch.final": spec.mode})
     data = dataset.for_final()
-    model = build_model(NetConfig.from_flat(spec.params), data.input_shape, data.num_classes, backbone)
+    model = build_model(spec.config, data.input_shape, data.num_classes, backbone)
     model.load_state_dict(final.state_dict)
     model.eval()
     example = dataset.test.x[:2].astype(np.float32)  # raw: the network normalises its input itself

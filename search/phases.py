@@ -164,8 +164,7 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
     if record.trial_id in children:
         tracker.set_tags(children[record.trial_id].run_id, {"hpsearch.best": "true"})
     mode = request.final if best.checkpoint is not None else "retrain"
-    params = best.config.to_flat()
-    spec = FinalSpec(params, epochs=best.best_epoch, seed=request.seed, threads=ctx.threads,
+    spec = FinalSpec(best.config, epochs=best.best_epoch, seed=request.seed, threads=ctx.threads,
                      use_gpu=ctx.plan.gpus_per_trial > 0, schedule_epochs=ctx.plan.max_epochs,
                      precision=request.precision, mode=mode)
     dataset = data.dataset
@@ -185,7 +184,7 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
     registered = log_final(tracker, parent, final, spec, dataset, folder, data.backbone, request.register_model)
     choice = DataChoice.from_dict(request.data)
     config = BestConfig(
-        space=ctx.study.name, dataset=choice.spec.dataset, hyperparameters=params, epochs=spec.epochs,
+        space=ctx.study.name, dataset=choice.spec.dataset, hyperparameters=best.config.to_flat(), epochs=spec.epochs,
         schedule_epochs=ctx.plan.max_epochs, final=spec.describe(final.numerics),
         data=choice.to_dict(), classes=list(dataset.info.classes),
         seed=request.seed, val_fraction=s.val_fraction,

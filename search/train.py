@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.best_config import BestConfig
     from search.provenance import git_commit, package_versions
     from spaces.registry import get_study
+    from trainables.model import NetConfig
 
     best = BestConfig.load(Path(args.config))
     study = get_study(best.space)  # the study must still exist: its dataset and settings define the run
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     uri = args.tracking_uri or default_tracking_uri(root)
     tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
-    spec = FinalSpec(best.hyperparameters, epochs=epochs, seed=seed, threads=args.cpus or os.cpu_count() or 1,
+    threads = args.cpus or os.cpu_count() or 1
+    spec = FinalSpec(NetConfig.from_flat(best.hyperparameters), epochs=epochs, seed=seed, threads=threads,
                      use_gpu=torch.cuda.is_available() and args.gpus != 0, schedule_epochs=schedule,
                      precision=args.precision)
     out_dir.mkdir(parents=True)

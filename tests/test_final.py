@@ -43,7 +43,7 @@ def offset_features(n: int, seed: int) -> Split:
 def test_model_pt_predicts_from_raw_input_without_mean_or_std(tmp_path, params, make):
     info = DatasetInfo("toy", "", ("a", "b", "c", "d"), counts=(400, 200))
     dataset = Dataset(info, make(400, 0), make(200, 1), "toy")
-    spec = FinalSpec(params, epochs=10, seed=0, threads=1, precision="fp32")
+    spec = FinalSpec(NetConfig.from_flat(params), epochs=10, seed=0, threads=1, precision="fp32")
     final = retrain(spec, dataset, on_ray=False)
     assert final.test_accuracy > 0.9  # chance is 0.25
 

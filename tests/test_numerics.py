@@ -59,4 +59,4 @@ def test_bf16_evaluation_matches_fp32_closely() -> None:
     cpu = torch.device("cpu")
     fp32 = evaluate(model, Batches(data.val, cpu, Accel(None, True)), 10)
     bf16 = evaluate(model, Batches(data.val, cpu, Accel(torch.bfloat16, True)), 10)
-    assert abs(fp32["accuracy"] - bf16["accuracy"]) <= 0.05
+    assert abs(fp32.accuracy - bf16.accuracy) <= 0.05

@@ -77,12 +77,12 @@ def test_divergence_stops_training_and_is_flagged():
 def test_final_retrain_tests_once_on_the_held_out_split():
     data = toy_data(with_val=False)
     test = toy_data(n=100, seed=9).train
-    out = retrain_and_test(CFG.to_flat(), data, test, TrialSettings(max_epochs=2, seed=0, threads=1))
-    assert len(out["history"]) == 2 and "val_loss" not in out["history"][0]
-    confusion = np.asarray(out["confusion"])
+    out = retrain_and_test(CFG, data, test, TrialSettings(max_epochs=2, seed=0, threads=1))
+    assert len(out.history) == 2 and "val_loss" not in out.history[0]
+    confusion = np.asarray(out.confusion)
     assert confusion.sum() == len(test)
-    assert out["test_accuracy"] == pytest.approx(np.trace(confusion) / len(test))
-    assert set(out["per_class_accuracy"]) == set(data.classes)
+    assert out.test_accuracy == pytest.approx(np.trace(confusion) / len(test))
+    assert set(out.per_class_accuracy) == set(data.classes)
 
 
 def test_batches_standardise_float_features_without_touching_the_data():
@@ -156,8 +156,8 @@ def test_a_checkpoint_is_tested_as_saved_and_loads_without_pickle(tmp_path):
     torch.save(snapshots[0], tmp_path / "checkpoint.pt")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # tensors and plain types only
     out = evaluate_checkpoint(state, data, test)
-    assert out["epoch"] == 1 and out["history"] == snapshots[0]["history"]
-    assert np.asarray(out["confusion"]).sum() == len(test)
-    assert list(out["mean"]) == list(data.mean)
-    assert all(v.dtype == torch.float32 or not v.is_floating_point() for v in out["state_dict"].values())
-    assert all(v.is_contiguous() for v in out["state_dict"].values())
+    assert out.epoch == 1 and out.history == snapshots[0]["history"]
+    assert np.asarray(out.confusion).sum() == len(test)
+    assert list(out.mean) == list(data.mean)
+    assert all(v.dtype == torch.float32 or not v.is_floating_point() for v in out.state_dict.values())
+    assert all(v.is_contiguous() for v in out.state_dict.values())

@@ -8,11 +8,12 @@ history.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -52,6 +53,33 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     diverged: bool = False
     accel: Accel = field(default_factory=Accel)
+
+
+@dataclass(frozen=True)
+class Scores:
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    """A final model tested once: its weights (fp32, CPU, contiguous: they load into a plain
+    model anywhere), the test scores, and how it was trained. Plain enough to come back from a
+    Ray task."""
+
+    state_dict: dict[str, torch.Tensor]
+    test_accuracy: float
+    test_loss: float
+    per_class_accuracy: dict[str, float]
+    confusion: list[list[int]]
+    history: list[dict[str, float]]  # the retrain's epochs; empty for a trial's own checkpoint
+    numerics: str
+    mean: tuple[float, ...]  # the normalisation the network applies itself; for the record
+    std: tuple[float, ...]
+    train_seconds: float = 0.0
+    diverged: bool = False
+    epoch: int = 0  # the checkpoint's epoch (a trial's own checkpoint)
 
 
 def pick_device(use_gpu: bool) -> torch.device:
@@ -112,7 +140,7 @@ class Batches:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> dict[str, Any]:
+def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> Scores:
     """Loss, accuracy and confusion matrix (rows: true class, columns: predicted)."""
     model.eval()
     loss_sum = 0.0
@@ -124,11 +152,7 @@ def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> dict[str, 
         confusion += torch.bincount(yb * num_classes + logits.argmax(1), minlength=num_classes ** 2)
     confusion = confusion.view(num_classes, num_classes).cpu()
     n = len(batches)
-    return {
-        "loss": loss_sum / n,
-        "accuracy": confusion.diag().sum().item() / n,
-        "confusion": confusion.tolist(),
-    }
+    return Scores(loss_sum / n, confusion.diag().sum().item() / n, confusion.tolist())
 
 
 def fit(
@@ -195,10 +219,10 @@ def fit(
     def validate(metrics: dict[str, float]) -> bool:
         """Adds the validation scores; False when the model has diverged."""
         scores = evaluate(model, val, data.num_classes)
-        ok = math.isfinite(scores["loss"])
+        ok = math.isfinite(scores.loss)
         # A diverged model's predictions mean nothing: score it below chance so searchers
         # and schedulers rank it last, and leave the loss undefined.
-        metrics.update(val_loss=scores["loss"] if ok else float("nan"), val_accuracy=scores["accuracy"] if ok else 0.0)
+        metrics.update(val_loss=scores.loss if ok else float("nan"), val_accuracy=scores.accuracy if ok else 0.0)
         return ok
 
     steps_per_epoch = train.steps(cfg.batch_size)
@@ -262,14 +286,10 @@ def fit(
 
 # --- the final model -----------------------------------------------------------------------
 
-def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: TrialSettings,
-                     use_gpu: bool = False, schedule_epochs: int | None = None) -> dict[str, Any]:
+def retrain_and_test(cfg: NetConfig, data: TrainingData, test: Split, settings: TrialSettings,
+                     use_gpu: bool = False, schedule_epochs: int | None = None) -> FinalResult:
     """Retrain on all training images for `settings.max_epochs` (following a learning-rate
-    schedule of `schedule_epochs`, default the same), then evaluate once on `test`.
-
-    Returns plain data (CPU state dict, metrics, confusion) so it can come back from a Ray task.
-    """
-    cfg = NetConfig.from_flat(params)
+    schedule of `schedule_epochs`, default the same), then evaluate once on `test`."""
     torch.set_num_threads(max(1, settings.threads))
     device = pick_device(use_gpu)
     started = time.perf_counter()
@@ -279,7 +299,7 @@ def retrain_and_test(params: dict, data: TrainingData, test: Split, settings: Tr
 
 
 def evaluate_checkpoint(state: dict, data: TrainingData, test: Split, backbone: "Backbone | None" = None,
-                 use_gpu: bool = False, precision: str = "auto") -> dict[str, Any]:
+                        use_gpu: bool = False, precision: str = "auto") -> FinalResult:
     """The final model without a retrain: a trial's own checkpoint (`state`, chosen by validation,
     so still an honest test), evaluated once on `test` (its weights carry the normalisation it
     trained with, `data`'s). Returns what `retrain_and_test` returns."""
@@ -290,27 +310,19 @@ def evaluate_checkpoint(state: dict, data: TrainingData, test: Split, backbone: 
     model.load_state_dict(_weights(state, cfg, data))
     started = time.perf_counter()
     final = _tested(model, data, test, device, accel, [dict(h) for h in state["history"]], False, started)
-    final["epoch"] = int(state["epoch"])
-    return final
+    return dataclasses.replace(final, epoch=int(state["epoch"]))
 
 
 def _tested(model: nn.Module, data: TrainingData, test: Split, device: torch.device, accel: Accel,
-            history: list[dict], diverged: bool, started: float) -> dict[str, Any]:
+            history: list[dict], diverged: bool, started: float) -> FinalResult:
     scores = evaluate(model, Batches(test, device, accel), data.num_classes)
-    confusion = np.asarray(scores["confusion"])
+    confusion = np.asarray(scores.confusion)
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    return {
-        "test_accuracy": scores["accuracy"],
-        "test_loss": scores["loss"],
-        "per_class_accuracy": {name: float(a) for name, a in zip(data.classes, per_class)},
-        "confusion": scores["confusion"],
-        "history": history,
-        "diverged": diverged,
-        "train_seconds": time.perf_counter() - started,
-        "numerics": accel.name,
-        # The normalisation the network applies itself (its first layer's buffers); for the record.
-        "mean": list(data.mean), "std": list(data.std),
-        # fp32 whatever the numerics (autocast never changes the weights' dtype), contiguous so
-        # the exported file loads into a plain model anywhere.
-        "state_dict": {k: v.cpu().contiguous() for k, v in model.state_dict().items()},
-    }
+    return FinalResult(
+        # fp32 whatever the numerics: autocast never changes the weights' dtype.
+        state_dict={k: v.cpu().contiguous() for k, v in model.state_dict().items()},
+        test_accuracy=scores.accuracy, test_loss=scores.loss,
+        per_class_accuracy={name: float(a) for name, a in zip(data.classes, per_class)},
+        confusion=scores.confusion, history=history, numerics=accel.name,
+        mean=tuple(data.mean), std=tuple(data.std), train_seconds=time.perf_counter() - started, diverged=diverged,
+    )
