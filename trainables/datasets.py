@@ -19,9 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from trainables.errors import UserError
+from trainables.images import ImageFormat
 
 # The data kinds read from CSV files (trainables/tables.py), besides the registered datasets.
 CSV_KINDS = ("pixels_csv", "tabular_csv")
+# A folder of the user's own images, one sub-folder per class (trainables/folders.py).
+IMAGE_FOLDER = "image_folder"
+# Data without a test set of its own (a single CSV file, an image folder without test/) holds out
+# this stratified share as its test split, with a fixed seed so every run holds out the same items.
+HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class Dataset:
     norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     # How the original labels map to class indices, for labels that were remapped (CSV data).
     label_map: dict[str, int] | None = None
+    # How every image was prepared from its file (image folders): what a prediction must repeat.
+    image_format: ImageFormat | None = None
 
     def _stats(self, x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return self.norm if self.norm is not None else channel_stats(x)
@@ -121,12 +129,12 @@ class Dataset:
         return dataclasses.replace(self, info=info, train=keep(self.train), test=keep(self.test))
 
     def sliced(self, n_train: int, n_test: int, seed: int) -> "Dataset":
-        """A small stratified slice, for smoke runs and tests."""
-        return Dataset(
-            self.info,
-            self.train.take(stratified_subset(self.train.y, n_train, seed)),
-            self.test.take(stratified_subset(self.test.y, n_test, seed)),
-            self.source,
+        """A small stratified slice, for smoke runs and tests (what the data is stays: its
+        normalisation, label map and image format)."""
+        return dataclasses.replace(
+            self,
+            train=self.train.take(stratified_subset(self.train.y, n_train, seed)),
+            test=self.test.take(stratified_subset(self.test.y, n_test, seed)),
         )
 
 
@@ -159,6 +167,12 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
         val_parts.append(idx[:n_val])
         train_parts.append(idx[n_val:])
     return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+
+
+def held_out(split: Split) -> tuple[Split, Split]:
+    """(train, test) of data that has no test set: a stratified HOLDOUT_FRACTION as the test."""
+    train_idx, test_idx = stratified_split(split.y, HOLDOUT_FRACTION, HOLDOUT_SEED)
+    return split.take(train_idx), split.take(test_idx)
 
 
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:

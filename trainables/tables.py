@@ -3,8 +3,8 @@
 
 Labels of either kind are remapped to 0..K-1 (sorted, numerically where they are numbers); the
 mapping travels with the dataset into best.yaml and model.pt. Without a test file a stratified
-20% of the rows is held out as the test split, with a fixed seed so every run holds out the
-same rows. Tabular features are not standardised here: like image channels they are
+20% of the rows is held out as the test split (trainables.datasets.held_out: a fixed seed, so
+every run holds out the same rows). Tabular features are not standardised here: like image channels they are
 standardised by the network's first layer, with statistics of the split being trained on
 (never the test rows).
 """
@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.datasets import Dataset, DatasetInfo, Split, stratified_split
+from trainables.datasets import Dataset, DatasetInfo, Split, held_out
 from trainables.errors import UserError
-
-HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 0
 
 
 def _read(path: str | None, what: str) -> pd.DataFrame:
@@ -70,15 +68,10 @@ def _label_name(value) -> str:
     return str(value)
 
 
-def _holdout(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split]:
-    train_idx, test_idx = stratified_split(y, HOLDOUT_FRACTION, HOLDOUT_SEED)
-    return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx])
-
-
 def _dataset(kind: str, x: np.ndarray, y: np.ndarray, x_test, y_test, mapping: dict[str, int],
              source: str) -> Dataset:
     if x_test is None:
-        train, test = _holdout(x, y)
+        train, test = held_out(Split(x, y))
     else:
         train, test = Split(x, y), Split(x_test, y_test)
     info = DatasetInfo(kind, "", tuple(mapping), counts=(len(train), len(test)))
