@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.datasets import CSV_KINDS, Dataset, DatasetInfo, Split
+from trainables.datasets import CSV_KINDS, IMAGE_FOLDER, Dataset, DatasetInfo, Split
 from trainables.errors import UserError
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -140,7 +140,8 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     try:
         info = DATASETS[name]
     except KeyError:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *CSV_KINDS])}") from None
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *CSV_KINDS, IMAGE_FOLDER])}"
+                        ) from None
     if name == "cifar10":
         return load_cifar10(info, data_dir or os.environ.get("HPSEARCH_DATA_DIR") or None)
     folder = locate(info, data_dir)
@@ -232,3 +233,15 @@ def _cifar_download(info: DatasetInfo) -> Dataset:
         raise UserError(f"cifar10 is not on this machine and could not be downloaded ({type(e).__name__})",
                         option="data_dir", fix=f"DIR with DIR/{info.folder}/ or DIR/{CIFAR_SUBSET}") from None
     return _cifar_batches(info, cache_root() / info.folder)
+
+
+def holds_dataset(name: str, data_dir: str) -> bool:
+    """Whether `data_dir` holds registered dataset `name`'s files where `load_dataset` looks
+    (only names are checked), so that a folder of the user's own images can be told from it."""
+    info, root = DATASETS[name], Path(data_dir).expanduser()
+    if not root.is_dir():
+        return False
+    if name == "cifar10":
+        return any((f / "data_batch_1").is_file() for f in (root / info.folder, root)) or \
+            any(p.is_file() for p in (root / CIFAR_SUBSET, root / CIFAR_SUBSET.name))
+    return any(_complete_folder(f) for f in candidate_folders(info, str(root)))
