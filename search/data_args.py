@@ -1,5 +1,6 @@
 """The data options shared by `search.run` and `search.train`: which dataset (a registered one,
-or CSV files), where it is, and the backbone a transfer study fine-tunes. Parsed into a
+CSV files, or a folder of the user's images), where it is, and the backbone a transfer study
+fine-tunes. Parsed into a
 `DataSpec` (saved with the study and in best.yaml) and loaded in one place, so a study, its
 resume and its retrain all see the same data."""
 
@@ -8,24 +9,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.cli import Parser
+from search.progress import say
 from trainables.data import DataSpec, load_data
-from trainables.datasets import Dataset
+from trainables.datasets import IMAGE_FOLDER, Dataset
 from trainables.errors import UserError
+from trainables.folders import looks_like_image_folder
+from trainables.readers import DATASETS, holds_dataset
+
+# The studies whose own dataset is images: given a folder of class folders instead, they read it
+# as an image folder without --dataset (see `_folder_instead`).
+IMAGE_DEFAULTS = (*DATASETS, "pixels_csv")
 
 
 def add_data_arguments(p: Parser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", default=None,
                    help="dataset root holding e.g. FashionMNIST/raw/ (default: $HPSEARCH_DATA_DIR, "
-                        "Debian's dataset package, the user cache, else download)")
+                        "Debian's dataset package, the user cache, else download), or a folder of your "
+                        "own images: one sub-folder per class, or train/ and test/ each laid out so")
     g.add_argument("--dataset", default=None,
                    help="run the study's space on another dataset (fashion_mnist, mnist, cifar10, "
-                        "pixels_csv, tabular_csv)")
+                        "pixels_csv, tabular_csv, image_folder)")
     g.add_argument("--data-file", default=None, help="CSV studies: the training CSV")
     g.add_argument("--test-file", default=None,
                    help="CSV studies: the test CSV (default: a stratified 20%% of --data-file, held out)")
     g.add_argument("--image-shape", default=None, metavar="C,H,W",
                    help="pixel CSV: image shape, e.g. 1,28,28 (default: square grey images)")
+    g.add_argument("--image-size", default=None, metavar="H,W",
+                   help="image folders: size every image is resized to (default: the most common size, "
+                        "long side at most 128)")
+    g.add_argument("--channels", default=None, type=int, choices=(1, 3),
+                   help="image folders: 1 grey, 3 colour (default: 1 when every image is grey)")
+    g.add_argument("--invert", action="store_true", default=None,
+                   help="image folders: invert dark-on-light images (scans) to light-on-dark")
     g.add_argument("--target", default=None, help="tabular CSV: the column to predict")
     g.add_argument("--classes", default=None, metavar="A,B,...",
                    help="keep only these classes of a registered dataset (relabelled in this order)")
@@ -44,6 +60,31 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"--image-shape must be three positive integers C,H,W (e.g. 1,28,28), got {text!r}")
     return shape  # type: ignore[return-value]
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise UserError(f"--image-size must be two positive integers H,W (e.g. 64,64), got {text!r}")
+    return size  # type: ignore[return-value]
+
+
+def _folder_instead(default_dataset: str, given: dict) -> bool:
+    """A user who points an image study at a folder of class folders means those images: read it
+    as an image folder unless the study's own dataset is found there (a dataset root)."""
+    data_dir = given["data_dir"]
+    if default_dataset not in IMAGE_DEFAULTS or not data_dir or given["data_file"]:
+        return False
+    if any(given[k] is not None for k in ("image_size", "channels", "invert")):
+        return True
+    if default_dataset in DATASETS and holds_dataset(default_dataset, data_dir):
+        return False
+    return looks_like_image_folder(data_dir)
 
 
 @dataclass(frozen=True)
@@ -77,8 +118,13 @@ def choice_from_args(args, default_dataset: str, needs_backbone: bool, base: Dat
         "dataset": args.dataset, "data_dir": args.data_dir, "data_file": args.data_file,
         "test_file": args.test_file, "image_shape": _shape(args.image_shape), "target": args.target,
         "classes": tuple(c.strip() for c in args.classes.split(",")) if args.classes else None,
+        "image_size": _size(args.image_size), "channels": args.channels, "invert": args.invert,
     }
     merged = {**saved, **{k: v for k, v in given.items() if v is not None}}
+    if "dataset" not in merged and _folder_instead(default_dataset, given):
+        say(f"data: {given['data_dir']} holds class folders of images; reading it as an image folder "
+            "(--dataset image_folder)")
+        merged["dataset"] = IMAGE_FOLDER
     merged.setdefault("dataset", default_dataset)
     weights = args.weights or (base.weights if base else None)
     arch = args.arch or (base.arch if base else None)

@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             study = get_study(name)
             s = study.settings
             budget = f"{len(study.grid) if study.grid is not None else s.num_samples} trials x {s.max_epochs} epochs"
-            print(f"{name:<16} {s.dataset:<14} {budget:<22} {study.description}")
+            folders = "folders" if s.takes_images else ""
+            print(f"{name:<18} {s.dataset:<14} {folders:<8} {budget:<22} {study.description}")
+        print("\nfolders: the study also takes a folder of your own images (--data-dir DIR, one sub-folder per "
+              "class; see --image-size, --channels, --invert)")
         return 0
     if not args.space:
         raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")

@@ -26,8 +26,9 @@ from search.request import Resources, StudyState
 from search.tracking import Tracker, default_tracking_uri
 from search.trial_logger import TrialLogger
 from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
-from search.tuner import Plan, make_plan
+from search.tuner import Plan, check_cost_cap, make_plan
 from spaces.study import Study
+from trainables.datasets import IMAGE_FOLDER
 
 TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs",
                *(CONFIG_PREFIX + name for name in ("family", "conv_layers", "kernel_size", "activation", "batch_norm",
@@ -53,6 +54,8 @@ class StudyRun:
         cluster = start_ray(self.resources.address, self.resources.cpus, self.resources.gpus)
         try:
             plan = self._plan(cluster)
+            if prepared.backbone is None:  # a backbone's cost is what it is: its input size is fixed
+                check_cost_cap(self.study, plan, prepared.search_data, prepared.dataset.info.name == IMAGE_FOLDER)
             parent = self._start(tracker, plan, prepared)
             final_scale = self._final_scale(prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,

@@ -151,6 +151,35 @@ def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers
                                       multivariate=True, group=True, constant_liar=True)
 
 
+COST_PROBES = 32  # networks sampled to tell a space that fits the cost cap from one that cannot
+
+
+def check_cost_cap(study: Study, plan: Plan, data: TrainingData, image_folder: bool = False) -> None:
+    """Refuse a search whose every network exceeds the cost cap on these images (large images on
+    a CPU): the capped widths are already at their lowest, so every trial would run over the cap.
+    A random sample of the space stands in for all of it (a cap that some networks meet is met
+    by some of 32 samples, short of a sliver of the space)."""
+    if plan.max_macs is None or study.define is None:
+        return
+    ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs)
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    smallest = math.inf
+    for _ in range(COST_PROBES):
+        trial = probe.ask()
+        constants = study.define(trial, ctx) or {}
+        params = {**trial.params, **constants}
+        macs = model_macs(NetConfig.from_flat(params), ctx.input_shape, ctx.num_classes)
+        if macs <= plan.max_macs:
+            return
+        smallest = min(smallest, macs)
+    c, h, w = ctx.input_shape
+    problem = (f"every network of {study.name} needs more than its CPU cost cap of {plan.max_macs / 1e6:g} million "
+               f"multiply-adds per image on {c}x{h}x{w} images (the smallest sampled: {smallest / 1e6:.1f} million)")
+    if image_folder:
+        raise UserError(problem, option="image_size", fix=f"smaller H,W (e.g. {max(8, h // 2)},{max(8, w // 2)})")
+    raise UserError(f"{problem}; run it on a GPU (no cap) or choose a study built for larger images")
+
+
 def _within_cap(params, ctx: SpaceContext, backbone: Backbone | None) -> bool:
     return ctx.max_macs is None or \
         model_macs(NetConfig.from_flat(params), ctx.input_shape, ctx.num_classes, backbone) <= ctx.max_macs

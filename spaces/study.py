@@ -41,6 +41,12 @@ class StudySettings:
     example_input: tuple[int, int, int] = (1, 28, 28)
     example_classes: int = 10
 
+    @property
+    def takes_images(self) -> bool:
+        """Whether the space is built for images (so for a folder of the user's own, too), not
+        for rows of features."""
+        return self.example_input[1] > 1 or self.example_input[2] > 1
+
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")

@@ -175,10 +175,14 @@ def test_search_train_bad_yaml(tmp_path, text, fragments):
 def test_list_studies():
     proc = run_module("search.run", "--list")
     assert proc.returncode == 0
-    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    table, legend = proc.stdout.split("\n\n")
+    rows = {line.split()[0]: line for line in table.splitlines()}
     from spaces.registry import list_studies
 
-    assert names == list_studies() and {"mnist_space", "cifar10_space", "transfer_space"} <= set(names)
+    assert list(rows) == list_studies() and {"mnist_space", "cifar10_space", "transfer_space"} <= set(rows)
+    # Which studies take a folder of the user's own images: every image study, not the tabular one.
+    assert " folders " in rows["fashion_space"] and " folders " in rows["transfer_space"]
+    assert " folders " not in rows["tabular_csv_space"] and "--data-dir DIR" in legend
 
 
 def test_console_script_reports_user_errors_the_same_way():
