@@ -15,10 +15,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainables.errors import UserError
+
+if TYPE_CHECKING:  # encoding needs pandas, which image studies never import
+    from trainables.encoding import PixelColumns, TabularEncoder
 
 # The data kinds read from CSV files (trainables/tables.py), besides the registered datasets.
 CSV_KINDS = ("pixels_csv", "tabular_csv")
@@ -88,6 +92,9 @@ class Dataset:
     norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     # How the original labels map to class indices, for labels that were remapped (CSV data).
     label_map: dict[str, int] | None = None
+    # CSV data: how the original columns became `x` (trainables.encoding.TabularEncoder or
+    # PixelColumns), saved with the model so it takes those columns too.
+    encoding: "TabularEncoder | PixelColumns | None" = None
 
     def _stats(self, x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return self.norm if self.norm is not None else channel_stats(x)
@@ -122,11 +129,10 @@ class Dataset:
 
     def sliced(self, n_train: int, n_test: int, seed: int) -> "Dataset":
         """A small stratified slice, for smoke runs and tests."""
-        return Dataset(
-            self.info,
-            self.train.take(stratified_subset(self.train.y, n_train, seed)),
-            self.test.take(stratified_subset(self.test.y, n_test, seed)),
-            self.source,
+        return dataclasses.replace(
+            self,
+            train=self.train.take(stratified_subset(self.train.y, n_train, seed)),
+            test=self.test.take(stratified_subset(self.test.y, n_test, seed)),
         )
 
 
