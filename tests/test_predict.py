@@ -183,3 +183,22 @@ def test_input_that_does_not_fit_is_one_line_and_exit_2(tabular, images, tmp_pat
     err = capsys.readouterr().err
     assert done.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(message, err), err
+
+
+def test_pixel_rows_predict_from_their_columns(tmp_path):
+    from trainables.tables import load_pixels_csv
+
+    def frame(n, seed):
+        split = brightness_images(n, seed)
+        return pd.DataFrame({"label": split.y, **{f"px{i}": split.x.reshape(n, -1)[:, i] for i in range(144)}})
+
+    frame(200, 0).to_csv(tmp_path / "train.csv", index=False)
+    frame(30, 1).to_csv(tmp_path / "new.csv", index=False)
+    dataset = load_pixels_csv(str(tmp_path / "train.csv"), str(tmp_path / "new.csv"), None)
+    train(dataset, CNN, tmp_path)
+    predictor = Predictor.load(tmp_path / "model.pt")
+    new = pd.read_csv(tmp_path / "new.csv")
+    expected = training_predictions(tmp_path, dataset.test.x)
+    assert [predictor.classes.index(c) for c in predictor.predict(new).classes] == expected.tolist()
+    images = new.drop(columns=["label"]).to_numpy(np.uint8).reshape(-1, 12, 12)  # the same pixels as images
+    assert [predictor.classes.index(c) for c in predictor.predict(images).classes] == expected.tolist()
