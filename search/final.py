@@ -2,10 +2,11 @@
 with its config (so it can be reloaded without hpsearch's search code) and log it to MLflow.
 Shared by `search.run` (after the search) and `search.train` (from best.yaml).
 
-Both the saved model.pt and the MLflow model take raw input, as the data was read: pixel
-values 0-255 (uint8 images, given as float32), or tabular features as they are. The network
-normalises them itself (its first layer, trainables.model.Normalize, whose statistics are in
-the weights)."""
+Both the saved model.pt and the MLflow model take raw input: images of any size and channel
+count (or files), or table rows with their original columns. The network normalises its input
+itself (its first layer, trainables.model.Normalize, whose statistics are in the weights), and
+model.pt describes how raw input becomes that input (trainables.predictor: an image format,
+pixel columns, or the tabular encoder fitted on the training rows)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from search.atomic import atomic_write_text
 from search.files import CONFUSION_FILE, MODEL_FILE
 from search.tracking import Tracker
 from trainables.datasets import Dataset, TrainingData
-from trainables.model import NetConfig, build_model
+from trainables.model import NetConfig
+from trainables.predictor import describe_input
 from trainables.train import CHECKPOINT_FILE, FinalResult, TrialSettings, evaluate_checkpoint, retrain_and_test
 from trainables.transfer import Backbone
 
@@ -82,7 +83,9 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
         # The weights include the normalisation (the first layer's buffers): the network takes raw input.
         "state_dict": final.state_dict, "config": spec.config.to_flat(), "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
-        "input": "raw: pixel values 0-255 as float32" if data.full_scale == 255.0 else "raw: features as read",
+        # How raw input becomes the network's (an image format; the pixel columns; the tabular
+        # columns, fill values and vocabularies): trainables.predictor.Predictor applies it.
+        "input": describe_input(dataset, data.input_shape),
         # For the record (and transfer studies): the network applies them itself.
         "mean": tuple(final.mean), "std": tuple(final.std), "epochs": spec.epochs, "seed": spec.seed,
         "final": spec.describe(final.numerics),
@@ -99,8 +102,8 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
 
 def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec, dataset: Dataset,
               out_dir: Path, backbone: Backbone | None = None, register_as: str | None = None) -> str:
-    """Log the final model's metrics and the model itself (with an input example of raw test
-    images, float32 pixel values 0-255, from which MLflow derives its signature); with
+    """Log the final model's metrics and the model itself: an MLflow pyfunc model around the
+    model.pt saved in `out_dir`, taking raw input (its example: two raw test inputs); with
     `register_as`, also register it. Returns "NAME/VERSION" of the registered model, or "" when
     none was asked for."""
     for epoch in final.history:
@@ -112,12 +115,13 @@ def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec
     })
     tracker.log_artifact(run_id, out_dir / CONFUSION_FILE)
     tracker.set_tags(run_id, {"hpsearch.numerics": final.numerics, "hpsearch.final": spec.mode})
-    data = dataset.for_final()
-    model = build_model(spec.config, data.input_shape, data.num_classes, backbone)
-    model.load_state_dict(final.state_dict)
-    model.eval()
-    example = dataset.test.x[:2].astype(np.float32)  # raw: the network normalises its input itself
-    return tracker.log_model(run_id, model, example, torch.__version__.split("+")[0], register_as)
+    from search import pyfunc_model  # MLflow's pyfunc is imported only to log a model
+
+    example = pyfunc_model.input_example(dataset)
+    with pyfunc_model.packaged() as code_paths:
+        return tracker.log_model(run_id, pyfunc_model.HpsearchModel(), {pyfunc_model.ARTIFACT: out_dir / MODEL_FILE},
+                                 example, pyfunc_model.requirements(), register_as, code_paths,
+                                 pyfunc_model.signature(dataset, example))
 
 
 def _metric_name(label: str) -> str:

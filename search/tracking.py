@@ -198,10 +198,12 @@ class Tracker:
             time.sleep(poll)
         return True
 
-    def log_model(self, run_id: str, model, input_example, torch_version: str,
-                  register_as: str | None = None) -> str:
-        """Returns "NAME/VERSION" when the model was registered, else "". Once per run: a final
-        phase resumed after the model was logged (or registered) neither logs nor registers again."""
+    def log_model(self, run_id: str, python_model, artifacts: Mapping[str, Path], input_example,
+                  pip_requirements: list[str], register_as: str | None = None, code_paths: list[str] | None = None,
+                  signature=None) -> str:
+        """Log an `mlflow.pyfunc` model named "model" (with `artifacts`, e.g. model.pt) under the run.
+        Returns "NAME/VERSION" when the model was registered, else "". Once per run: a final phase
+        resumed after the model was logged (or registered) neither logs nor registers again."""
         done = self.client.get_run(run_id).data.tags
         if register_as:
             versions = self.client.search_model_versions(f"name = '{register_as}' and run_id = '{run_id}'")
@@ -212,10 +214,14 @@ class Tracker:
         elif done.get("hpsearch.model_logged") == "true":
             return ""
         with _fluent_uri(self.mlflow, self.uri), self.mlflow.start_run(run_id=run_id):
-            info = self.mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example, registered_model_name=register_as,
+            import mlflow.pyfunc
+
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=python_model, artifacts={k: str(v) for k, v in artifacts.items()},
+                input_example=input_example, signature=signature, code_paths=code_paths,
+                registered_model_name=register_as,
                 # Explicit requirements: inferring them imports the model in a subprocess (slow).
-                pip_requirements=[f"torch=={torch_version}"],
+                pip_requirements=pip_requirements,
             )
         if not register_as:
             self.set_tags(run_id, {"hpsearch.model_logged": "true"})

@@ -15,11 +15,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainables.errors import UserError
 from trainables.images import ImageFormat
+
+if TYPE_CHECKING:  # encoding needs pandas, which image studies never import
+    from trainables.encoding import PixelColumns, TabularEncoder
 
 # The data kinds read from CSV files (trainables/tables.py), besides the registered datasets.
 CSV_KINDS = ("pixels_csv", "tabular_csv")
@@ -96,6 +100,9 @@ class Dataset:
     label_map: dict[str, int] | None = None
     # How every image was prepared from its file (image folders): what a prediction must repeat.
     image_format: ImageFormat | None = None
+    # CSV data: how the original columns became `x` (trainables.encoding.TabularEncoder or
+    # PixelColumns), saved with the model so it takes those columns too.
+    encoding: "TabularEncoder | PixelColumns | None" = None
 
     def _stats(self, x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return self.norm if self.norm is not None else channel_stats(x)
@@ -130,7 +137,7 @@ class Dataset:
 
     def sliced(self, n_train: int, n_test: int, seed: int) -> "Dataset":
         """A small stratified slice, for smoke runs and tests (what the data is stays: its
-        normalisation, label map and image format)."""
+        normalisation, label map, image format and encoding)."""
         return dataclasses.replace(
             self,
             train=self.train.take(stratified_subset(self.train.y, n_train, seed)),

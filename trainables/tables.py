@@ -6,19 +6,21 @@ mapping travels with the dataset into best.yaml and model.pt. Without a test fil
 20% of the rows is held out as the test split (trainables.datasets.held_out: a fixed seed, so
 every run holds out the same rows). Tabular features are not standardised here: like image channels they are
 standardised by the network's first layer, with statistics of the split being trained on
-(never the test rows).
+(never the test rows). Rows become network input through trainables/encoding.py (fitted on the
+training rows), which the dataset carries (`Dataset.encoding`) so the saved model applies it to
+new rows too.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from trainables.datasets import Dataset, DatasetInfo, Split, held_out
+from trainables.datasets import HOLDOUT_FRACTION, HOLDOUT_SEED, Dataset, DatasetInfo, Split, held_out, stratified_split
+from trainables.encoding import PixelColumns, TabularEncoder, sorted_values
 from trainables.errors import UserError
 
 
@@ -35,19 +37,11 @@ def _read(path: str | None, what: str) -> pd.DataFrame:
     return frame
 
 
-def _sorted_labels(values: pd.Series) -> list:
-    unique = values.dropna().unique().tolist()
-    try:
-        return sorted(unique, key=float)
-    except (TypeError, ValueError):
-        return sorted(unique, key=str)
-
-
 def _encode_labels(train: pd.Series, test: pd.Series | None, column: str) -> tuple[np.ndarray, np.ndarray | None,
                                                                                    dict[str, int]]:
     if train.isna().any():
         raise UserError(f"column {column!r} has {int(train.isna().sum())} empty labels; fill or drop those rows")
-    labels = _sorted_labels(train)
+    labels = sorted_values(train)
     if len(labels) < 2:
         raise UserError(f"column {column!r} has only one value ({labels[0]!r}); a classifier needs two or more")
     mapping = {_label_name(v): i for i, v in enumerate(labels)}
@@ -69,13 +63,13 @@ def _label_name(value) -> str:
 
 
 def _dataset(kind: str, x: np.ndarray, y: np.ndarray, x_test, y_test, mapping: dict[str, int],
-             source: str) -> Dataset:
+             source: str, encoding: TabularEncoder | PixelColumns) -> Dataset:
     if x_test is None:
         train, test = held_out(Split(x, y))
     else:
         train, test = Split(x, y), Split(x_test, y_test)
     info = DatasetInfo(kind, "", tuple(mapping), counts=(len(train), len(test)))
-    return Dataset(info, train, test, source, label_map=mapping)
+    return Dataset(info, train, test, source, label_map=mapping, encoding=encoding)
 
 
 # --- images as pixel columns -------------------------------------------------------------------
@@ -94,25 +88,13 @@ def infer_image_shape(pixels: int) -> tuple[int, int, int]:
     return 1, side, side
 
 
-def _pixels(frame: pd.DataFrame, label: str, shape: tuple[int, int, int], path: str) -> np.ndarray:
-    pixels = frame.drop(columns=[label])
-    if pixels.shape[1] != int(np.prod(shape)):
+def _pixel_columns(frame: pd.DataFrame, label: str, shape: tuple[int, int, int], path: str) -> PixelColumns:
+    names = tuple(str(c) for c in frame.columns if c != label)
+    if len(names) != int(np.prod(shape)):
         raise UserError(f"image shape {','.join(map(str, shape))} has {int(np.prod(shape))} pixels but {path} "
-                        f"has {pixels.shape[1]} pixel columns (besides the label {label!r})", option="image_shape",
+                        f"has {len(names)} pixel columns (besides the label {label!r})", option="image_shape",
                         fix="C,H,W that fits them")
-    try:
-        values = pixels.to_numpy(np.float32)
-    except ValueError:
-        raise UserError(f"{path} has non-numeric pixel values; every column but the label must be a number") from None
-    if np.isnan(values).any():
-        raise UserError(f"{path} has empty pixel values")
-    if values.max() <= 1.0 and values.dtype.kind == "f" and (values % 1 != 0).any():
-        values = values * 255.0  # pixels stored as fractions of full brightness
-    if values.min() < 0 or values.max() > 255:
-        raise UserError(f"{path} has pixel values outside 0-255 ({values.min():g} to {values.max():g})")
-    # Columns run row by row, channels last (C,H,W with C=1 is the same thing); stored C-first.
-    c, h, w = shape
-    return np.ascontiguousarray(values.round().astype(np.uint8).reshape(-1, h, w, c).transpose(0, 3, 1, 2))
+    return PixelColumns(names, tuple(shape))  # type: ignore[arg-type]
 
 
 def load_pixels_csv(data_file: str | None, test_file: str | None,
@@ -127,55 +109,13 @@ def load_pixels_csv(data_file: str | None, test_file: str | None,
     if test is not None and list(test.columns) != list(frame.columns):
         raise UserError(f"{test_file} has other columns than {data_file}; both need the same header")
     y, y_test, mapping = _encode_labels(frame[label], None if test is None else test[label], str(label))
-    x = _pixels(frame, label, shape, str(data_file))
-    x_test = None if test is None else _pixels(test, label, shape, str(test_file))
-    return _dataset("pixels_csv", x, y, x_test, y_test, mapping, str(Path(data_file).resolve()))
+    pixels = _pixel_columns(frame, label, shape, str(data_file))
+    x = pixels.transform(frame, str(data_file))
+    x_test = None if test is None else pixels.transform(test, str(test_file))
+    return _dataset("pixels_csv", x, y, x_test, y_test, mapping, str(Path(data_file).resolve()), pixels)
 
 
 # --- tabular rows --------------------------------------------------------------------------------
-
-def _finite(values: pd.Series, column) -> pd.Series:
-    values = values.astype(np.float64)
-    bad = ~np.isfinite(values) & values.notna() | (values.abs() > np.finfo(np.float32).max)
-    if bad.any():
-        print(f"note: column {column!r}: {int(bad.sum())} infinite or out-of-range value(s) treated as missing",
-              file=sys.stderr)
-    return values.mask(bad)
-
-
-def _encode_features(train: pd.DataFrame, test: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray | None,
-                                                                             list[str]]:
-    """Numbers stay numbers (a missing value becomes the training column's mean); other columns
-    are one-hot encoded with the categories seen in training (unseen test categories: all zero)."""
-    parts, names = [], []
-    test_parts = []
-    for column in train.columns:
-        values = train[column]
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        if numeric:
-            # inf / -inf (and values too large for float32) are treated as missing, like empty cells:
-            # one of them would make the column's mean inf and its standard deviation NaN.
-            values = _finite(values, column)
-            fill = float(values.mean()) if values.notna().any() else 0.0
-            parts.append(values.fillna(fill).to_numpy(np.float32)[:, None])
-            names.append(str(column))
-            if test is not None:
-                test_values = _finite(pd.to_numeric(test[column], errors="coerce"), column)
-                test_parts.append(test_values.fillna(fill).to_numpy(np.float32)[:, None])
-            continue
-        categories = _sorted_labels(values.astype("string"))
-        as_text = values.astype("string")
-        parts.append(np.stack([(as_text == c).fillna(False).to_numpy(np.float32) for c in categories], axis=1))
-        names += [f"{column}={c}" for c in categories]
-        if test is not None:
-            test_text = test[column].astype("string")
-            test_parts.append(
-                np.stack([(test_text == c).fillna(False).to_numpy(np.float32) for c in categories], axis=1)
-            )
-    x = np.concatenate(parts, axis=1)
-    x_test = np.concatenate(test_parts, axis=1) if test is not None else None
-    return x, x_test, names
-
 
 def load_tabular_csv(data_file: str | None, test_file: str | None, target: str | None) -> Dataset:
     frame = _read(data_file, "data file")
@@ -188,10 +128,13 @@ def load_tabular_csv(data_file: str | None, test_file: str | None, target: str |
     if test is not None and set(test.columns) != set(frame.columns):
         raise UserError(f"{test_file} has other columns than {data_file}; both need the same header")
     y, y_test, mapping = _encode_labels(frame[target], None if test is None else test[target], target)
-    x, x_test, _ = _encode_features(
-        frame.drop(columns=[target]),
-        None if test is None else test.drop(columns=[target])[frame.drop(columns=[target]).columns],
-    )
-    x = np.ascontiguousarray(x[:, :, None, None])
-    x_test = None if x_test is None else np.ascontiguousarray(x_test[:, :, None, None])
-    return _dataset("tabular_csv", x, y, x_test, y_test, mapping, str(Path(data_file).resolve()))
+    features = frame.drop(columns=[target])
+    if test is None:
+        # Hold out first, so the fill values and vocabularies are the training rows' alone.
+        train_idx, test_idx = stratified_split(y, HOLDOUT_FRACTION, HOLDOUT_SEED)
+        train_rows, test_rows, y, y_test = features.iloc[train_idx], features.iloc[test_idx], y[train_idx], y[test_idx]
+    else:
+        train_rows, test_rows = features, test
+    encoder = TabularEncoder.fit(train_rows)
+    return _dataset("tabular_csv", encoder.transform(train_rows), y, encoder.transform(test_rows), y_test, mapping,
+                    str(Path(data_file).resolve()), encoder)
