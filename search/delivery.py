@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from search.records import TrialRecord, finite
-from search.tracking import EPOCH_METRICS, TRIAL_TAG, ChildRun, Tracker
+from search.tracking import TRIAL_TAG, ChildRun, Tracker, epoch_metrics
 
 
 def _transient(error: Exception) -> bool:
@@ -118,7 +118,7 @@ def reconcile(tracker: Tracker, parent_id: str, records: list[TrialRecord]) -> i
         for row in record.history:
             step = int(row.get("epoch", 0))
             if step and step not in child.steps:
-                metrics = finite({k: row[k] for k in EPOCH_METRICS if k in row})
+                metrics = finite(epoch_metrics(row))
                 tracker.log_metrics(child.run_id, metrics, step=step)
                 filled += 1
         tags = {"hpsearch.status": record.status, "hpsearch.epochs": str(record.epochs),

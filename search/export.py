@@ -35,12 +35,14 @@ def top_configs(folder: Path, k: int) -> list[BestConfig]:
         raise UserError(f"{folder}: study {results.space!r} is no longer registered; cannot tell its dataset")
     configs = []
     for rank, (_, row) in enumerate(scored.iterrows(), 1):
-        search = {"name": results.name, "trial": str(row["trial"]), "rank": rank, "results_dir": str(results.folder)}
+        search = {"name": results.name, "trial": str(row["trial"]), "rank": rank, "results_dir": str(results.folder),
+                  **({"cv": results.state["cv"]} if results.state.get("cv") else {})}
         best = results.best
         if best is not None and best.search.get("best_trial") == row["trial"]:
             configs.append(dataclasses.replace(best, search={**best.search, **search}))
             continue
-        metrics = {m: float(row[m]) for m in (results.metric, "val_loss") if m in row and pd.notna(row[m])}
+        metrics = {m: float(row[m]) for m in (results.metric, "val_loss", f"{results.metric}_std")
+                   if m in row and pd.notna(row[m])}
         configs.append(
             BestConfig(
                 space=results.space,

@@ -43,7 +43,9 @@ from trainables.transfer import Backbone
 @dataclass(frozen=True)
 class Prepared:
     dataset: Dataset  # every training image (the final retrain) and the held-out test images
-    search_data: TrainingData  # the training images split into the search's train and validation
+    # The training images split into the search's train and validation, or under cross-validation
+    # all of them in folds.
+    search_data: TrainingData
     backbone: Backbone | None  # transfer studies: the network they fine-tune
 
 
@@ -51,7 +53,10 @@ def prepare(study: Study, request: StudyRequest) -> Prepared:
     dataset, backbone = load_choice(DataChoice.from_dict(request.data))
     if request.smoke:
         dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, request.seed)
-    return Prepared(dataset, dataset.for_search(study.settings.val_fraction, request.seed), backbone)
+    # The folds come from the study's seed: every trial, and a resumed search, sees the same ones.
+    search_data = dataset.for_cv(request.cv, request.seed) if request.cv else \
+        dataset.for_search(study.settings.val_fraction, request.seed)
+    return Prepared(dataset, search_data, backbone)
 
 
 # --- search -----------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ class BestTrial:
     record: TrialRecord
     config: NetConfig
     best_epoch: int
-    scores: dict[str, float]  # its best epoch's metric and validation loss
+    scores: dict[str, float]  # its best epoch's metric and validation loss (and the metric's spread under CV)
     checkpoint: Path | None  # that epoch's weights, where Tune kept them
 
 
@@ -125,8 +130,10 @@ def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome) -> BestTri
         return None
     row = scored.iloc[0]
     record = next(r for r in outcome.records if r.trial_id == row["trial_id"])
-    return BestTrial(record, NetConfig.from_flat(record.config), int(row["best_epoch"]),
-                     {s.metric: float(row[s.metric]), "val_loss": float(row["val_loss"])},
+    spread = f"{s.metric}_std"  # cross-validation: how far the folds' scores spread around it
+    scores = {s.metric: float(row[s.metric]), "val_loss": float(row["val_loss"]),
+              **({spread: float(row[spread])} if spread in row and pd.notna(row[spread]) else {})}
+    return BestTrial(record, NetConfig.from_flat(record.config), int(row["best_epoch"]), scores,
                      best_checkpoint(outcome.results, record.trial_id, s.metric, s.mode))
 
 
@@ -192,7 +199,8 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
         per_class_accuracy=final.per_class_accuracy,
         search={"name": request.name, "best_trial": record.name, "trials": int(len(table)),
                 "trial_epochs": round(float(table["epochs_seen"].sum()), 2), "smoke": bool(request.smoke),
-                "train_images": len(data.search_data.train), "results_dir": str(folder)},
+                "train_images": len(data.search_data.train), "results_dir": str(folder),
+                **({"cv": request.cv} if request.cv else {})},
         mlflow={"tracking_uri": request.tracking_uri, "experiment_id": tracker.experiment_id,
                 "parent_run_id": parent,
                 "trial_run_id": children[record.trial_id].run_id if record.trial_id in children else ""},

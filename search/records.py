@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainables.crossval import is_fold_metric
+
 FINAL_STATUSES = ("completed", "stopped_early", "diverged", "failed")
 
 
@@ -43,6 +45,7 @@ def too_many_failures(failed: int, finished: int, max_fraction: float, min_finis
 
 # timestamp (Tune's, seconds) orders epochs across trials for the report's anytime curve.
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged", "timestamp")
+# Under cross-validation also the spread and per-fold scores (trainables.crossval.is_fold_metric).
 # A report made inside an epoch (an early ASHA rung, e.g. after a quarter epoch) carries
 # `partial: 1` and `epochs_seen`; it is not an epoch of the history.
 PARTIAL_KEYS = ("epochs_seen", "train_loss", "val_loss", "val_accuracy", "timestamp")
@@ -89,7 +92,7 @@ def trial_records(results, max_epochs: int) -> list[TrialRecord]:
         frame = result.metrics_dataframe
         rows = [] if frame is None or "epoch" not in frame else frame.to_dict("records")
         # An epoch that was run again after a crash appears twice in Tune's log: keep the last.
-        by_epoch = {int(row["epoch"]): {k: v for k, v in row.items() if k in HISTORY_KEYS}
+        by_epoch = {int(row["epoch"]): {k: v for k, v in row.items() if k in HISTORY_KEYS or is_fold_metric(k)}
                     for row in rows if not _flag(row.get("failed")) and not _flag(row.get("partial"))}
         history = [by_epoch[e] for e in sorted(by_epoch)]
         by_point = {float(row["epochs_seen"]): {k: v for k, v in row.items() if k in PARTIAL_KEYS}

@@ -50,6 +50,8 @@ class StudyRequest:
     register_model: str | None = None
     precision: str = "auto"  # trainables.numerics: auto | bf16 | fp32
     final: str = "retrain"  # search.final.FINAL_MODES
+    # Folds of cross-validation that score each trial (trainables.crossval); None: a hold-out split.
+    cv: int | None = None
     command: str = ""  # the command line, credentials redacted: logged on the study's MLflow run
     created: str = ""
 

@@ -49,6 +49,11 @@ def build_parser() -> Parser:
     p.add_argument("--final", choices=FINAL_MODES, default="retrain",
                    help="the final model: retrain (default: on all training images, following the best trial's "
                         "schedule to its best epoch) or checkpoint (the best trial's own weights at its best epoch)")
+    p.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="score each trial by K-fold stratified cross-validation on the training data (the mean "
+                        "over folds, its spread recorded) instead of one validation split: K times the compute "
+                        "per trial, for small data whose validation split would be a handful of examples; "
+                        "every class needs K examples or more")
     p.add_argument("--register-model", default=None, metavar="NAME",
                    help="register the final model in the MLflow model registry under NAME (a new version each study)")
     talk = p.add_mutually_exclusive_group()
@@ -88,6 +93,17 @@ def check_seed(seed: int | None) -> None:
         raise UserError(f"--seed must be between 0 and {2 ** 32 - 1}, got {seed}")
 
 
+def check_cv(k: int | None, final: str) -> None:
+    if k is None:
+        return
+    from trainables.crossval import check_k
+
+    check_k(k)
+    if final == "checkpoint":
+        raise UserError(f"--final checkpoint takes a trial's own weights, and under --cv {k} a trial has {k} "
+                        "networks, none trained on all the training data; use --final retrain")
+
+
 def results_root(arg: str | None) -> Path:
     root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
     try:
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     check_positive(args)
     check_name(args.name)
     check_seed(args.seed)
+    check_cv(args.cv, args.final)
     # The cluster configs point drivers at the head's MLflow server this way.
     # Credentials in the URI go to MLflow's basic-auth variables; only the bare URI is kept.
     args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
@@ -174,7 +191,7 @@ def new_request(args, study, root: Path, name: str) -> StudyRequest:
         data=choice_from_args(args, s.dataset, s.needs_backbone).to_dict(),
         tracking_uri=args.tracking_uri or default_tracking_uri(root), samples=args.samples,
         max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
-        register_model=args.register_model, precision=args.precision, final=args.final,
+        register_model=args.register_model, precision=args.precision, final=args.final, cv=args.cv,
         command=redact(" ".join(sys.argv)), created=StudyRequest.now(),
     )
 

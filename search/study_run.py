@@ -28,13 +28,20 @@ from search.trial_logger import TrialLogger
 from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
 from search.tuner import Plan, check_cost_cap, make_plan
 from spaces.study import Study
-from trainables.datasets import IMAGE_FOLDER
+from trainables.datasets import IMAGE_FOLDER, TrainingData
 
-TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "mmacs",
+TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "val_accuracy_std", "mmacs",
                *(CONFIG_PREFIX + name for name in ("family", "conv_layers", "kernel_size", "activation", "batch_norm",
                                                    "optimizer", "lr", "batch_size"))]
 MAX_FAILED_FRACTION = 0.5
 TRACKING_WAIT_MIN = 10
+
+
+def split_words(data: TrainingData) -> str:
+    """How the search's data is split, for the line that says what runs."""
+    if data.folds is not None:
+        return f"{len(data.train)} training images in {data.folds.k} cross-validation folds"
+    return f"{len(data.train)} train / {len(data.val)} validation images"
 
 
 class StudyRun:
@@ -134,7 +141,7 @@ class StudyRun:
         say(f"{'resuming' if self.resuming else 'study'} {self.request.name}: {plan.num_samples} trials x up to "
             f"{plan.max_epochs} epochs{budget}, {plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
             f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
-            f"{len(data.train)} train / {len(data.val)} validation images")
+            f"{split_words(data)}")
         say(f"tracking: {self.request.tracking_uri} (experiment {self.study.name!r}, run "
             f"{self.state.parent_run_id})", flush=True)
         return self.state.parent_run_id
@@ -143,7 +150,10 @@ class StudyRun:
         """A retrain trains on all training images; the checkpoint final trains nothing."""
         if self.request.final != "retrain":
             return 0.0
-        return len(prepared.dataset.train) / len(prepared.search_data.train)
+        data = prepared.search_data
+        # Under cross-validation a trial's epoch trains k networks, each on k-1 of the k folds.
+        trained = len(data.train) * (data.folds.k - 1) if data.folds is not None else len(data.train)
+        return len(prepared.dataset.train) / trained
 
     def _deliver(self, tracker: Tracker, parent: str, records: list[TrialRecord]) -> bool:
         """Every result into MLflow, waiting out a store that is down; False when it stays down
@@ -220,6 +230,7 @@ class StudyRun:
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
             "scheduler": self.study.settings.scheduler, "command": request.command,
             "precision": plan.precision, "final": request.final,
+            **({"cv": request.cv} if request.cv else {}),
             **{f"data.{k}": v for k, v in request.data.items()},
         }
 

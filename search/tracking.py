@@ -17,11 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from trainables.crossval import is_fold_metric
 from trainables.errors import UserError
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "hpsearch.trial_id"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+
+
+def epoch_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What a child run records of an epoch: EPOCH_METRICS and, under cross-validation, their
+    spread and per-fold values (`val_accuracy_std`, `val_accuracy_fold1`)."""
+    return {k: v for k, v in result.items() if k in EPOCH_METRICS or is_fold_metric(k)}
 
 
 def default_tracking_uri(results_root: Path) -> str:

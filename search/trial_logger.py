@@ -13,7 +13,7 @@ from ray import tune
 from search.delivery import DeliveryQueue
 from search.files import STATE_FILE
 from search.records import finite, too_many_failures, trial_name, trial_number, trial_status
-from search.tracking import EPOCH_METRICS, TRIAL_TAG, ChildRun, Tracker
+from search.tracking import TRIAL_TAG, ChildRun, Tracker, epoch_metrics
 
 
 class TrialLogger(tune.Callback):
@@ -98,7 +98,7 @@ class TrialLogger(tune.Callback):
         step = int(result.get("epoch", 0))
         if child is not None and step not in child.steps and not result.get("failed"):
             child.steps.add(step)
-            metrics = finite({k: result[k] for k in EPOCH_METRICS if k in result})
+            metrics = finite(epoch_metrics(result))
             self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=step))
         self.progress.on_result(child.name if child else trial.trial_id, result)
 

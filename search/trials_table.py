@@ -24,6 +24,8 @@ from trainables.errors import UserError
 from trainables.model import NetConfig, model_macs
 
 CONFIG_PREFIX = "config/"
+# A trial's best epoch's scores in its row; the spread is there under cross-validation only.
+BEST_EPOCH_SCORES = ("val_loss", "val_accuracy", "train_loss", "val_accuracy_std", "val_loss_std")
 
 
 def config_columns(table: pd.DataFrame) -> list[str]:
@@ -85,7 +87,7 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
             # The latest of tied epochs: the one whose checkpoint Tune keeps as the best.
             best = max(reversed(scored), key=lambda h: sign * h[metric])
             row.update(best_epoch=int(best["epoch"]), **{metric: best[metric]},
-                       **{k: best[k] for k in ("val_loss", "val_accuracy", "train_loss") if k in best and k != metric},
+                       **{k: best[k] for k in BEST_EPOCH_SCORES if k in best and k != metric},
                        epoch_seconds=float(pd.Series([h.get("epoch_seconds") for h in record.history]).mean()))
         try:
             row["mmacs"] = model_macs(NetConfig.from_flat(record.config), input_shape, num_classes, backbone) / 1e6

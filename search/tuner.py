@@ -228,7 +228,9 @@ def ledger_name(plan: Plan, storage: Path) -> str | None:
 
 def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = None, rungs: tuple[float, ...] = (),
                    core_ledger: str | None = None):
-    settings = trial_settings(plan, backbone, rungs)
+    # Under cross-validation a trial reports whole epochs only: k networks have no common
+    # point inside an epoch to report (ASHA then judges a quarter-epoch rung at epoch 1).
+    settings = trial_settings(plan, backbone, rungs if data.folds is None else ())
     # with_parameters puts the data into the object store once; every trial on a node maps it.
     trainable = tune.with_parameters(tune_trial, settings=settings, data=data, core_ledger=core_ledger)
     return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainables.crossval import Folds, stratified_folds
 from trainables.errors import UserError
 from trainables.images import ImageFormat
 
@@ -66,13 +67,15 @@ class Split:
 class TrainingData:
     """What one training run sees: a training split, an optional evaluation split, and the
     normalisation statistics of the training split (the network's first layer applies them;
-    the images are never stored as floats)."""
+    the images are never stored as floats). With `folds` (cross-validation) there is no
+    evaluation split: each fold's network validates on its fold of `train`."""
 
     train: Split
     val: Split | None
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    folds: Folds | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -113,6 +116,14 @@ class Dataset:
         train = self.train.take(train_idx)
         return TrainingData(train, self.train.take(val_idx), self.info.classes, *self._stats(train.x))
 
+    def for_cv(self, k: int, seed: int) -> TrainingData:
+        """All training images, in k stratified folds fixed by `seed` (trainables.crossval);
+        the test split is left out. Each fold's statistics are of the rows it trains on."""
+        of_row = stratified_folds(self.train.y, k, self.info.classes, seed)
+        stats = tuple(self.norm if self.norm is not None else channel_stats(self.train.x, np.flatnonzero(of_row != f))
+                      for f in range(k))
+        return TrainingData(self.train, None, self.info.classes, *self._stats(self.train.x), folds=Folds(of_row, stats))
+
     def for_final(self) -> TrainingData:
         """All training images (train + validation) for the final retrain; evaluation is the
         caller's single pass over ``self.test``."""
@@ -145,18 +156,21 @@ class Dataset:
         )
 
 
-def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std, on the [0, 1] scale for uint8 images, as-is for float features."""
+def channel_stats(x: np.ndarray, rows: np.ndarray | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std, on the [0, 1] scale for uint8 images, as-is for float features;
+    of the given `rows` only, where given (a fold's, without copying them out)."""
     # Computed in chunks over uint8 so a large dataset never exists as float32 in memory.
     c = x.shape[1]
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     total = np.zeros(c)
     total_sq = np.zeros(c)
-    for start in range(0, len(x), 8192):
-        chunk = x[start:start + 8192].astype(np.float64) / scale
+    count = len(x) if rows is None else len(rows)
+    for start in range(0, count, 8192):
+        part = x[start:start + 8192] if rows is None else x[rows[start:start + 8192]]
+        chunk = part.astype(np.float64) / scale
         total += chunk.sum(axis=(0, 2, 3))
         total_sq += (chunk ** 2).sum(axis=(0, 2, 3))
-    n = len(x) * x.shape[2] * x.shape[3]
+    n = count * x.shape[2] * x.shape[3]
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 1e-12))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)

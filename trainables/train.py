@@ -8,6 +8,7 @@ history.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -21,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.augment import augment
+from trainables.crossval import fold_scores
 from trainables.datasets import Split, TrainingData
 from trainables.model import NetConfig, Normalize, build_model, lr_factor, make_optimizer, upgrade_state_dict
 from trainables.numerics import Accel, accelerator
@@ -113,11 +115,20 @@ class Batches:
         self.accel = accel or Accel()
         self.x = _tensor(split.x, device)
         self.y = _tensor(split.y, device)
+        self.rows: torch.Tensor | None = None  # a subset's rows of x and y (a fold's); None: all
+
+    def subset(self, rows: np.ndarray) -> "Batches":
+        """These rows only, cut from the same resident tensors: k folds hold one copy of the data."""
+        view = copy.copy(self)
+        view.rows = torch.as_tensor(rows, dtype=torch.long, device=self.x.device)
+        return view
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.y) if self.rows is None else len(self.rows)
 
     def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rows is not None:
+            idx = self.rows[idx]
         # A copy even for float features: nothing downstream may ever touch the resident data.
         x = self.x[idx].to(torch.float32, copy=True)
         return self.accel.layout(x), self.y[idx]
@@ -155,95 +166,64 @@ def evaluate(model: nn.Module, batches: Batches, num_classes: int) -> Scores:
     return Scores(loss_sum / n, confusion.diag().sum().item() / n, confusion.tolist())
 
 
-def fit(
-    cfg: NetConfig,
-    data: TrainingData,
-    epochs: int,
-    seed: int,
-    device: torch.device,
-    on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
-    state: dict | None = None,
-    before_epoch: Callable[[int, nn.Module], None] | None = None,
-    backbone: "Backbone | None" = None,
-    accel: Accel | None = None,
-    schedule_epochs: int | None = None,
-    report_points: tuple[float, ...] = (),
-    on_partial: Callable[[dict[str, float]], None] | None = None,
-) -> FitResult:
-    """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
+class _Learner:
+    """One network learning from one train/validation pair, an epoch at a time: its model,
+    optimiser and data-order generator. `fit` drives one, or under cross-validation one per
+    fold in lock-step (their batches index the same resident tensors)."""
 
-    `schedule_epochs` is the horizon of the learning-rate schedule (default `epochs`): the final
-    retrain stops at the epoch where a trial peaked but follows the schedule that trial followed.
-    `state` is a checkpoint dict from an earlier call; training continues after its epoch.
-    `on_epoch(metrics, snapshot)` is called after every epoch; `snapshot()` builds the
-    checkpoint dict (model, optimizer, RNG, history and the config itself).
-    `on_partial(metrics)` is called with validation scores at each of `report_points` (in epochs,
-    e.g. 0.25) that falls inside an epoch; those results carry `partial: 1`.
-    `accel` defaults to what suits `device` (see `trainables.numerics.accelerator`).
-    """
-    accel = accel or accelerator(device)
-    horizon = schedule_epochs or epochs
-    torch.manual_seed(seed)
-    norm = input_norm(data)
-    model = build_model(cfg, data.input_shape, data.num_classes, backbone, norm).to(
-        device, memory_format=accel.memory_format)
-    optimizer = make_optimizer(cfg, model)
-    generator = torch.Generator().manual_seed(seed)
-    result = FitResult(model, accel=accel)
-    if state is not None:
-        model.load_state_dict(_weights(state, cfg, data))
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        # Dropout draws from the global generator: restore it too, or a resumed trial diverges
-        # from the one that was interrupted.
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        result.history = list(state["history"])
-    train = Batches(data.train, device, accel)
-    val = Batches(data.val, device, accel) if data.val is not None else None
-    # Geometric augmentation pads with the mean (a normalised zero): shifted-in pixels look neutral.
-    fill = norm.raw_mean()
+    def __init__(self, cfg: NetConfig, data: TrainingData, train: Batches, val: Batches | None, seed: int,
+                 device: torch.device, accel: Accel, backbone: "Backbone | None", horizon: int):
+        self.cfg, self.data, self.train, self.val, self.device, self.accel = cfg, data, train, val, device, accel
+        self.horizon = horizon
+        torch.manual_seed(seed)
+        norm = input_norm(data)
+        self.model = build_model(cfg, data.input_shape, data.num_classes, backbone, norm).to(
+            device, memory_format=accel.memory_format)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.generator = torch.Generator().manual_seed(seed)
+        # Geometric augmentation pads with the mean (a normalised zero): shifted-in pixels look neutral.
+        self.fill = norm.raw_mean()
 
-    def snapshot() -> dict:
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(_weights(state, self.cfg, self.data))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+    def state(self) -> dict:
         # Plain types and tensors only, so checkpoints load with weights_only=True.
-        return {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "history": result.history,
-            "epoch": len(result.history), "config": cfg.to_flat(), "seed": seed,
-            "input_shape": list(data.input_shape), "classes": list(data.classes),
-            "mean": list(data.mean), "std": list(data.std), "numerics": accel.name,
-        }
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "mean": list(self.data.mean), "std": list(self.data.std)}
 
-    def validate(metrics: dict[str, float]) -> bool:
+    def validate(self, metrics: dict[str, float]) -> bool:
         """Adds the validation scores; False when the model has diverged."""
-        scores = evaluate(model, val, data.num_classes)
+        scores = evaluate(self.model, self.val, self.data.num_classes)
         ok = math.isfinite(scores.loss)
         # A diverged model's predictions mean nothing: score it below chance so searchers
         # and schedulers rank it last, and leave the loss undefined.
         metrics.update(val_loss=scores.loss if ok else float("nan"), val_accuracy=scores.accuracy if ok else 0.0)
         return ok
 
-    steps_per_epoch = train.steps(cfg.batch_size)
-    augmenting = cfg.augment.active
-    for epoch in range(len(result.history) + 1, epochs + 1):
-        if before_epoch is not None:
-            before_epoch(epoch, model)
-        started = time.perf_counter()
+    def epoch(self, epoch: int, started: float, report_points: tuple[float, ...] = (),
+              on_partial: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+        """Train one epoch, then validate (where there is a validation split); the epoch's metrics."""
+        cfg, train, model, optimizer, accel, device = \
+            self.cfg, self.train, self.model, self.optimizer, self.accel, self.device
         # Sub-epoch report points that fall inside this epoch, as counts of images seen.
-        pending = [p for p in report_points if epoch - 1 < p < epoch and val is not None and on_partial is not None]
+        pending = [p for p in report_points if epoch - 1 < p < epoch
+                   and self.val is not None and on_partial is not None]
+        steps_per_epoch = train.steps(cfg.batch_size)
+        augmenting = cfg.augment.active
         model.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
         step = (epoch - 1) * steps_per_epoch
-        for xb, yb in train.shuffled(cfg.batch_size, generator, cfg.shuffle):
-            factor = lr_factor(cfg, step, horizon * steps_per_epoch)
+        for xb, yb in train.shuffled(cfg.batch_size, self.generator, cfg.shuffle):
+            factor = lr_factor(cfg, step, self.horizon * steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             step += 1
             if augmenting:
-                xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, generator, fill)
+                xb, yb, y_mix, lam = augment(xb, yb, cfg.augment, self.generator, self.fill)
                 xb = accel.layout(xb)
             else:
                 y_mix = None
@@ -263,17 +243,105 @@ def fit(
             if pending and epoch - 1 + seen / len(train) >= pending[0]:
                 partial = {"epoch": epoch - 1, "epochs_seen": pending.pop(0), "train_loss": loss_sum.item() / seen,
                            "partial": 1.0}
-                validate(partial)
+                self.validate(partial)
                 partial["epoch_seconds"] = time.perf_counter() - started
                 on_partial(partial)
                 model.train()
         train_loss = loss_sum.item() / max(seen, 1)
         metrics: dict[str, float] = {"epoch": epoch, "epochs_seen": float(epoch), "train_loss": train_loss}
-        result.diverged = not math.isfinite(train_loss)
-        if val is not None and not result.diverged:
-            result.diverged = not validate(metrics)
-        if val is not None and result.diverged:
+        diverged = not math.isfinite(train_loss)
+        if self.val is not None and not diverged:
+            diverged = not self.validate(metrics)
+        if self.val is not None and diverged:
             metrics.update(val_loss=float("nan"), val_accuracy=0.0)
+        metrics["diverged"] = float(diverged)
+        return metrics
+
+
+def _learners(cfg: NetConfig, data: TrainingData, seed: int, device: torch.device, accel: Accel,
+              backbone: "Backbone | None", horizon: int) -> list[_Learner]:
+    """One learner on `data`'s train and validation splits; under cross-validation one per fold,
+    each on the other folds' rows with those rows' statistics, all indexing one copy of the data."""
+    train = Batches(data.train, device, accel)
+    folds = data.folds
+    if folds is None:
+        val = Batches(data.val, device, accel) if data.val is not None else None
+        return [_Learner(cfg, data, train, val, seed, device, accel, backbone, horizon)]
+    return [_Learner(cfg, dataclasses.replace(data, val=None, folds=None, mean=folds.stats[k][0],
+                                              std=folds.stats[k][1]),
+                     train.subset(folds.train_rows(k)), train.subset(folds.val_rows(k)), seed, device, accel,
+                     backbone, horizon)
+            for k in range(folds.k)]
+
+
+def fit(
+    cfg: NetConfig,
+    data: TrainingData,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float], Callable[[], dict]], None] | None = None,
+    state: dict | None = None,
+    before_epoch: Callable[[int, nn.Module], None] | None = None,
+    backbone: "Backbone | None" = None,
+    accel: Accel | None = None,
+    schedule_epochs: int | None = None,
+    report_points: tuple[float, ...] = (),
+    on_partial: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
+
+    With `data.folds` (cross-validation) it trains one network per fold in lock-step, epoch by
+    epoch, and each epoch's metrics are the folds' mean with their spread and per-fold values
+    (trainables.crossval.fold_scores); there are no reports inside an epoch then, and the
+    result's model is the first fold's.
+    `schedule_epochs` is the horizon of the learning-rate schedule (default `epochs`): the final
+    retrain stops at the epoch where a trial peaked but follows the schedule that trial followed.
+    `state` is a checkpoint dict from an earlier call; training continues after its epoch.
+    `on_epoch(metrics, snapshot)` is called after every epoch; `snapshot()` builds the
+    checkpoint dict (model, optimizer, RNG, history and the config itself; under
+    cross-validation each fold's model, optimizer and generator under "folds").
+    `on_partial(metrics)` is called with validation scores at each of `report_points` (in epochs,
+    e.g. 0.25) that falls inside an epoch; those results carry `partial: 1`.
+    `accel` defaults to what suits `device` (see `trainables.numerics.accelerator`).
+    """
+    accel = accel or accelerator(device)
+    learners = _learners(cfg, data, seed, device, accel, backbone, schedule_epochs or epochs)
+    cv = data.folds is not None
+    result = FitResult(learners[0].model, accel=accel)
+    if state is not None:
+        if cv and len(state.get("folds", ())) != len(learners):
+            raise ValueError(f"the checkpoint has {len(state.get('folds', ()))} folds, the data {len(learners)}")
+        for learner, learner_state in zip(learners, state["folds"] if cv else [state]):
+            learner.load(learner_state)
+        # Dropout draws from the global generator: restore it too, or a resumed trial diverges
+        # from the one that was interrupted.
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        result.history = list(state["history"])
+
+    def snapshot() -> dict:
+        # Plain types and tensors only, so checkpoints load with weights_only=True.
+        common = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "history": result.history,
+            "epoch": len(result.history), "config": cfg.to_flat(), "seed": seed,
+            "input_shape": list(data.input_shape), "classes": list(data.classes), "numerics": accel.name,
+        }
+        if cv:
+            return {**common, "folds": [learner.state() for learner in learners]}
+        return {**learners[0].state(), **common}
+
+    for epoch in range(len(result.history) + 1, epochs + 1):
+        if before_epoch is not None:
+            before_epoch(epoch, learners[0].model)
+        started = time.perf_counter()
+        if cv:
+            metrics = fold_scores([learner.epoch(epoch, started) for learner in learners])
+        else:
+            metrics = learners[0].epoch(epoch, started, report_points, on_partial)
+        result.diverged = bool(metrics.pop("diverged"))
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["diverged"] = float(result.diverged)
         result.history.append(metrics)
