@@ -73,6 +73,9 @@ class Predictor:
     image_format: ImageFormat | None = None  # image models
     pixels: PixelColumns | None = None  # image models trained from pixel columns
     encoder: TabularEncoder | None = None  # tabular models (None: saved before models kept it)
+    # What the network takes, where it differs from `image_format`: a transfer network's backbone
+    # input, to which training converted the prepared images (trainables.transfer.adapt_dataset).
+    input_shape: tuple[int, int, int] | None = None
 
     @property
     def tabular(self) -> bool:
@@ -110,7 +113,7 @@ class Predictor:
         c, h, w = input_shape
         fmt = ImageFormat.from_dict(described["format"]) if "format" in described else ImageFormat((h, w), c)
         pixels = PixelColumns.from_dict(described["pixel_columns"]) if "pixel_columns" in described else None
-        return cls(net, classes, image_format=fmt, pixels=pixels)
+        return cls(net, classes, image_format=fmt, pixels=pixels, input_shape=(c, h, w))
 
     def predict(self, raw) -> Prediction:
         """`raw`: image paths or a folder; an array of images (N, H, W), (N, H, W, C) or
@@ -152,7 +155,12 @@ class Predictor:
         assert self.image_format is not None
         if not images:
             raise UserError("no images to predict")
-        return np.stack([prepare(image, self.image_format) for image in images])
+        x = np.stack([prepare(image, self.image_format) for image in images])
+        if self.input_shape is not None and x.shape[1:] != self.input_shape:
+            from trainables.transfer import convert_images
+
+            x = convert_images(x, self.input_shape)  # as training converted them for the backbone
+        return x
 
     def _image_array(self, a: np.ndarray) -> np.ndarray:
         if a.ndim not in (3, 4) or len(a) == 0:
