@@ -32,6 +32,29 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
     )
 
 
+def run_cli_here(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m module args` run in this process: the same `cli()` (argument parsing, run_cli's
+    one-line errors and exit status), without a new interpreter's seconds of imports. For inputs
+    refused before any training; the environment is restored afterwards."""
+    import importlib
+    import io
+
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [f"python -m {module}", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            importlib.import_module(module).cli()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
 @contextlib.contextmanager
 def user_error(match: str):
     """A library's UserError as the CLI prints it (the library names a setting, the CLI its flag)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import run_cli_here, run_module
 from tests.test_data import fake_dataset
 
 
@@ -59,7 +59,7 @@ def fake_root(tmp_path_factory):
 def test_search_run_bad_input(tmp_path, args, fragments):
     results = tmp_path / "results"
     earlier = saved_results(results)
-    proc = run_module("search.run", *args, "--results-dir", str(results), timeout=120)
+    proc = run_cli_here("search.run", *args, "--results-dir", str(results))
     assert_user_error(proc, *fragments)
     assert snapshot(results) == earlier  # nothing already saved was touched
 
@@ -119,8 +119,7 @@ def user_files(tmp_path_factory):
 def test_bad_data_arguments(tmp_path, user_files, args, fragments):
     results = tmp_path / "results"
     earlier = saved_results(results)
-    proc = run_module("search.run", *[a.format(f=user_files) for a in args], "--results-dir", str(results),
-                      timeout=120)
+    proc = run_cli_here("search.run", *[a.format(f=user_files) for a in args], "--results-dir", str(results))
     assert_user_error(proc, *fragments)
     assert snapshot(results) == earlier
 
@@ -167,7 +166,7 @@ def test_unreachable_tracking_server(tmp_path, fake_root):
 def test_search_train_bad_yaml(tmp_path, text, fragments):
     path = tmp_path / "best.yaml"
     path.write_text(text)
-    proc = run_module("search.train", str(path), "--results-dir", str(tmp_path / "results"))
+    proc = run_cli_here("search.train", str(path), "--results-dir", str(tmp_path / "results"))
     assert_user_error(proc, *fragments)
     assert path.read_text() == text
 
@@ -208,6 +207,6 @@ def test_search_train_bad_options(tmp_path, args, fragment):
     BestConfig(space="fashion_space", dataset="fashion_mnist", hyperparameters=TEXTBOOK_CNN, epochs=2, seed=0).save(
         path
     )
-    proc = run_module("search.train", str(path), *args, "--results-dir", str(tmp_path / "results"))
+    proc = run_cli_here("search.train", str(path), *args, "--results-dir", str(tmp_path / "results"))
     assert_user_error(proc, fragment)
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import run_module, user_error
+from tests.conftest import run_cli_here, run_module, user_error
 from tests.test_train import CFG, toy_data
 from trainables.crossval import fold_scores, is_fold_metric, stratified_folds
 from trainables.datasets import Dataset, DatasetInfo, TrainingData
@@ -69,7 +69,7 @@ def test_folds_a_class_cannot_fill_are_refused_in_one_line(counts, k, match):
     (("--cv", "3", "--final", "checkpoint"), "under --cv 3 a trial has 3 networks"),
 ])
 def test_cli_refuses_in_one_line(tmp_path, args, fragment):
-    proc = run_module("search.run", "tabular_csv_space", *args, "--results-dir", str(tmp_path))
+    proc = run_cli_here("search.run", "tabular_csv_space", *args, "--results-dir", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and fragment in proc.stderr, proc.stderr
 

@@ -140,7 +140,7 @@ def test_unreachable_tracking_server_fails_before_training(tmp_path, data_root):
 
 
 def test_two_searches_share_one_sqlite_store(tmp_path, data_root):
-    procs = [start_search(*search_args(tmp_path, data_root, name, "--samples", "3", "--max-epochs", "2"))
+    procs = [start_search(*search_args(tmp_path, data_root, name, "--samples", "2", "--max-epochs", "2"))
              for name in ("left", "right")]
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -148,7 +148,7 @@ def test_two_searches_share_one_sqlite_store(tmp_path, data_root):
     for name in ("left", "right"):
         parent, children, count = mlflow_children(tmp_path, name)
         assert parent.data.tags["hpsearch.status"] == "completed"
-        assert count == 3 and all(steps == [1, 2] for _, steps in children.values())
+        assert count == 2 and all(steps == [1, 2] for _, steps in children.values())
 
 
 def test_chaos_script(tmp_path, data_root):

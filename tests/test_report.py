@@ -20,7 +20,7 @@ from search.files import REPORT_DIR
 from search.replay import importances, optuna_study, searched
 from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.results import load
-from tests.conftest import run_module
+from tests.conftest import run_cli_here, run_module
 
 pytestmark = pytest.mark.slow
 FIGURES = ("history", "parallel", "importance", "curves", "confusion")
@@ -118,7 +118,7 @@ def test_compare(studies, tmp_path):
     assert trials.split()[1:] == ["2", "3"]
     assert png_size(tmp_path / "anytime.png") == (9 * DPI, 5 * DPI)
     assert 'src="anytime.png"' in (tmp_path / "compare.html").read_text()
-    assert "not a study" in one_line_error(run_module("search.compare", str(results), str(results / "space")))
+    assert "not a study" in one_line_error(run_cli_here("search.compare", str(results), str(results / "space")))
 
 
 def test_export_round_trips_into_search_train(studies, tmp_path, data_root):
@@ -155,12 +155,12 @@ def test_export_round_trips_into_search_train(studies, tmp_path, data_root):
 ])
 def test_export_bad_arguments(studies, args, message):
     results, _, _ = studies
-    assert message in one_line_error(run_module("search.export", str(results / "space"), *args))
+    assert message in one_line_error(run_cli_here("search.export", str(results / "space"), *args))
 
 
 def test_bad_results_folder(tmp_path):
-    assert "no study.json" in one_line_error(run_module("search.report", str(tmp_path)))
-    assert "no such directory" in one_line_error(run_module("search.export", str(tmp_path / "missing")))
+    assert "no study.json" in one_line_error(run_cli_here("search.report", str(tmp_path)))
+    assert "no such directory" in one_line_error(run_cli_here("search.export", str(tmp_path / "missing")))
 
 
 def test_history_falls_back_to_tunes_own_logs(studies, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from search.atomic import atomic_write_text
 from search.best_config import BestConfig
 from spaces.fashion_space import TEXTBOOK_CNN
-from tests.conftest import run_module
+from tests.conftest import run_cli_here, run_module
 from tests.test_export import best
 from trainables.errors import UserError
 from trainables.model import NetConfig
@@ -27,13 +27,13 @@ def one_line_refusal(proc, *fragments: str) -> None:
 
 @pytest.mark.parametrize("name", ["../escape", "/tmp/absolute", "a/b", ".", "..", "with space"])
 def test_study_names_stay_inside_the_results_folder(tmp_path: Path, name: str) -> None:
-    proc = run_module("search.run", "fashion_space", "--name", name, "--results-dir", str(tmp_path / "r"))
+    proc = run_cli_here("search.run", "fashion_space", "--name", name, "--results-dir", str(tmp_path / "r"))
     one_line_refusal(proc, "--name", "letters, digits")
     assert not (tmp_path / "escape").exists() and not (tmp_path / "r").exists()
 
 
 def test_a_negative_seed_is_one_line(tmp_path: Path) -> None:
-    one_line_refusal(run_module("search.run", "fashion_space", "--seed", "-1", "--results-dir", str(tmp_path)),
+    one_line_refusal(run_cli_here("search.run", "fashion_space", "--seed", "-1", "--results-dir", str(tmp_path)),
                      "--seed must be between 0 and")
 
 
@@ -71,14 +71,14 @@ def test_a_damaged_trials_table_is_one_line(tmp_path: Path, table: str, content:
     folder = study_folder(tmp_path)
     (folder / table).write_bytes(content)
     for module in ("search.export", "search.report"):
-        one_line_refusal(run_module(module, str(folder)), table)
+        one_line_refusal(run_cli_here(module, str(folder)), table)
 
 
 def test_export_to_a_folder_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     folder = study_folder(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    one_line_refusal(run_module("search.export", str(folder), "--output", str(out)), "is a folder")
+    one_line_refusal(run_cli_here("search.export", str(folder), "--output", str(out)), "is a folder")
     assert list(out.iterdir()) == []
 
 
