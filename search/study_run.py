@@ -18,6 +18,7 @@ from search import faults
 from search.cluster import Cluster, start_ray
 from search.delivery import reconcile
 from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
+from search.front import counted
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
 from search.provenance import git_commit, package_versions
@@ -62,7 +63,8 @@ class StudyRun:
         try:
             plan = self._plan(cluster)
             if prepared.backbone is None:  # a backbone's cost is what it is: its input size is fixed
-                check_cost_cap(self.study, plan, prepared.search_data, prepared.dataset.info.name == IMAGE_FOLDER)
+                check_cost_cap(self.study, plan, prepared.search_data, prepared.dataset.info.name == IMAGE_FOLDER,
+                               user_cap=self.request.max_mmacs is not None)
             parent = self._start(tracker, plan, prepared)
             final_scale = self._final_scale(prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,
@@ -82,8 +84,11 @@ class StudyRun:
                       f"{self.request.resume_command()}", file=sys.stderr)
                 return 130
             failed = sum(r.status == "failed" for r in outcome.records)
-            best = None if too_many_failures(failed, len(outcome.records), MAX_FAILED_FRACTION) else \
-                choose(self.study, table, outcome)
+            too_many = too_many_failures(failed, len(outcome.records), MAX_FAILED_FRACTION)
+            best = None if too_many else choose(self.study, table, outcome)
+            if best is None and not too_many and self.request.limits.any and \
+                    not counted(table, self.study.settings.metric).empty:
+                return self._nothing_fits(tracker, parent, table)
             if best is None:
                 return self._too_many_failures(tracker, parent, outcome.records)
             self._phase("final")
@@ -114,7 +119,8 @@ class StudyRun:
         return make_plan(self.study, cluster_cpus=r.cpus or cluster.cpus, node_cpus=cluster.max_node_cpus,
                          cluster_gpus=cluster.gpus, gpus=int(cluster.gpus) if r.gpus is None else r.gpus,
                          samples=request.samples, max_epochs=request.max_epochs,
-                         time_budget_min=request.time_budget, seed=request.seed, precision=request.precision)
+                         time_budget_min=request.time_budget, seed=request.seed, precision=request.precision,
+                         max_mmacs=request.max_mmacs)
 
     def _phase(self, phase: str) -> None:
         self.state.phase = phase
@@ -184,7 +190,8 @@ class StudyRun:
 
     def _tables(self, tracker: Tracker, parent: str, outcome: SearchOutcome, prepared: Prepared) -> pd.DataFrame:
         s, data = self.study.settings, prepared.search_data
-        table = trials_table(outcome.records, s.metric, s.mode, data.input_shape, data.num_classes, prepared.backbone)
+        table = trials_table(outcome.records, s.metric, s.mode, data.input_shape, data.num_classes, prepared.backbone,
+                             self.request.limits)
         _, csv = write_table(table, self.dir)
         write_history(outcome.records, self.dir)
         tracker.log_artifact(parent, csv)
@@ -200,6 +207,21 @@ class StudyRun:
             last = record.error.strip().splitlines()[-1] if record.error.strip() else "(no message)"
             print(f"  {record.name}: {last}", file=sys.stderr)
         print(f"full table: {self.dir / TRIALS_CSV}; MLflow run {parent}", file=sys.stderr)
+        return 1
+
+    def _nothing_fits(self, tracker: Tracker, parent: str, table: pd.DataFrame) -> int:
+        """Trials trained, but none within the user's limits: say how close the nearest came."""
+        tracker.set_tags(parent, {"hpsearch.status": "failed"})
+        tracker.end_run(parent, failed=True)
+        rows = counted(table, self.study.settings.metric)
+        nearest = []
+        if "mmacs" in rows and rows["mmacs"].notna().any():
+            nearest.append(f"the smallest has {rows['mmacs'].min():.3g} million multiply-adds")
+        if "latency_ms_b1" in rows and rows["latency_ms_b1"].notna().any():
+            nearest.append(f"the fastest takes {rows['latency_ms_b1'].min():.3g} ms at batch 1")
+        print(f"\nno trial fits {self.request.limits.describe()}"
+              f"{' (' + '; '.join(nearest) + ')' if nearest else ''}; nothing was chosen or retrained. "
+              f"Every trial is in {self.dir / TRIALS_CSV} (column fits)", file=sys.stderr)
         return 1
 
     def _report(self, tracker: Tracker, parent: str) -> Path | None:
@@ -229,7 +251,7 @@ class StudyRun:
             "concurrency": plan.concurrency, "cpus_per_trial": plan.cpus_per_trial,
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
             "scheduler": self.study.settings.scheduler, "command": request.command,
-            "precision": plan.precision, "final": request.final,
+            "precision": plan.precision, "final": request.final, "max_latency_ms": request.max_latency_ms,
             **({"cv": request.cv} if request.cv else {}),
             **{f"data.{k}": v for k, v in request.data.items()},
         }
