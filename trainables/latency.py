@@ -5,8 +5,8 @@ paper; the same MACs can run at very different speeds (depth, memory traffic, ke
 so a study that must fit a device is constrained by, and draws its front against, time measured.
 
 Plain torch: the search's trial (search/trial.py) calls it once per trial and reports the
-result as metrics. Cheap by design: a warm-up pass, then the median of a few timed passes per
-batch size (well under a second for the small CNNs on a CPU).
+result as metrics. Cheap by design, and once per trial: a warm-up pass, then the median of a few
+timed passes per batch size (the median: one pass slowed by another process does not move it).
 """
 
 from __future__ import annotations
