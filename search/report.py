@@ -99,6 +99,10 @@ def summary(results: StudyResults) -> dict[str, str]:
              "search wall time": f"{results.wall_minutes():.1f} min"}
     if len(scored):
         facts[f"best {results.metric}"] = f"{scored[results.metric].iloc[0]:.4f} ({scored['trial'].iloc[0]})"
+    chosen = results.best.search.get("best_trial") if results.best is not None else None
+    if chosen and len(scored) and chosen != scored["trial"].iloc[0]:
+        # A top trial over the device limits, or stopped inside its first epoch, is not chosen.
+        facts["chosen as best"] = f"{chosen} (the best trial that fits the device limits and trained a whole epoch)"
     if results.best is not None:
         facts["test accuracy"] = f"{results.best.metrics.get('test_accuracy', math.nan):.4f} " \
                                  f"(retrained {results.best.epochs} epochs, measured once)"

@@ -32,6 +32,7 @@ from spaces.study import Study
 from trainables.datasets import IMAGE_FOLDER, TrainingData
 
 TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "val_accuracy_std", "mmacs",
+               "latency_ms_b1", "fits",
                *(CONFIG_PREFIX + name for name in ("family", "conv_layers", "kernel_size", "activation", "batch_norm",
                                                    "optimizer", "lr", "batch_size"))]
 MAX_FAILED_FRACTION = 0.5
@@ -258,14 +259,19 @@ class StudyRun:
 
     def _summary(self, table: pd.DataFrame, finished: Finished, report: Path | None) -> None:
         metric = self.study.settings.metric
-        columns = [c for c in TOP_COLUMNS if c in table]
+        columns = [c for c in TOP_COLUMNS if c in table and (c != "fits" or self.request.limits.any)]
         if verbosity() >= Verbosity.NORMAL:
             print("\ntop 5 trials (by validation accuracy):")
             top = short_names(table[columns].head(5))
             print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+            if self.request.limits.any:
+                print(f"chosen: {finished.best.search['best_trial']}, the best trial that fits "
+                      f"{self.request.limits.describe()}")
         else:  # --quiet: the best configuration in one line instead of the table
-            best = table.iloc[0]
-            print(f"best: {best['trial']} ({metric} {best[metric]:.4f}): "
+            # The chosen trial: under device limits (or with a top trial stopped inside its first
+            # epoch) it need not be the table's first row.
+            chosen = finished.best
+            print(f"best: {chosen.search['best_trial']} ({metric} {chosen.metrics[metric]:.4f}): "
                   + " ".join(f"{k}={v}" for k, v in finished.best.hyperparameters.items()))
         what = "best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration"
         print(f"test accuracy of the {what}: {finished.final.test_accuracy:.4f} "
