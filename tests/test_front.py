@@ -228,3 +228,20 @@ def test_the_report_draws_and_lists_the_front(tmp_path):
     assert [row.split("</td>")[0] for row in front_rows.split("<tr><td>")[1:]] == \
         ["trial_004", "trial_002", "trial_001"]
     assert CONFIG_PREFIX not in front_rows
+
+
+def test_a_study_from_before_latency_still_has_its_front(tmp_path):
+    """Trials tables written before latency and fits existed: the MACs front, the figure's single
+    panel, and a latency front refused in one line."""
+    from search.export import pareto_configs
+    from search.figures import front_figure
+    from search.results import load
+
+    folder = results_folder(tmp_path)
+    rows = pd.read_parquet(folder / "trials.parquet").drop(columns=["latency_ms_b1", "latency_ms_b256", "fits"])
+    rows.to_parquet(folder / "trials.parquet", index=False)
+    assert [c.search["trial"] for c in pareto_configs(folder)] == ["trial_004", "trial_002", "trial_001"]
+    assert all("fits" not in c.search for c in pareto_configs(folder))
+    assert front_figure(load(folder), tmp_path / "front.png") == tmp_path / "front.png"
+    with user_error(r"no latency_ms_b1 \(a study from before latency was measured\); pass --cost mmacs"):
+        pareto_configs(folder, "latency_ms_b1")
