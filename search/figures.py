@@ -254,8 +254,11 @@ def front_figure(results: StudyResults, path: Path) -> Path | None:
         ax.set_ylabel(_metric_label(results.metric))
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{results.name}: {_metric_label(results.metric)} against cost ({len(table)} trials that trained "
-                 "a whole epoch; the line joins the trials no other beats on both)")
+    left_out = len(results.scored()) - len(table)
+    fig.suptitle(f"{results.name}: {_metric_label(results.metric)} against cost ({len(table)} trial"
+                 f"{'s' if len(table) != 1 else ''} that trained a whole epoch"
+                 f"{f', {left_out} stopped inside their first epoch left out' if left_out > 0 else ''})\n"
+                 "the line joins the trials no other trial beats on both score and cost", fontsize=10)
     return _save(fig, path)
 
 
