@@ -1,6 +1,7 @@
-"""`python -m search.export RESULTS_DIR [--top K] [--format yaml|json] [--output FILE]`: the best
-(or the top K) configurations of a finished study, as best.yaml entries; a single one loads in
-`search.train`. The files themselves are written by search.best_config and search.trials_table."""
+"""`python -m search.export RESULTS_DIR [--top K | --pareto [--cost C]] [--format yaml|json] [--output FILE]`:
+the best (or the top K) configurations of a finished study, or its accuracy-cost front (search.front),
+as best.yaml entries; a single one loads in `search.train`. The files themselves are written by
+search.best_config and search.trials_table."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import yaml
 from search.atomic import atomic_write_text
 from search.best_config import BestConfig
 from search.files import BEST_FILE
-from search.results import load
+from search.front import COSTS, pareto_front
+from search.results import StudyResults, load
 from trainables.errors import UserError
 from trainables.model import NetConfig
 
@@ -21,8 +23,6 @@ from trainables.model import NetConfig
 def top_configs(folder: Path, k: int) -> list[BestConfig]:
     """The best `k` configurations of a study, best first, each retrainable as it stands. The
     best is best.yaml itself (with its test score) once the study has run its final retrain."""
-    import dataclasses
-
     results = load(folder)
     scored = results.scored()
     if "best_epoch" in scored:  # a trial stopped inside its first epoch has no epoch count to retrain for
@@ -30,36 +30,57 @@ def top_configs(folder: Path, k: int) -> list[BestConfig]:
     scored = scored.head(k)
     if scored.empty:
         raise UserError(f"{folder}: no trial of this study has a score to export")
+    return [_entry(results, row, {"rank": rank}) for rank, (_, row) in enumerate(scored.iterrows(), 1)]
+
+
+def pareto_configs(folder: Path, cost: str = "mmacs") -> list[BestConfig]:
+    """The study's accuracy-cost front (search.front.pareto_front), cheapest first: each entry
+    retrainable, with its place on the front and its costs."""
+    results = load(folder)
+    if cost != "mmacs" and cost not in results.table:
+        raise UserError(f"{folder}: its trials have no {cost} (a study from before latency was measured)",
+                        option="cost", fix="mmacs")
+    front = pareto_front(results.table, results.metric, results.mode, cost)
+    if front.empty:
+        raise UserError(f"{folder}: no trial trained a whole epoch with a known {cost}; there is no front to export")
+    return [_entry(results, row, {"front": place, "front_cost": cost})
+            for place, (_, row) in enumerate(front.iterrows(), 1)]
+
+
+def _entry(results: StudyResults, row: pd.Series, place: dict[str, Any]) -> BestConfig:
+    """One trial of the table as a best.yaml entry: where it stands (`place`), its costs and,
+    under device limits, whether it fits them."""
+    import dataclasses
+
     settings = results.settings
     if settings is None and results.best is None:
-        raise UserError(f"{folder}: study {results.space!r} is no longer registered; cannot tell its dataset")
-    configs = []
-    for rank, (_, row) in enumerate(scored.iterrows(), 1):
-        search = {"name": results.name, "trial": str(row["trial"]), "rank": rank, "results_dir": str(results.folder),
-                  **({"cv": results.state["cv"]} if results.state.get("cv") else {})}
-        best = results.best
-        if best is not None and best.search.get("best_trial") == row["trial"]:
-            configs.append(dataclasses.replace(best, search={**best.search, **search}))
-            continue
-        metrics = {m: float(row[m]) for m in (results.metric, "val_loss", f"{results.metric}_std")
-                   if m in row and pd.notna(row[m])}
-        configs.append(
-            BestConfig(
-                space=results.space,
-                dataset=best.dataset if best is not None else settings.dataset,
-                hyperparameters=NetConfig.from_flat(results.params(row)).to_flat(),
-                epochs=int(row["best_epoch"]),
-                seed=int(results.state.get("seed", 0)),
-                val_fraction=best.val_fraction if best is not None else settings.val_fraction,
-                metrics=metrics,
-                search=search,
-                data=best.data if best is not None else {},
-                classes=best.classes if best is not None else [],
-                versions=best.versions if best is not None else {},
-                git_commit=best.git_commit if best is not None else "unknown",
-            )
-        )
-    return configs
+        raise UserError(f"{results.folder}: study {results.space!r} is no longer registered; cannot tell its dataset")
+    cost = {c: float(row[c]) for c in COSTS if c in row and pd.notna(row[c])}
+    limited = results.limits.any
+    search = {"name": results.name, "trial": str(row["trial"]), **place,
+              **({"cv": results.state["cv"]} if results.state.get("cv") else {}),
+              **({"cost": cost} if cost else {}),
+              **({"fits": bool(row["fits"])} if limited and "fits" in row else {})}
+    search["results_dir"] = str(results.folder)
+    best = results.best
+    if best is not None and best.search.get("best_trial") == row["trial"]:
+        return dataclasses.replace(best, search={**best.search, **search})
+    metrics = {m: float(row[m]) for m in (results.metric, "val_loss", f"{results.metric}_std")
+               if m in row and pd.notna(row[m])}
+    return BestConfig(
+        space=results.space,
+        dataset=best.dataset if best is not None else settings.dataset,
+        hyperparameters=NetConfig.from_flat(results.params(row)).to_flat(),
+        epochs=int(row["best_epoch"]),
+        seed=int(results.state.get("seed", 0)),
+        val_fraction=best.val_fraction if best is not None else settings.val_fraction,
+        metrics=metrics,
+        search=search,
+        data=best.data if best is not None else {},
+        classes=best.classes if best is not None else [],
+        versions=best.versions if best is not None else {},
+        git_commit=best.git_commit if best is not None else "unknown",
+    )
 
 
 def render(configs: list[BestConfig], fmt: str, single: bool) -> str:
@@ -80,9 +101,14 @@ def build_parser():
         "the best alone loads in search.train.",
     )
     p.add_argument("results_dir", help="a study's results folder, as printed by search.run")
-    p.add_argument("--top", type=int, default=1, metavar="K",
+    p.add_argument("--top", type=int, default=None, metavar="K",
                    help="export the K best configurations as a list (default 1: the best alone, "
                         "in the form search.train reads)")
+    p.add_argument("--pareto", action="store_true",
+                   help="export the accuracy-cost front instead: every trial no other beats on both score and "
+                        "cost, cheapest first, with its costs (and, under --max-mmacs/--max-latency-ms, fits)")
+    p.add_argument("--cost", choices=tuple(COSTS), default="mmacs",
+                   help="the front's cost (with --pareto): multiply-adds (default) or measured latency")
     p.add_argument("--format", choices=("yaml", "json"), default=None,
                    help="output format (default: from --output's suffix, else yaml)")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of to standard output")
@@ -93,19 +119,27 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     args = build_parser().parse_args(argv)
-    if args.top < 1:
-        raise UserError(f"--top must be 1 or more, got {args.top}")
+    if args.pareto and args.top is not None:
+        raise UserError("--top and --pareto choose different lists; pass one of them")
+    top = 1 if args.top is None else args.top
+    if top < 1:
+        raise UserError(f"--top must be 1 or more, got {top}")
     output = Path(args.output) if args.output else None
     fmt = args.format or ("json" if output is not None and output.suffix.lower() == ".json" else "yaml")
     if output is not None and not output.parent.is_dir():
         raise UserError(f"--output {output}: folder {output.parent} does not exist")
     if output is not None and output.is_dir():
         raise UserError(f"--output {output} is a folder; name a file, e.g. {output / BEST_FILE}")
-    configs = top_configs(Path(args.results_dir), args.top)
-    if len(configs) < args.top:
+    configs = pareto_configs(Path(args.results_dir), args.cost) if args.pareto else \
+        top_configs(Path(args.results_dir), top)
+    unfit = [c.search["trial"] for c in configs if c.search.get("fits") is False]
+    if unfit:
+        print(f"note: {', '.join(unfit)} exceed{'s' if len(unfit) == 1 else ''} the study's device limits "
+              "(fits: false) and cannot be its best", file=sys.stderr)
+    if not args.pareto and len(configs) < top:
         print(f"note: only {len(configs)} trials have a score after a whole epoch (trials stopped inside "
               "their first epoch cannot be retrained); exporting those", file=sys.stderr)
-    text = render(configs, fmt, single=args.top == 1)
+    text = render(configs, fmt, single=top == 1 and not args.pareto)
     if output is None:
         sys.stdout.write(text)
     else:

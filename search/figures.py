@@ -1,6 +1,7 @@
 """The report's figures, each a PNG drawn from a study's results: the anytime curve, parallel
-coordinates, importances, learning curves and the confusion matrix. matplotlib without pyplot (no
-global state, no display); `search.compare` draws two studies' anytime curves with the same code."""
+coordinates, importances, learning curves, the accuracy-cost front and the confusion matrix.
+matplotlib without pyplot (no global state, no display); `search.compare` draws two studies'
+anytime curves with the same code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.front import COSTS, counted, pareto_front
 from search.replay import optuna_study, searched
 from search.results import StudyResults
 
@@ -204,6 +206,59 @@ def curves_figure(results: StudyResults, path: Path) -> Path | None:
     others = h["trial"].nunique() - len(top)
     ax.set_title(f"{results.name}: learning curves (top {len(top)} in colour"
                  f"{f', the other {others} grey' if others else ''}; X = stopped early)")
+    return _save(fig, path)
+
+
+def front_figure(results: StudyResults, path: Path) -> Path | None:
+    """The study's metric against cost (log x), one dot per trial that trained a whole epoch, the
+    Pareto front as a highlighted step line with its trials named; beside it the same against the
+    measured batch-1 latency where the trials have one. Trials over the device limits are crosses,
+    the limits dashed lines."""
+    from matplotlib.ticker import FuncFormatter
+
+    table = counted(results.table, results.metric)
+    costs = [c for c in ("mmacs", "latency_ms_b1") if c in table and np.isfinite(table[c].astype(float)).any()]
+    if "mmacs" not in costs:
+        return None
+    fig = _figure(6.5 * len(costs), 5)
+    axes = fig.subplots(1, len(costs), squeeze=False)[0]
+    limits = results.limits
+    best = results.best.search.get("best_trial") if results.best is not None else None
+    for ax, cost in zip(axes, costs):
+        rows = table[np.isfinite(table[cost].astype(float))]
+        ok = rows["fits"].astype(bool).to_numpy() if "fits" in rows else np.ones(len(rows), dtype=bool)
+        ax.scatter(rows[cost][ok], rows[results.metric][ok], s=28, color="0.55", zorder=2, label="a trial")
+        front = pareto_front(results.table, results.metric, results.mode, cost)
+        ax.step(front[cost], front[results.metric], where="post", color="tab:blue", lw=2, zorder=3)
+        ax.scatter(front[cost], front[results.metric], s=60, color="tab:blue", zorder=4,
+                   label=f"the front ({len(front)} trials)")
+        for _, row in front.iterrows():
+            ax.annotate(str(row["trial"]).removeprefix("trial_"), (row[cost], row[results.metric]),
+                        textcoords="offset points", xytext=(4, -11), fontsize=7, color="tab:blue")
+        if (~ok).any():  # over the front's dots: a front trial can be over the limits too
+            ax.scatter(rows[cost][~ok], rows[results.metric][~ok], s=50, marker="x", color="tab:red", zorder=6,
+                       label="over the device limits (fits: false)")
+        if best is not None and best in set(rows["trial"]):
+            chosen = rows[rows["trial"] == best]
+            ax.scatter(chosen[cost], chosen[results.metric], s=190, marker="*", color="gold", edgecolor="black",
+                       zorder=5, label=f"the study's best ({best})")
+        limit = limits.max_mmacs if cost == "mmacs" else limits.max_latency_ms
+        if limit is not None:
+            ax.axvline(limit, color="tab:red", ls="--", lw=1, label="the device limit")
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, not 5x10^-1
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel(f"{cost}: {COSTS[cost]} (log scale)")
+        ax.set_ylabel(_metric_label(results.metric))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="lower right", fontsize=8)
+    left_out = len(results.scored()) - len(table)
+    fig.suptitle(f"{results.name}: {_metric_label(results.metric)} against cost ({len(table)} trial"
+                 f"{'s' if len(table) != 1 else ''} that trained a whole epoch"
+                 f"{f', {left_out} stopped inside their first epoch left out' if left_out > 0 else ''})\n"
+                 "the line joins the trials no other trial beats on both score and cost", fontsize=10)
     return _save(fig, path)
 
 

@@ -121,11 +121,13 @@ class BestTrial:
 
 def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome) -> BestTrial | None:
     """The best trial with at least one whole epoch (one stopped inside its first epoch was
-    ranked, but has no epoch to retrain to), or None when no trial qualifies."""
+    ranked, but has no epoch to retrain to) that fits the user's device (the table's `fits`:
+    --max-mmacs, --max-latency-ms), or None when no trial qualifies."""
     s = study.settings
     if s.metric not in table:
         return None
-    scored = table[(table["status"] != "failed") & (table.get("best_epoch", 0) >= 1)].dropna(subset=[s.metric])
+    fits = table["fits"].astype(bool) if "fits" in table else True
+    scored = table[(table["status"] != "failed") & (table.get("best_epoch", 0) >= 1) & fits].dropna(subset=[s.metric])
     if scored.empty:
         return None
     row = scored.iloc[0]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.crossval import is_fold_metric
+from trainables.latency import LATENCY_METRICS
 
 FINAL_STATUSES = ("completed", "stopped_early", "diverged", "failed")
 
@@ -43,8 +44,10 @@ def too_many_failures(failed: int, finished: int, max_fraction: float, min_finis
     return failed > max_fraction * max(finished, min_finished)
 
 
-# timestamp (Tune's, seconds) orders epochs across trials for the report's anytime curve.
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged", "timestamp")
+# timestamp (Tune's, seconds) orders epochs across trials for the report's anytime curve. The
+# latency is in the row of the epoch after which it was measured (search.trial: once per worker).
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_seconds", "diverged", "timestamp",
+                *LATENCY_METRICS)
 # Under cross-validation also the spread and per-fold scores (trainables.crossval.is_fold_metric).
 # A report made inside an epoch (an early ASHA rung, e.g. after a quarter epoch) carries
 # `partial: 1` and `epochs_seen`; it is not an epoch of the history.
@@ -81,6 +84,15 @@ class TrialRecord:
         """How far the trial trained, in epochs: a trial ASHA stopped at a quarter-epoch rung
         has 0 whole epochs but 0.25 seen (its cost and how far its score can be trusted)."""
         return max([float(self.epochs)] + [float(p["epochs_seen"]) for p in self.partials])
+
+    @property
+    def latency(self) -> dict[str, float]:
+        """Its inference latency (trainables.latency), the latest measured; empty if never
+        measured (a trial stopped or failed inside its first epoch)."""
+        out: dict[str, float] = {}
+        for row in self.history:
+            out.update(finite({k: row[k] for k in LATENCY_METRICS if k in row}))
+        return out
 
 
 def trial_records(results, max_epochs: int) -> list[TrialRecord]:

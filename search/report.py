@@ -1,9 +1,10 @@
 """`python -m search.report RESULTS_DIR`: a study's report, report.html with PNG figures beside it.
 
 The page: a summary of the study, the figures with their captions (the anytime curve, parallel
-coordinates of the hyperparameters, their importances, learning curves, the final model's
-confusion matrix; drawn by search.figures, importances from search.replay) and a table of the top
-configurations. `search.run` writes it at the end of every study.
+coordinates of the hyperparameters, their importances, learning curves, the accuracy-cost front,
+the final model's confusion matrix; drawn by search.figures, importances from search.replay), the
+trials on the front (search.front) and a table of the top configurations. `search.run` writes it
+at the end of every study.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ from search.figures import (
     anytime_figure,
     confusion_figure,
     curves_figure,
+    front_figure,
     importance_figure,
     parallel_figure,
 )
 from search.files import REPORT_DIR, REPORT_FILE
+from search.front import pareto_front
 from search.replay import importances
 from search.results import StudyResults, load
 from search.trials_table import config_columns, short_names
 
 TOP_TABLE = 10
-SUMMARY_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "val_loss", "mmacs"]
+SUMMARY_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "val_loss", "mmacs", "latency_ms_b1"]
+FRONT_COLUMNS = ["trial", "status", "best_epoch", "mmacs", "latency_ms_b1", "latency_ms_b256", "fits"]
 
 
 @dataclass
@@ -53,6 +57,12 @@ CAPTIONS = {
                   "(how much each hyperparameter matters for reaching the top scores).",
     "curves": "Learning curves: {metric} per epoch. The top trials are in colour; the rest are grey, and "
               "an X marks where ASHA stopped a trial that was not keeping up.",
+    "front": "Accuracy against cost: each trial that trained at least a whole epoch is a dot at its best "
+             "{metric} and its multiply-adds per image (log scale) and, where measured, its inference "
+             "latency at batch 1 on the device and in the numerics that trained it (the median of a few timed "
+             "passes after a warm-up). The line is the Pareto front: the trials no other trial beats on both "
+             "score and cost; the cheapest network for a given score lies on it. Crosses exceed the study's "
+             "device limits (--max-mmacs, --max-latency-ms) and are never chosen as its best.",
     "confusion": "The retrained best configuration, tested once on images the search never saw: "
                  "confusion matrix (rows: true class) and per-class accuracy.",
 }
@@ -61,8 +71,17 @@ CAPTIONS = {
 def top_table(results: StudyResults, k: int = TOP_TABLE) -> pd.DataFrame:
     scored = results.scored().head(k)
     params = [c for c in config_columns(scored) if scored[c].nunique(dropna=True) > 1 or len(scored) == 1]
-    columns = [c for c in SUMMARY_COLUMNS if c in scored] + params
+    shown = SUMMARY_COLUMNS + (["fits"] if results.limits.any else [])
+    columns = [c for c in shown if c in scored] + params
     return short_names(scored[columns])
+
+
+def front_table(results: StudyResults) -> pd.DataFrame:
+    """The trials on the accuracy-cost front (multiply-adds), cheapest first, as the page lists them."""
+    front = pareto_front(results.table, results.metric, results.mode, "mmacs")
+    columns = [c for c in FRONT_COLUMNS if c in front and (c != "fits" or results.limits.any)]
+    columns.insert(3, results.metric)
+    return front[columns]
 
 
 def _format(value) -> str:
@@ -80,9 +99,17 @@ def summary(results: StudyResults) -> dict[str, str]:
              "search wall time": f"{results.wall_minutes():.1f} min"}
     if len(scored):
         facts[f"best {results.metric}"] = f"{scored[results.metric].iloc[0]:.4f} ({scored['trial'].iloc[0]})"
+    chosen = results.best.search.get("best_trial") if results.best is not None else None
+    if chosen and len(scored) and chosen != scored["trial"].iloc[0]:
+        # A top trial over the device limits, or stopped inside its first epoch, is not chosen.
+        facts["chosen as best"] = f"{chosen} (the best trial that fits the device limits and trained a whole epoch)"
     if results.best is not None:
         facts["test accuracy"] = f"{results.best.metrics.get('test_accuracy', math.nan):.4f} " \
                                  f"(retrained {results.best.epochs} epochs, measured once)"
+    if results.limits.any:
+        unfit = int((~results.table["fits"].astype(bool)).sum()) if "fits" in results.table else 0
+        facts["device limits"] = f"{results.limits.describe()}: {unfit} trial{'s' if unfit != 1 else ''} exceed" \
+                                 f"{'' if unfit != 1 else 's'} them (fits: false), never chosen as the best"
     if results.state.get("smoke"):
         facts["note"] = "smoke run: a small slice of the data, figures are illustrative only"
     return facts
@@ -99,9 +126,15 @@ def render_html(results: StudyResults, report: Report) -> str:
                         "</figcaption></figure>")
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
     table = top_table(results)
-    rows = "".join("<tr>" + "".join(f"<td>{e(_format(v))}</td>" for v in row) + "</tr>"
-                   for row in table.itertuples(index=False))
-    head = "".join(f"<th>{e(c)}</th>" for c in table.columns)
+    rows, head = _html_rows(table)
+    front = front_table(results)
+    front_rows, front_head = _html_rows(front)
+    front_html = ""
+    if len(front):
+        front_html = (f'<h2>The accuracy-cost front ({len(front)} trials, cheapest first)</h2>'
+                      f'<p>No other trial is both cheaper (multiply-adds) and better; '
+                      f'<code>python -m search.export {e(str(results.folder))} --pareto</code> exports them.</p>'
+                      f'<div class="wide"><table class="front"><tr>{front_head}</tr>{front_rows}</table></div>')
     best_yaml = ""
     if results.best is not None:
         best_yaml = (f"<h2>Best configuration (best.yaml)</h2><pre>"
@@ -122,11 +155,20 @@ pre {{ background: #f7f7f7; padding: 0.8em; }}
 <table class="facts">{facts}</table>
 {f'<ul class="notes">{notes}</ul>' if notes else ''}
 {''.join(sections)}
+{front_html}
 <h2>Top {len(table)} configurations (by {e(results.metric)})</h2>
 <div class="wide"><table class="top"><tr>{head}</tr>{rows}</table></div>
 {best_yaml}
 </body></html>
 """
+
+
+def _html_rows(table: pd.DataFrame) -> tuple[str, str]:
+    """A table's body rows and header row as HTML."""
+    e = html.escape
+    rows = "".join("<tr>" + "".join(f"<td>{e(_format(v))}</td>" for v in row) + "</tr>"
+                   for row in table.itertuples(index=False))
+    return rows, "".join(f"<th>{e(c)}</th>" for c in table.columns)
 
 
 def _yaml(mapping: dict) -> str:
@@ -147,6 +189,7 @@ def write_report(folder: str | Path) -> Report:
         "parallel": parallel_figure(results, out / "parallel.png", list(imp)),
         "importance": importance_figure(results, imp, out / "importance.png"),
         "curves": curves_figure(results, out / "curves.png"),
+        "front": front_figure(results, out / "front.png"),
         "confusion": confusion_figure(results, out / "confusion.png"),
     }
     report.figures = {k: v for k, v in made.items() if v is not None}
@@ -162,6 +205,7 @@ _MISSING = {
     "parallel": "No parallel coordinates: fewer than two scored trials, or nothing was searched.",
     "importance": "No importances: fewer than two scored trials, or nothing was searched.",
     "curves": "No learning curves: the study has no per-epoch results.",
+    "front": "No accuracy-cost front: no trial trained a whole epoch with a known cost.",
     "confusion": "No confusion matrix: the final retrain has not run (resume the study to run it).",
 }
 

@@ -52,8 +52,20 @@ class StudyRequest:
     final: str = "retrain"  # search.final.FINAL_MODES
     # Folds of cross-validation that score each trial (trainables.crossval); None: a hold-out split.
     cv: int | None = None
+    # The user's device (search.front.DeviceLimits): a cost cap in million multiply-adds per image
+    # that replaces the study's CPU/GPU cap, and a batch-1 latency cap in ms that a trial must meet
+    # to be chosen. None: the study's cap, no latency limit.
+    max_mmacs: float | None = None
+    max_latency_ms: float | None = None
     command: str = ""  # the command line, credentials redacted: logged on the study's MLflow run
     created: str = ""
+
+    @property
+    def limits(self):
+        """search.front.DeviceLimits (imported here: this module stays free of pandas)."""
+        from search.front import DeviceLimits
+
+        return DeviceLimits(self.max_mmacs, self.max_latency_ms)
 
     @property
     def folder(self) -> Path:

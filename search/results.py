@@ -13,6 +13,7 @@ import pandas as pd
 
 from search.best_config import BestConfig
 from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
+from search.front import DeviceLimits
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
 from search.trials_table import params, with_prefix
 from trainables.errors import UserError
@@ -51,6 +52,11 @@ class StudyResults:
             return get_study(self.space).settings
         except UserError:
             return None  # a study no longer registered: its files still read
+
+    @property
+    def limits(self) -> DeviceLimits:
+        """The user's device limits the study ran under (--max-mmacs, --max-latency-ms)."""
+        return DeviceLimits(self.state.get("max_mmacs"), self.state.get("max_latency_ms"))
 
     def params(self, row: pd.Series) -> dict[str, Any]:
         """One trial's hyperparameters as recorded (absent conditional ones left out)."""

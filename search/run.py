@@ -54,6 +54,12 @@ def build_parser() -> Parser:
                         "over folds, its spread recorded) instead of one validation split: K times the compute "
                         "per trial, for small data whose validation split would be a handful of examples; "
                         "every class needs K examples or more")
+    p.add_argument("--max-mmacs", type=float, default=None, metavar="N",
+                   help="networks of at most N million multiply-adds per image (replaces the study's CPU/GPU "
+                        "cost cap): only such networks are proposed")
+    p.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
+                   help="the best trial must answer one image in at most MS milliseconds (batch 1, measured "
+                        "on the device that trained it); slower trials are marked fits=false and never chosen")
     p.add_argument("--register-model", default=None, metavar="NAME",
                    help="register the final model in the MLflow model registry under NAME (a new version each study)")
     talk = p.add_mutually_exclusive_group()
@@ -136,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     check_name(args.name)
     check_seed(args.seed)
     check_cv(args.cv, args.final)
+    from search.front import DeviceLimits
+
+    DeviceLimits(args.max_mmacs, args.max_latency_ms)  # refuses a limit that is not a positive number
     # The cluster configs point drivers at the head's MLflow server this way.
     # Credentials in the URI go to MLflow's basic-auth variables; only the bare URI is kept.
     args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
@@ -192,6 +201,7 @@ def new_request(args, study, root: Path, name: str) -> StudyRequest:
         tracking_uri=args.tracking_uri or default_tracking_uri(root), samples=args.samples,
         max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
         register_model=args.register_model, precision=args.precision, final=args.final, cv=args.cv,
+        max_mmacs=args.max_mmacs, max_latency_ms=args.max_latency_ms,
         command=redact(" ".join(sys.argv)), created=StudyRequest.now(),
     )
 

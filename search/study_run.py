@@ -18,6 +18,7 @@ from search import faults
 from search.cluster import Cluster, start_ray
 from search.delivery import reconcile
 from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
+from search.front import counted
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
 from search.provenance import git_commit, package_versions
@@ -31,6 +32,7 @@ from spaces.study import Study
 from trainables.datasets import IMAGE_FOLDER, TrainingData
 
 TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "val_accuracy_std", "mmacs",
+               "latency_ms_b1", "fits",
                *(CONFIG_PREFIX + name for name in ("family", "conv_layers", "kernel_size", "activation", "batch_norm",
                                                    "optimizer", "lr", "batch_size"))]
 MAX_FAILED_FRACTION = 0.5
@@ -62,7 +64,8 @@ class StudyRun:
         try:
             plan = self._plan(cluster)
             if prepared.backbone is None:  # a backbone's cost is what it is: its input size is fixed
-                check_cost_cap(self.study, plan, prepared.search_data, prepared.dataset.info.name == IMAGE_FOLDER)
+                check_cost_cap(self.study, plan, prepared.search_data, prepared.dataset.info.name == IMAGE_FOLDER,
+                               user_cap=self.request.max_mmacs is not None)
             parent = self._start(tracker, plan, prepared)
             final_scale = self._final_scale(prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,
@@ -82,8 +85,11 @@ class StudyRun:
                       f"{self.request.resume_command()}", file=sys.stderr)
                 return 130
             failed = sum(r.status == "failed" for r in outcome.records)
-            best = None if too_many_failures(failed, len(outcome.records), MAX_FAILED_FRACTION) else \
-                choose(self.study, table, outcome)
+            too_many = too_many_failures(failed, len(outcome.records), MAX_FAILED_FRACTION)
+            best = None if too_many else choose(self.study, table, outcome)
+            if best is None and not too_many and self.request.limits.any and \
+                    not counted(table, self.study.settings.metric).empty:
+                return self._nothing_fits(tracker, parent, table)
             if best is None:
                 return self._too_many_failures(tracker, parent, outcome.records)
             self._phase("final")
@@ -114,7 +120,8 @@ class StudyRun:
         return make_plan(self.study, cluster_cpus=r.cpus or cluster.cpus, node_cpus=cluster.max_node_cpus,
                          cluster_gpus=cluster.gpus, gpus=int(cluster.gpus) if r.gpus is None else r.gpus,
                          samples=request.samples, max_epochs=request.max_epochs,
-                         time_budget_min=request.time_budget, seed=request.seed, precision=request.precision)
+                         time_budget_min=request.time_budget, seed=request.seed, precision=request.precision,
+                         max_mmacs=request.max_mmacs)
 
     def _phase(self, phase: str) -> None:
         self.state.phase = phase
@@ -184,7 +191,8 @@ class StudyRun:
 
     def _tables(self, tracker: Tracker, parent: str, outcome: SearchOutcome, prepared: Prepared) -> pd.DataFrame:
         s, data = self.study.settings, prepared.search_data
-        table = trials_table(outcome.records, s.metric, s.mode, data.input_shape, data.num_classes, prepared.backbone)
+        table = trials_table(outcome.records, s.metric, s.mode, data.input_shape, data.num_classes, prepared.backbone,
+                             self.request.limits)
         _, csv = write_table(table, self.dir)
         write_history(outcome.records, self.dir)
         tracker.log_artifact(parent, csv)
@@ -200,6 +208,21 @@ class StudyRun:
             last = record.error.strip().splitlines()[-1] if record.error.strip() else "(no message)"
             print(f"  {record.name}: {last}", file=sys.stderr)
         print(f"full table: {self.dir / TRIALS_CSV}; MLflow run {parent}", file=sys.stderr)
+        return 1
+
+    def _nothing_fits(self, tracker: Tracker, parent: str, table: pd.DataFrame) -> int:
+        """Trials trained, but none within the user's limits: say how close the nearest came."""
+        tracker.set_tags(parent, {"hpsearch.status": "failed"})
+        tracker.end_run(parent, failed=True)
+        rows = counted(table, self.study.settings.metric)
+        nearest = []
+        if "mmacs" in rows and rows["mmacs"].notna().any():
+            nearest.append(f"the smallest has {rows['mmacs'].min():.3g} million multiply-adds")
+        if "latency_ms_b1" in rows and rows["latency_ms_b1"].notna().any():
+            nearest.append(f"the fastest takes {rows['latency_ms_b1'].min():.3g} ms at batch 1")
+        print(f"\nno trial fits {self.request.limits.describe()}"
+              f"{' (' + '; '.join(nearest) + ')' if nearest else ''}; nothing was chosen or retrained. "
+              f"Every trial is in {self.dir / TRIALS_CSV} (column fits)", file=sys.stderr)
         return 1
 
     def _report(self, tracker: Tracker, parent: str) -> Path | None:
@@ -229,21 +252,26 @@ class StudyRun:
             "concurrency": plan.concurrency, "cpus_per_trial": plan.cpus_per_trial,
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
             "scheduler": self.study.settings.scheduler, "command": request.command,
-            "precision": plan.precision, "final": request.final,
+            "precision": plan.precision, "final": request.final, "max_latency_ms": request.max_latency_ms,
             **({"cv": request.cv} if request.cv else {}),
             **{f"data.{k}": v for k, v in request.data.items()},
         }
 
     def _summary(self, table: pd.DataFrame, finished: Finished, report: Path | None) -> None:
         metric = self.study.settings.metric
-        columns = [c for c in TOP_COLUMNS if c in table]
+        columns = [c for c in TOP_COLUMNS if c in table and (c != "fits" or self.request.limits.any)]
         if verbosity() >= Verbosity.NORMAL:
             print("\ntop 5 trials (by validation accuracy):")
             top = short_names(table[columns].head(5))
             print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+            if self.request.limits.any:
+                print(f"chosen: {finished.best.search['best_trial']}, the best trial that fits "
+                      f"{self.request.limits.describe()}")
         else:  # --quiet: the best configuration in one line instead of the table
-            best = table.iloc[0]
-            print(f"best: {best['trial']} ({metric} {best[metric]:.4f}): "
+            # The chosen trial: under device limits (or with a top trial stopped inside its first
+            # epoch) it need not be the table's first row.
+            chosen = finished.best
+            print(f"best: {chosen.search['best_trial']} ({metric} {chosen.metrics[metric]:.4f}): "
                   + " ".join(f"{k}={v}" for k, v in finished.best.hyperparameters.items()))
         what = "best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration"
         print(f"test accuracy of the {what}: {finished.final.test_accuracy:.4f} "

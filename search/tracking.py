@@ -19,10 +19,12 @@ from typing import Any, Mapping
 
 from trainables.crossval import is_fold_metric
 from trainables.errors import UserError
+from trainables.latency import LATENCY_METRICS
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "hpsearch.trial_id"
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+# The latency is logged once, at the epoch after which the trial measured it (search.trial).
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds", *LATENCY_METRICS)
 
 
 def epoch_metrics(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """One search trial as a Ray Tune function trainable: the plain training loop
 (trainables.train.fit) wired to Tune's reports, checkpoints and granted CPUs, the shared cores
-at the end of a search, and the test-only fault hook."""
+at the end of a search, the network's inference latency (measured once, after its first whole
+epoch in this worker) and the test-only fault hook."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from search import faults
 from search.cores import TrialCores
 from search.records import trial_number_from_path
 from trainables.datasets import TrainingData
+from trainables.latency import measure_latency
 from trainables.model import NetConfig
 from trainables.numerics import accelerator
 from trainables.train import CHECKPOINT_FILE, TrialSettings, fit, pick_device
@@ -43,8 +45,10 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData, core_l
     trial_dir = Path(context.get_trial_dir())
     fault_list = faults.for_trial(trial_number_from_path(str(trial_dir), context.get_trial_id()))
     cores = TrialCores(core_ledger, context.get_trial_id(), granted)
+    network: list[nn.Module] = []  # the model fit trains (the first fold's under CV), for its latency
 
     def before_epoch(epoch: int, model: nn.Module) -> None:
+        network[:] = [model]
         threads = cores.threads()
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
@@ -60,9 +64,18 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData, core_l
     # node_id: which cluster node ran the epoch (nodes can share one IP and hostname).
     where = {"node_id": ray.get_runtime_context().get_node_id(), "numerics": accel.name}
 
+    latency_measured = False
+
     def report(metrics: dict[str, float], snapshot: Callable[[], dict]) -> None:
-        nonlocal epochs_done
+        nonlocal epochs_done, latency_measured
         epochs_done = int(metrics["epoch"])
+        if not latency_measured and network:
+            # Once, after the first whole epoch this worker ran: the architecture, device,
+            # numerics and threads set the latency, not the weights, so one measurement holds for
+            # the whole trial, and a trial ASHA stops at its first whole-epoch rung has it too.
+            # (Trials stopped inside their first epoch have none; they never reach the front.)
+            latency_measured = True
+            metrics = {**metrics, **measure_latency(network[0], data.input_shape, device, accel).metrics()}
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
             tune.report({**metrics, **where, "threads": torch.get_num_threads()},

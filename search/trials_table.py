@@ -19,8 +19,10 @@ import pandas as pd
 
 from search.atomic import _umask_mode, atomic_write_text
 from search.files import HISTORY_FILE, TRIALS_CSV, TRIALS_PARQUET
+from search.front import DeviceLimits
 from search.records import TrialRecord
 from trainables.errors import UserError
+from trainables.latency import LATENCY_METRICS
 from trainables.model import NetConfig, model_macs
 
 CONFIG_PREFIX = "config/"
@@ -67,9 +69,11 @@ def short_names(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def trials_table(records: list[TrialRecord], metric: str, mode: str,
-                 input_shape: tuple[int, int, int], num_classes: int, backbone=None) -> pd.DataFrame:
-    """One row per trial, best first: status, epochs, its best epoch's scores, cost, and every
-    hyperparameter as `config/NAME` (absent conditional ones are empty)."""
+                 input_shape: tuple[int, int, int], num_classes: int, backbone=None,
+                 limits: DeviceLimits | None = None) -> pd.DataFrame:
+    """One row per trial, best first: status, epochs, its best epoch's scores, cost (multiply-adds
+    and measured latency), whether it `fits` the user's device `limits`, and every hyperparameter
+    as `config/NAME` (absent conditional ones are empty)."""
     sign = 1.0 if mode == "max" else -1.0
     rows = []
     for record in records:
@@ -93,10 +97,14 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
             row["mmacs"] = model_macs(NetConfig.from_flat(record.config), input_shape, num_classes, backbone) / 1e6
         except UserError:
             row["mmacs"] = math.nan
+        latency = record.latency
+        row.update({k: latency.get(k, math.nan) for k in LATENCY_METRICS})
         row["error"] = record.error.strip().splitlines()[-1] if record.error.strip() else ""
         row.update({f"{CONFIG_PREFIX}{k}": v for k, v in record.config.items()})
         rows.append(row)
     table = pd.DataFrame(rows)
+    if not table.empty:
+        table.insert(table.columns.get_loc("error"), "fits", (limits or DeviceLimits()).fits(table))
     if metric in table:
         table = table.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
     return table.reset_index(drop=True)

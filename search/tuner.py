@@ -59,9 +59,10 @@ class Plan:
 
 def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: int, samples: int | None,
               max_epochs: int | None, time_budget_min: float | None, seed: int, precision: str = "auto",
-              node_cpus: float | None = None) -> Plan:
+              node_cpus: float | None = None, max_mmacs: float | None = None) -> Plan:
     """node_cpus: the largest node's CPUs (a trial runs on one node); None means one node with
-    all of cluster_cpus."""
+    all of cluster_cpus. max_mmacs: the user's cost cap (--max-mmacs), which replaces the
+    study's CPU or GPU cap."""
     s = study.settings
     node_cpus = cluster_cpus if node_cpus is None else min(node_cpus, cluster_cpus)
     own_budget = samples is None and max_epochs is None and gpus == 0
@@ -84,6 +85,8 @@ def make_plan(study: Study, *, cluster_cpus: float, cluster_gpus: float, gpus: i
                             f"{node_cpus:g}; add a node with {cpus_per_trial} CPUs or more")
         concurrency = max(1, math.floor(cluster_cpus / cpus_per_trial))
         mmacs = s.max_mmacs_cpu
+    if max_mmacs is not None:
+        mmacs = max_mmacs
     return Plan(
         num_samples=num_samples, max_epochs=max_epochs or s.max_epochs, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, concurrency=min(concurrency, num_samples),
@@ -154,9 +157,11 @@ def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers
 COST_PROBES = 32  # networks sampled to tell a space that fits the cost cap from one that cannot
 
 
-def check_cost_cap(study: Study, plan: Plan, data: TrainingData, image_folder: bool = False) -> None:
+def check_cost_cap(study: Study, plan: Plan, data: TrainingData, image_folder: bool = False,
+                   user_cap: bool = False) -> None:
     """Refuse a search whose every network exceeds the cost cap on these images (large images on
-    a CPU): the capped widths are already at their lowest, so every trial would run over the cap.
+    a CPU, or a user's cap, `user_cap`, set below the study's smallest networks): the capped
+    widths are already at their lowest, so every trial would run over the cap.
     A random sample of the space stands in for all of it (a cap that some networks meet is met
     by some of 32 samples, short of a sliver of the space)."""
     if plan.max_macs is None or study.define is None:
@@ -173,6 +178,10 @@ def check_cost_cap(study: Study, plan: Plan, data: TrainingData, image_folder: b
             return
         smallest = min(smallest, macs)
     c, h, w = ctx.input_shape
+    if user_cap:
+        raise UserError(f"every network of {study.name} needs more than the cap of {plan.max_macs / 1e6:g} million "
+                        f"multiply-adds per image on {c}x{h}x{w} images", option="max_mmacs",
+                        fix=f"a larger cap (the smallest sampled network: {smallest / 1e6:.2f})")
     problem = (f"every network of {study.name} needs more than its CPU cost cap of {plan.max_macs / 1e6:g} million "
                f"multiply-adds per image on {c}x{h}x{w} images (the smallest sampled: {smallest / 1e6:.1f} million)")
     if image_folder:

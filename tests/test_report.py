@@ -23,7 +23,7 @@ from search.results import load
 from tests.conftest import run_cli_here, run_module
 
 pytestmark = pytest.mark.slow
-FIGURES = ("history", "parallel", "importance", "curves", "confusion")
+FIGURES = ("history", "parallel", "importance", "curves", "front", "confusion")
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,18 @@ def test_report_files_and_figures(studies):
     assert png_size(folder / REPORT_DIR / "history.png") == (9 * DPI, 5 * DPI)
     assert png_size(folder / REPORT_DIR / "confusion.png") == (13 * DPI, round(5.8 * DPI))
     assert "trial_" in page and "Top 3 configurations" in page
+    assert "The accuracy-cost front (" in page
+
+
+def test_every_trial_with_a_whole_epoch_has_its_latency(studies):
+    """Measured once in each trial's worker after its first whole epoch: in the table, and a
+    trial stopped inside its first epoch has none."""
+    results, _, _ = studies
+    table = load(results / "space").table
+    whole = table["epochs"] >= 1
+    for column in ("latency_ms_b1", "latency_ms_b256"):
+        assert (table.loc[whole, column] > 0).all() and table.loc[~whole, column].isna().all(), table[column]
+    assert table["fits"].all()  # no device limits: every trial fits
 
 
 def test_importances_cover_the_searched_parameters(studies):
@@ -185,9 +197,11 @@ def test_a_trials_table_from_before_the_config_prefix_still_reads(studies, tmp_p
     old = tmp_path / "old"
     shutil.copytree(results / "space", old)
     table = pd.read_parquet(old / "trials.parquet")
+    later = ["latency_ms_b1", "latency_ms_b256", "fits"]  # columns that came after the prefix
+    table = table.drop(columns=later)
     table.columns = [c.removeprefix("config/") for c in table.columns]
     table.to_parquet(old / "trials.parquet", index=False)
     new_study, old_study = load(results / "space"), load(old)
-    assert list(old_study.table.columns) == list(new_study.table.columns)
+    assert list(old_study.table.columns) == [c for c in new_study.table.columns if c not in later]
     assert [old_study.params(r) for _, r in old_study.table.iterrows()] == \
         [new_study.params(r) for _, r in new_study.table.iterrows()]

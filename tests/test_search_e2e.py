@@ -11,6 +11,7 @@ from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
 SAMPLES, EPOCHS = 4, 2
+LATENCY_LIMIT_MS = 1000  # far above any network here: the limit's plumbing, not a choice it changes
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def study(data_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     proc = run_module("search.run", "fashion_space", "--smoke", "--samples", str(SAMPLES), "--max-epochs",
                       str(EPOCHS), "--name", "tiny", "--results-dir", str(results), "--data-dir", str(data_root),
-                      "--register-model", "tiny-cnn")
+                      "--register-model", "tiny-cnn", "--max-latency-ms", str(LATENCY_LIMIT_MS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return results, proc
 
@@ -35,6 +36,10 @@ def test_outputs_and_progress(study):
     assert set(table["status"]) <= {"completed", "stopped_early", "diverged"}
     assert table["val_accuracy"].is_monotonic_decreasing
     assert (pd.read_csv(folder / "trials.csv")["trial"] == table["trial"]).all()
+    # Every trial with a whole epoch measured its latency, within the limit: it fits.
+    whole = table["epochs"] >= 1
+    assert (table.loc[whole, "latency_ms_b1"] > 0).all() and table.loc[whole, "fits"].all()
+    assert table.loc[~whole, "latency_ms_b1"].isna().all() and not table.loc[~whole, "fits"].any()
 
 
 def test_best_yaml_and_test_accuracy(study):
@@ -65,6 +70,7 @@ def test_mlflow_parent_and_child_runs(study):
     assert parent.data.tags["hpsearch.space"] == "fashion_space"
     assert parent.data.params["samples"] == str(SAMPLES)
     assert parent.data.params["precision"] == "auto" and parent.data.params["final"] == "retrain"
+    assert float(parent.data.params["max_latency_ms"]) == LATENCY_LIMIT_MS
     assert parent.data.tags["hpsearch.final"] == "retrain"
     assert parent.data.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"])
     assert "hpsearch.version.torch" in parent.data.tags and "hpsearch.git_commit" in parent.data.tags
@@ -79,6 +85,10 @@ def test_mlflow_parent_and_child_runs(study):
         epochs = int(child.data.tags["hpsearch.epochs"])
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        # The latency, measured once after the first whole epoch, is logged once, at that epoch.
+        for name in ("latency_ms_b1", "latency_ms_b256"):
+            latency = client.get_metric_history(child.info.run_id, name)
+            assert [m.step for m in latency] == ([1] if epochs else []) and all(m.value > 0 for m in latency)
     assert [c.data.tags.get("hpsearch.best") for c in children].count("true") == 1
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best.yaml", "trials.csv", "confusion_matrix.csv"} <= artifacts
