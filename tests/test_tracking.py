@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -16,22 +17,31 @@ class FakeStore(Tracker):
         pass
 
 
-def test_queue_waits_out_an_outage_and_keeps_order():
-    delivered, outage = [], threading.Event()
-    outage.set()
-    attempts = {"n": 0}
+def quiet_queue(tracker) -> DeliveryQueue:
+    return DeliveryQueue(tracker, retry_seconds=0.01, stream=io.StringIO())
 
-    def op(i):
+
+def calls(n: int, delivered: list, down: threading.Event, first_gets_through: bool = False):
+    """`n` tracking calls that record their index once delivered and fail as a store that is down
+    does (the first one, optionally, just before it went down)."""
+    attempts = []
+
+    def call(i):
         def run():
-            attempts["n"] += 1
-            if outage.is_set() and attempts["n"] > 1:
+            attempts.append(i)
+            if down.is_set() and not (first_gets_through and len(attempts) == 1):
                 raise ConnectionError("Connection refused")
             delivered.append(i)
         return run
+    return [call(i) for i in range(n)]
 
-    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=open("/dev/null", "w"))
-    for i in range(5):
-        queue.put(op(i))
+
+def test_queue_waits_out_an_outage_and_keeps_order():
+    delivered, outage = [], threading.Event()
+    outage.set()
+    queue = quiet_queue(FakeStore())
+    for op in calls(5, delivered, outage, first_gets_through=True):
+        queue.put(op)
     assert not queue.flush(timeout=0.3)  # the store is down: nothing after the first call gets through
     assert delivered == [0] and queue.pending() == 4
     outage.clear()
@@ -46,7 +56,7 @@ def test_queue_gives_up_on_a_call_the_store_refuses_and_goes_on():
     def refused():
         raise ValueError("INVALID_PARAMETER_VALUE: param too long")
 
-    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=open("/dev/null", "w"))
+    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=io.StringIO())
     queue.put(refused)
     queue.put(lambda: delivered.append("next"))
     assert queue.flush(timeout=5)
@@ -137,17 +147,9 @@ def test_a_stopped_queue_sends_nothing_more():
     still queued and sent afterwards would write it twice."""
     delivered, down = [], threading.Event()
     down.set()
-
-    def op(i):
-        def run():
-            if down.is_set():
-                raise ConnectionError("Connection refused")
-            delivered.append(i)
-        return run
-
-    queue = DeliveryQueue(FakeStore(), retry_seconds=0.01, stream=open("/dev/null", "w"))
-    for i in range(3):
-        queue.put(op(i))
+    queue = quiet_queue(FakeStore())
+    for op in calls(3, delivered, down):
+        queue.put(op)
     assert not queue.flush(timeout=0.2)
     assert queue.stop() == 3  # dropped: reconcile delivers them from Tune's results
     down.clear()  # the store comes back after the stop
@@ -173,7 +175,7 @@ def test_a_run_the_store_made_before_the_call_timed_out_is_not_made_twice(tmp_pa
 
     tracker.client.create_run = slow_answer
     child = ChildRun("", "trial_001")
-    queue = DeliveryQueue(tracker, retry_seconds=0.01, stream=open("/dev/null", "w"))
+    queue = DeliveryQueue(tracker, retry_seconds=0.01, stream=io.StringIO())
     queue.put(start_child(tracker, parent, child, "t1", {"lr": 0.1}))
     assert queue.flush(timeout=30)
     queue.stop()
