@@ -14,7 +14,6 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import CombinedStopper
 
 from search.asha import STATE_FILE as ASHA_STATE
@@ -23,6 +22,7 @@ from search.budget import FailureBudget, StudyBudget
 from search.cores import CoreSharing, start_ledger
 from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
+from search.searcher import Store, StoredSearch, resuming_in
 from search.trial import tune_trial
 from search.trial_logger import TrialLogger
 from spaces.study import SpaceContext, Study
@@ -128,7 +128,10 @@ class GridSearcher(Searcher):
         self.set_state(json.loads(Path(checkpoint_path).read_text()))
 
 
-def make_searcher(study: Study, plan: Plan, data: TrainingData, backbone: Backbone | None = None):
+def make_searcher(study: Study, plan: Plan, data: TrainingData, store: Store, backbone: Backbone | None = None,
+                  warm_trials: list[optuna.trial.FrozenTrial] | None = None):
+    """`store`: where the Optuna study is kept (search.searcher); `warm_trials`: earlier trials TPE
+    starts from (search.warm). A grid has neither: it runs its points in order."""
     if study.grid is not None:
         searcher = GridSearcher(study.grid_points()[: plan.num_samples], study.settings.metric, study.settings.mode)
         return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
@@ -136,7 +139,8 @@ def make_searcher(study: Study, plan: Plan, data: TrainingData, backbone: Backbo
                        backbone.body_layers if backbone is not None else 0)
     start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)]
     sampler = make_sampler(plan.sampler, plan.seed, study.settings.n_startup_trials)
-    searcher = OptunaSearch(
+    searcher = StoredSearch(
+        store=store, max_epochs=plan.max_epochs, warm_trials=warm_trials,
         space=functools.partial(study.define, ctx=ctx), metric=study.settings.metric,
         mode=study.settings.mode, sampler=sampler, points_to_evaluate=start_points or None,
     )
@@ -255,9 +259,12 @@ def stoppers(study: Study, plan: Plan, logger: TrialLogger, final_scale: float):
 
 
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
-                backbone: Backbone | None = None, final_scale: float = 0.0) -> tune.Tuner:
+                backbone: Backbone | None = None, final_scale: float = 0.0, store: Store | None = None,
+                warm_trials: list[optuna.trial.FrozenTrial] | None = None) -> tune.Tuner:
     """`final_scale`: how long the final phase trains per second of the best trial's training
-    (search.budget), so a time budget leaves it room."""
+    (search.budget), so a time budget leaves it room. `store`: the Optuna store (default: the
+    SQLite file in `storage`, the study folder)."""
+    store = store or Store.in_study_folder(storage, storage.name)
     ledger = ledger_name(plan, storage)
     callbacks: list[tune.Callback] = [logger]
     if ledger is not None:
@@ -268,7 +275,7 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
         tune_config=tune.TuneConfig(
             metric=study.settings.metric,
             mode=study.settings.mode,
-            search_alg=make_searcher(study, plan, data, backbone),
+            search_alg=make_searcher(study, plan, data, store, backbone, warm_trials),
             scheduler=make_scheduler(study, plan, storage),
             num_samples=plan.num_samples,
             max_concurrent_trials=plan.concurrency,
@@ -309,6 +316,7 @@ def restore_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path,
     """Continue a saved search: finished trials are kept, unfinished ones continue from their
     last epoch checkpoint, and the searcher and scheduler come back with their state."""
     ledger = ledger_name(plan, storage)
+    resuming_in(storage)  # the restored searcher's store is in this folder, wherever it was before
     if ledger is not None:
         start_ledger(ledger)  # the restored CoreSharing callback finds it by this name
     trainable = make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger)
