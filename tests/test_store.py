@@ -10,7 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.searcher import STEPS_PER_EPOCH, Store, check_new_store, resuming_in
+from search.searcher import resuming_in
+from search.store import STEPS_PER_EPOCH, Store, check_new_store
 from search.tuner import make_plan, make_searcher
 from spaces.registry import get_study
 from tests.test_train import toy_data
