@@ -42,6 +42,8 @@ class Store:
 
     def storage(self) -> optuna.storages.BaseStorage:
         kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if self.in_file else {"pool_pre_ping": True}
+        if self.in_folder:
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -117,10 +117,7 @@ def study_source(folder: Path, dists: dict[str, Any], metric: str, mode: str) ->
     except UserError:
         stored = None  # its database server is gone: its trials table still tells
     if stored is not None:
-        # Its own trials only: what it was itself warm-started from, the user can name too.
-        candidates = [(t.params, t.state, t.user_attrs.get("best_score"), dict(t.intermediate_values),
-                       float(t.user_attrs.get("epochs_seen", 0.0)))
-                      for t in stored if FROM not in t.user_attrs]
+        return from_store(stored, name, folder, dists)
     else:  # a grid study, or one from before the store: its trials table
         candidates = []
         for _, row in earlier.scored().iterrows():
@@ -129,6 +126,15 @@ def study_source(folder: Path, dists: dict[str, Any], metric: str, mode: str) ->
             value = float(row[metric])
             candidates.append((earlier.params(row), state_, value, {round(epochs * STEPS_PER_EPOCH): value}, epochs))
     return _source(name, folder, "study", candidates, dists)
+
+
+def from_store(stored: list[FrozenTrial], label: str, path: Path, dists: dict[str, Any]) -> WarmSource:
+    """An earlier study's own trials from its Optuna store (what it was itself warm-started from,
+    the user can name too)."""
+    candidates = [(t.params, t.state, t.user_attrs.get("best_score"), dict(t.intermediate_values),
+                   float(t.user_attrs.get("epochs_seen", 0.0)))
+                  for t in stored if FROM not in t.user_attrs]
+    return _source(label, path, "study", candidates, dists)
 
 
 def _source(label: str, path: Path, kind: str, candidates, dists: dict[str, Any]) -> WarmSource:
