@@ -6,44 +6,28 @@ optuna.db, or the database the study was started with (`--optuna-storage`, kept 
 The server listens on 127.0.0.1 only: the dashboard can rename and delete studies and tell
 trials, with no login, so it is never offered to the network; remote users tunnel (ssh -L).
 
-This module imports neither Ray nor torch (search.searcher imports Ray), so the view starts in a
+This module imports neither Ray nor torch (search.store needs neither), so the view starts in a
 second beside a running search, on a laptop that only has the results folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search.cli import Parser, run_cli
 from search.credentials import redact
-from search.files import OPTUNA_DB, STATE_FILE
+from search.files import STATE_FILE
+from search.store import Store
 from trainables.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
-SQLITE_TIMEOUT_S = 60  # the searcher holds the file's write lock briefly: a page waits rather than fails
-
-
-@dataclass(frozen=True)
-class StudyStore:
-    """A study's Optuna store as the dashboard needs it: where, and the study's name in it."""
-
-    url: str  # SQLAlchemy URL, as search.searcher.Store.for_study makes it
-    name: str
-    in_folder: bool = False  # the folder's own optuna.db, which holds this study only
-
-    @property
-    def in_file(self) -> bool:
-        return self.url.startswith("sqlite:///")
 
 
 def find_study(study: str, results_dir: str | None) -> Path:
@@ -60,59 +44,25 @@ def find_study(study: str, results_dir: str | None) -> Path:
                     option="results_dir", fix="the results directory the study was run with, or give its folder")
 
 
-def study_store(folder: Path) -> StudyStore:
-    """The store study.json names (None: the folder's own optuna.db, which moves with the folder)."""
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{folder / STATE_FILE} is unreadable or damaged ({e})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{folder / STATE_FILE} is damaged (not a mapping)")
-    name = str(state.get("name") or folder.name)
-    url = state.get("optuna_storage")
-    if url:
-        return StudyStore(str(url), name)
-    db = folder / OPTUNA_DB
-    if not db.is_file():
+def study_store(folder: Path) -> Store:
+    """The store study.json names (none given: the folder's own optuna.db, which moves with it)."""
+    store = Store.of_folder(folder)
+    if store.in_folder and not store.file.is_file():
         # A grid study (fashion_grid) runs its points in order and keeps no Optuna study; a TPE
         # study's file appears when its search phase starts.
-        raise UserError(f"study {name!r} has no Optuna store ({db} does not exist): a grid study keeps none, "
-                        "and a TPE study writes it once its search starts")
-    return StudyStore(f"sqlite:///{db}", name, in_folder=True)
+        raise UserError(f"study {store.name!r} has no Optuna store ({store.file} does not exist): a grid study "
+                        "keeps none, and a TPE study writes it once its search starts")
+    return store
 
 
-def open_storage(store: StudyStore):
-    """(the store opened for reading, the study's name in it). Opened as optuna-dashboard opens
-    it (no table creation, no schema check): a viewer never writes a schema into a database."""
-    import optuna
-
-    if store.in_file and not Path(store.url.removeprefix("sqlite:///")).is_file():
-        # SQLite would create an empty file there, and the page would show nothing, forever.
-        raise UserError(f"the Optuna store {store.url} does not exist (study.json names it)")
-    kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if store.in_file else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = optuna.storages.RDBStorage(store.url, engine_kwargs=kwargs, skip_compatibility_check=True,
-                                                 skip_table_creation=True)
-            names = [s.study_name for s in storage.get_all_studies()]
-    except (ImportError, ModuleNotFoundError) as e:
-        raise UserError(f"the Optuna store {redact(store.url)} needs a database driver that is not installed ({e})") \
-            from None
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors are many; the message names the problem
-        cause: BaseException = e
-        while cause.__cause__ or cause.__context__:  # Optuna's wrapper hides the reason (no such table...)
-            cause = cause.__cause__ or cause.__context__
-        why = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        raise UserError(f"cannot read the Optuna store {redact(store.url)}: {why}") from None
-    if store.name in names:
-        return storage, store.name
-    # The folder's own file holds one study, under the name the folder had when it began (a
-    # renamed folder keeps its Optuna study's name).
-    if store.in_folder and len(names) == 1:
-        return storage, names[0]
-    raise UserError(f"the Optuna store {redact(store.url)} has no study named {store.name!r} yet; "
-                    "its search may not have started")
+def open_storage(store: Store):
+    """(the store opened for reading, the study's name in it)."""
+    storage = store.storage(read_only=True)
+    name = store.study_name(storage)
+    if name is None:
+        raise UserError(f"the Optuna store {redact(store.url)} has no study named {store.name!r} yet; "
+                        "its search may not have started")
+    return storage, name
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):

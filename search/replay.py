@@ -68,8 +68,8 @@ def stored_trials(results: StudyResults) -> list | None:
 
     from search.store import Store
 
-    store = Store.for_study(results.folder, results.name, results.state.get("optuna_storage"))
     try:
+        store = Store.of_folder(results.folder)
         if not store.exists():
             return None
         trials = store.load().get_trials(deepcopy=False)

@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         args.max_epochs = args.max_epochs or SMOKE_EPOCHS
     root = results_root(args.results_dir)
     warm = check_warm_start(args, study, root)
+    if args.optuna_storage:
+        from search.store import check_url
+
+        check_url(args.optuna_storage)
     if args.resume and not args.name:
         raise UserError("--resume needs the --name of the study to continue")
     name = args.name or f"{study.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"

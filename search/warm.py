@@ -111,7 +111,7 @@ def study_source(folder: Path, dists: dict[str, Any], metric: str, mode: str) ->
         raise UserError(f"--warm-start {folder}: that study {'maximised' if earlier.mode == 'max' else 'minimised'} "
                         f"{earlier.metric}, this one {'maximises' if mode == 'max' else 'minimises'} {metric}; "
                         "warm-start only from studies scored the same way")
-    store = Store.for_study(folder, name, state.get("optuna_storage"))
+    store = Store.of_folder(folder)
     try:
         stored = store.load().get_trials(deepcopy=False) if store.exists() else None
     except UserError:
