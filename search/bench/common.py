@@ -56,9 +56,9 @@ class Sizes:
     peer_epochs: int = 10
     numerics_train: int | None = 6000
     numerics_epochs: int = 2
-    warm_train: int | None = 12000
+    warm_train: int | None = 6000
     warm_epochs: int = 3
-    warm_samples: int = 16
+    warm_samples: int = 12
     warm_seeds: int = 3
 
 
