@@ -94,14 +94,16 @@ class SearchOutcome:
 
 
 def search(study: Study, plan: Plan, data: TrainingData, folder: Path, logger: TrialLogger,
-           backbone: Backbone | None = None, final_scale: float = 0.0) -> SearchOutcome:
+           backbone: Backbone | None = None, final_scale: float = 0.0, trainable=None,
+           wrap_searcher=None) -> SearchOutcome:
     """Run the search in `folder` on the Ray session already started: a new one, or the saved
     one continued. `final_scale`: seconds the final phase trains per second of the best trial's
-    training (search.budget keeps that room inside a time budget)."""
+    training (search.budget keeps that room inside a time budget). `trainable`, `wrap_searcher`:
+    the scale benchmark's simulated trials and proposal timer (search.tuner.build_tuner)."""
     if (folder / TUNE_DIR / "tuner.pkl").exists():
-        tuner = restore_tuner(study, plan, data, folder, backbone)
+        tuner = restore_tuner(study, plan, data, folder, backbone, trainable)
     else:
-        tuner = build_tuner(study, plan, data, folder, logger, backbone, final_scale)
+        tuner = build_tuner(study, plan, data, folder, logger, backbone, final_scale, trainable, wrap_searcher)
     with CtrlC() as ctrl_c:
         results = tuner.fit()
     return SearchOutcome(results, trial_records(results, plan.max_epochs), ctrl_c.pressed)

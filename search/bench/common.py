@@ -56,6 +56,14 @@ class Sizes:
     peer_epochs: int = 10
     numerics_train: int | None = 6000
     numerics_epochs: int = 2
+    # scale: simulated trials (search.bench.simulated) at 8, 32 and 64 concurrent workers (those
+    # below scale_workers, then scale_workers itself); the most concurrent run has scale_trials
+    # and is then resumed, the others scale_trials_fewer.
+    scale_workers: int = 64
+    scale_trials: int = 1000
+    scale_trials_fewer: int = 300
+    scale_epoch_ms: int = 1000  # mean simulated seconds per epoch (each configuration 0.75-1.25x)
+    scale_epochs: int = 4  # rungs at 0.25 and 1 epoch (fashion_space's, reduction factor 4)
 
 
 FULL = Sizes()
@@ -63,7 +71,8 @@ QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapat
               efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=3,
               efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
-              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1)
+              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1,
+              scale_workers=8, scale_trials=30, scale_trials_fewer=0, scale_epoch_ms=300, scale_epochs=2)
 
 
 @dataclass
@@ -127,6 +136,7 @@ def quiet() -> None:
     """The same environment the CLI sets up (search.run.main), minus its argument checks."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
