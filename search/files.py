@@ -3,6 +3,7 @@ from here (this module imports nothing, so reading results never imports Ray or 
 
 STATE_FILE = "study.json"  # search.request.StudyState: what was asked and how far it got
 TUNE_DIR = "tune"  # Ray Tune's experiment (its state, trial folders and checkpoints)
+OPTUNA_DB = "optuna.db"  # the Optuna study TPE searched in (search.searcher), unless on a database server
 TRIALS_PARQUET, TRIALS_CSV = "trials.parquet", "trials.csv"  # one row per trial
 HISTORY_FILE = "history.csv"  # one row per trial and epoch
 BEST_FILE = "best.yaml"  # the chosen configuration, retrainable with search.train

@@ -1,6 +1,8 @@
-"""A study's recorded trials replayed as a finished Optuna study: each hyperparameter's search
-distribution (recovered by asking the study's own space again) and the importances Optuna
-computes from them. What the report's parallel-coordinates and importance figures stand on."""
+"""A study's trials as a finished Optuna study, and the importances Optuna computes from it: what
+the report's parallel-coordinates and importance figures stand on. Read from the study's own
+Optuna store (search.searcher), where TPE recorded each trial with its search distributions; a
+study without one (a grid, or one run before the store) is replayed from its trials table, each
+distribution recovered by asking the study's own space again."""
 
 from __future__ import annotations
 
@@ -78,10 +80,56 @@ def _study(space: str):
         return None
 
 
-def optuna_study(results: StudyResults):
-    """The recorded trials as a finished Optuna study (value: each trial's best score)."""
+def stored_trials(results: StudyResults) -> list | None:
+    """This study's own scored trials from its Optuna store (trials a warm start brought in are
+    the earlier studies'), or None when it has no store."""
+    from optuna.trial import TrialState
+
+    from search.searcher import Store
+
+    store = Store.for_study(results.folder, results.name, results.state.get("optuna_storage"))
+    try:
+        if not store.exists():
+            return None
+        trials = store.load().get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - a database server that is gone: the trials table still tells
+        return None
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and "best_score" in t.user_attrs and "warm_start_from" not in t.user_attrs]
+
+
+def _widen(a, b):
+    """One distribution covering two: a width's upper bound depends on the widths before it
+    (spaces.blocks caps them to the cost cap), so trials of one study record different ones."""
     import optuna
 
+    if type(a) is not type(b) or a == b:
+        return a
+    if isinstance(a, optuna.distributions.CategoricalDistribution):
+        return optuna.distributions.CategoricalDistribution([*a.choices, *(c for c in b.choices if c not in a.choices)])
+    if isinstance(a, optuna.distributions.IntDistribution):
+        return optuna.distributions.IntDistribution(min(a.low, b.low), max(a.high, b.high), log=a.log,
+                                                    step=a.step if a.step == b.step else 1)
+    return optuna.distributions.FloatDistribution(min(a.low, b.low), max(a.high, b.high), log=a.log,
+                                                  step=a.step if a.step == b.step else None)
+
+
+def optuna_study(results: StudyResults):
+    """The study's trials as a finished Optuna study (value: each trial's best score)."""
+    import optuna
+
+    stored = stored_trials(results)
+    if stored:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize" if results.mode == "max" else "minimize",
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        dists: dict[str, Any] = {}
+        for t in stored:
+            for name, dist in t.distributions.items():
+                dists[name] = _widen(dists[name], dist) if name in dists else dist
+            study.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                      value=float(t.user_attrs["best_score"])))
+        return study, dists
     scored = results.scored()
     trials = [results.params(row) for _, row in scored.iterrows()]
     dists = distributions(results, trials)

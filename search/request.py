@@ -57,6 +57,8 @@ class StudyRequest:
     # to be chosen. None: the study's cap, no latency limit.
     max_mmacs: float | None = None
     max_latency_ms: float | None = None
+    # The Optuna store's database (--optuna-storage); None: optuna.db in the study folder.
+    optuna_storage: str | None = None
     command: str = ""  # the command line, credentials redacted: logged on the study's MLflow run
     created: str = ""
 
@@ -70,6 +72,13 @@ class StudyRequest:
     @property
     def folder(self) -> Path:
         return Path(self.results_root) / self.name
+
+    @property
+    def store(self):
+        """search.searcher.Store: where this study's Optuna study is (imported here: no Ray at --help)."""
+        from search.searcher import Store
+
+        return Store.for_study(self.folder, self.name, self.optuna_storage)
 
     def resume_command(self) -> str:
         return (f"python -m search.run {self.space} --name {self.name} --resume "

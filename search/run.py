@@ -43,6 +43,9 @@ def build_parser() -> Parser:
                    help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="database for the study's Optuna trials, e.g. postgresql://user@host/optuna (default: "
+                        "SQLite file optuna.db in the study folder; optuna-dashboard reads either)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
                         "channels-last always), bf16 or fp32; weights are saved as fp32 either way")
@@ -205,7 +208,7 @@ def new_request(args, study, root: Path, name: str) -> StudyRequest:
         tracking_uri=args.tracking_uri or default_tracking_uri(root), samples=args.samples,
         max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
         register_model=args.register_model, precision=args.precision, final=args.final, cv=args.cv,
-        max_mmacs=args.max_mmacs, max_latency_ms=args.max_latency_ms,
+        max_mmacs=args.max_mmacs, max_latency_ms=args.max_latency_ms, optuna_storage=args.optuna_storage,
         command=redact(" ".join(sys.argv)), created=StudyRequest.now(),
     )
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from search import faults
 from search.cluster import Cluster, start_ray
+from search.credentials import redact
 from search.delivery import reconcile
 from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
 from search.front import counted
@@ -24,6 +25,7 @@ from search.progress import Verbosity, say, verbosity
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, too_many_failures
 from search.request import Resources, StudyState
+from search.searcher import check_new_store
 from search.tracking import Tracker, default_tracking_uri
 from search.trial_logger import TrialLogger
 from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
@@ -72,7 +74,7 @@ class StudyRun:
                                  plan.num_samples, self.study.settings.metric, self.study.settings.mode,
                                  MAX_FAILED_FRACTION, study_folder=str(self.dir))
             outcome = search(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
-                             final_scale)
+                             final_scale, self.request.store)
             if not self._deliver(tracker, parent, outcome.records):
                 return 1
             if self.state.phase == "done":  # finished earlier but for MLflow, which is now up to date
@@ -130,6 +132,7 @@ class StudyRun:
     def _start(self, tracker: Tracker, plan: Plan, prepared: Prepared) -> str:
         """The study folder and its MLflow run (both already there on a resume); says what runs."""
         if not self.resuming:
+            check_new_store(self.request.store)
             self.dir.mkdir(parents=True)
             self.state.save()  # first, so that even a driver killed right now can --resume
         if self.state.parent_run_id and not tracker.has_run(self.state.parent_run_id):
@@ -253,6 +256,7 @@ class StudyRun:
             "gpus_per_trial": plan.gpus_per_trial, "max_mmacs": None if plan.max_macs is None else plan.max_macs / 1e6,
             "scheduler": self.study.settings.scheduler, "command": request.command,
             "precision": plan.precision, "final": request.final, "max_latency_ms": request.max_latency_ms,
+            "optuna_storage": redact(request.store.url),
             **({"cv": request.cv} if request.cv else {}),
             **{f"data.{k}": v for k, v in request.data.items()},
         }

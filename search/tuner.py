@@ -16,7 +16,6 @@ from ray import tune
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import CombinedStopper
 
 from search.asha import STATE_FILE as ASHA_STATE
@@ -25,6 +24,7 @@ from search.budget import FailureBudget, StudyBudget
 from search.cores import CoreSharing, start_ledger
 from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
+from search.searcher import Store, StoredSearch, resuming_in
 from search.tpe_fast import use_vectorised_log_ndtr
 from search.trial import tune_trial
 from search.trial_logger import TrialLogger
@@ -131,7 +131,10 @@ class GridSearcher(Searcher):
         self.set_state(json.loads(Path(checkpoint_path).read_text()))
 
 
-def make_searcher(study: Study, plan: Plan, data: TrainingData, backbone: Backbone | None = None):
+def make_searcher(study: Study, plan: Plan, data: TrainingData, store: Store, backbone: Backbone | None = None,
+                  warm_trials: list[optuna.trial.FrozenTrial] | None = None):
+    """`store`: where the Optuna study is kept (search.searcher); `warm_trials`: earlier trials TPE
+    starts from (search.warm). A grid has neither: it runs its points in order."""
     if study.grid is not None:
         searcher = GridSearcher(study.grid_points()[: plan.num_samples], study.settings.metric, study.settings.mode)
         return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
@@ -139,7 +142,8 @@ def make_searcher(study: Study, plan: Plan, data: TrainingData, backbone: Backbo
                        backbone.body_layers if backbone is not None else 0)
     start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)]
     sampler = make_sampler(plan.sampler, plan.seed, study.settings.n_startup_trials)
-    searcher = OptunaSearch(
+    searcher = StoredSearch(
+        store=store, max_epochs=plan.max_epochs, warm_trials=warm_trials,
         space=functools.partial(study.define, ctx=ctx), metric=study.settings.metric,
         mode=study.settings.mode, sampler=sampler, points_to_evaluate=start_points or None,
     )
@@ -283,20 +287,23 @@ class NoTensorboard(TBXLoggerCallback):
 
 
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
-                backbone: Backbone | None = None, final_scale: float = 0.0, trainable=None,
+                backbone: Backbone | None = None, final_scale: float = 0.0, store: Store | None = None,
+                warm_trials: list[optuna.trial.FrozenTrial] | None = None, trainable=None,
                 wrap_searcher: Callable[[Searcher], Searcher] | None = None) -> tune.Tuner:
     """`final_scale`: how long the final phase trains per second of the best trial's training
-    (search.budget), so a time budget leaves it room. `trainable` and `wrap_searcher` are for
-    the scale benchmark only (search.bench.scale): a Tune trainable to run instead of
-    search.trial's (its simulated trials, which need no data), and a wrapper around the
-    searcher that times its proposals; everything else (searcher, scheduler, callbacks,
-    checkpoints) stays the service's own."""
+    (search.budget), so a time budget leaves it room. `store`: the Optuna store (default: the
+    SQLite file in `storage`, the study folder). `trainable` and `wrap_searcher` are for the
+    scale benchmark only (search.bench.scale): a Tune trainable to run instead of search.trial's
+    (its simulated trials, which need no data), and a wrapper around the searcher that times
+    its proposals; everything else (searcher, store, scheduler, callbacks, checkpoints) stays
+    the service's own."""
+    store = store or Store.in_study_folder(storage, storage.name)
     ledger = ledger_name(plan, storage) if trainable is None else None
     callbacks: list[tune.Callback] = [logger, NoTensorboard()]
     if ledger is not None:
         start_ledger(ledger)
         callbacks.append(CoreSharing(ledger, plan.num_samples))
-    searcher = make_searcher(study, plan, data, backbone)
+    searcher = make_searcher(study, plan, data, store, backbone, warm_trials)
     return tune.Tuner(
         trainable or make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
@@ -344,6 +351,7 @@ def restore_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path,
     last epoch checkpoint, and the searcher and scheduler come back with their state.
     `trainable`: as for build_tuner (the scale benchmark's simulated trials)."""
     ledger = ledger_name(plan, storage) if trainable is None else None
+    resuming_in(storage)  # the restored searcher's store is in this folder, wherever it was before
     if ledger is not None:
         start_ledger(ledger)  # the restored CoreSharing callback finds it by this name
     trainable = trainable or make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger)

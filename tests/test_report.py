@@ -17,7 +17,7 @@ import yaml
 from search.best_config import BestConfig
 from search.figures import DPI
 from search.files import REPORT_DIR
-from search.replay import importances, optuna_study, searched
+from search.replay import importances, optuna_study, searched, stored_trials
 from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.results import load
 from tests.conftest import run_cli_here, run_module
@@ -106,6 +106,16 @@ def test_importances_cover_the_searched_parameters(studies):
     assert set(imp) == set(searched(dists)) and "lr" in imp
     assert sum(imp.values()) == pytest.approx(1.0)
     assert all(v >= 0 for v in imp.values())
+
+
+def test_the_report_reads_the_optuna_store_and_replays_only_a_grid(studies):
+    results, _, _ = studies
+    space, grid = load(results / "space"), load(results / "grid")
+    stored = stored_trials(space)
+    assert stored is not None and len(stored) == 3  # the TPE study's own store, every trial scored
+    study, _ = optuna_study(space)
+    assert sorted(t.value for t in study.trials) == sorted(t.user_attrs["best_score"] for t in stored)
+    assert stored_trials(grid) is None and len(optuna_study(grid)[0].trials) == 2  # a grid has no TPE: replayed
 
 
 def test_confusion_matrix_counts_each_test_image_once(studies, data_root):

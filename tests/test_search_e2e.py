@@ -42,6 +42,23 @@ def test_outputs_and_progress(study):
     assert table.loc[~whole, "latency_ms_b1"].isna().all() and not table.loc[~whole, "fits"].any()
 
 
+def test_the_optuna_store_holds_every_trial_with_its_fidelity(study):
+    from optuna.trial import TrialState
+
+    from search.searcher import Store
+
+    results, _ = study
+    table = pd.read_parquet(results / "tiny" / "trials.parquet").set_index("trial_id")
+    stored = Store.in_study_folder(results / "tiny", "tiny").load().trials
+    assert len(stored) == SAMPLES and all(t.state != TrialState.RUNNING for t in stored)
+    for t in stored:
+        row = table.loc[t.user_attrs["tune_trial_id"]]
+        assert t.user_attrs["epochs_seen"] == pytest.approx(row["epochs_seen"])
+        # Finished every epoch: COMPLETE with its best score; stopped early by ASHA: PRUNED.
+        assert t.state == (TrialState.COMPLETE if row["epochs_seen"] >= EPOCHS else TrialState.PRUNED)
+        assert t.user_attrs["best_score"] == pytest.approx(row["val_accuracy"])
+
+
 def test_best_yaml_and_test_accuracy(study):
     results, _ = study
     best = BestConfig.load(results / "tiny" / "best.yaml")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from search.searcher import Store
 from search.tuner import make_plan, make_scheduler, make_searcher
 from spaces.registry import get_study
 from tests.test_train import toy_data
@@ -41,8 +42,9 @@ def test_grid_runs_every_point_by_default_and_no_early_stopping():
     assert isinstance(make_scheduler(get_study("fashion_grid"), p), FIFOScheduler)
 
 
-def test_searcher_is_seeded_tpe_limited_to_the_concurrency():
-    searcher = make_searcher(get_study("fashion_space"), plan(cluster_cpus=4), toy_data())
+def test_searcher_is_seeded_tpe_limited_to_the_concurrency(tmp_path):
+    searcher = make_searcher(get_study("fashion_space"), plan(cluster_cpus=4), toy_data(),
+                             Store.in_study_folder(tmp_path, "s"))
     assert searcher.max_concurrent == 2
     sampler = searcher.searcher._sampler
     assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 6
@@ -113,10 +115,10 @@ def test_trials_report_only_at_rungs_inside_an_epoch():
     assert asha_rungs(get_study("fashion_grid"), plan("fashion_grid")) == []  # FIFO: no rungs
 
 
-def test_precision_travels_in_the_plan_not_the_hyperparameters():
+def test_precision_travels_in_the_plan_not_the_hyperparameters(tmp_path):
     p = plan(precision="fp32")
     assert p.precision == "fp32"
-    searcher = make_searcher(get_study("fashion_space"), p, toy_data())
+    searcher = make_searcher(get_study("fashion_space"), p, toy_data(), Store.in_study_folder(tmp_path, "s"))
     assert "precision" not in str(searcher.searcher._space)
 
 

@@ -1,0 +1,90 @@
+"""The study's Optuna store (search.searcher): what the searcher writes as trials run and end,
+and that a resumed searcher continues the same study. Driven through the searcher's own Tune
+hooks, without Ray running trials; the end-to-end search writing it is in tests/test_search_e2e.py."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.searcher import STEPS_PER_EPOCH, Store, check_new_store, resuming_in
+from search.tuner import make_plan, make_searcher
+from spaces.registry import get_study
+from tests.test_train import toy_data
+from trainables.errors import UserError
+
+
+def searcher_in(folder, name="s", max_epochs=4):
+    plan = make_plan(get_study("fashion_space"), cluster_cpus=2, cluster_gpus=0, gpus=0, samples=None,
+                     max_epochs=max_epochs, time_budget_min=None, seed=0)
+    return make_searcher(get_study("fashion_space"), plan, toy_data(), Store.in_study_folder(folder, name)).searcher
+
+
+def run_trial(searcher, tid, epochs, scores, failed=False):
+    assert searcher.suggest(tid) is not None
+    for epoch, score in zip(epochs[:-1], scores[:-1]):
+        searcher.on_trial_result(tid, {"val_accuracy": score, "epochs_seen": epoch, "training_iteration": 1})
+    last = {"val_accuracy": scores[-1], "epochs_seen": epochs[-1]}  # Tune gives the last result to complete
+    if failed:
+        last = {"val_accuracy": 0.0, "failed": 1.0, "error": "Traceback...\nRuntimeError: out of memory",
+                "epochs_seen": epochs[-1]}
+    searcher.on_trial_complete(tid, last)
+
+
+def test_finished_stopped_and_failed_trials_are_recorded_with_their_fidelity(tmp_path):
+    searcher = searcher_in(tmp_path)
+    run_trial(searcher, "a", [0.25, 1, 2, 3, 4], [0.5, 0.7, 0.8, 0.82, 0.85])  # all 4 epochs, best the last
+    run_trial(searcher, "b", [0.25, 1, 2], [0.4, 0.6, 0.55])  # ASHA stopped it after two epochs
+    run_trial(searcher, "c", [0.25], [0.1], failed=True)
+    trials = {t.user_attrs["tune_trial_id"]: t for t in Store.in_study_folder(tmp_path, "s").load().trials}
+    a, b, c = trials["a"], trials["b"], trials["c"]
+    assert a.state == TrialState.COMPLETE and a.value == 0.85
+    assert a.user_attrs["best_epochs"] == 4 and a.user_attrs["epochs_seen"] == 4
+    assert a.intermediate_values[int(0.25 * STEPS_PER_EPOCH)] == 0.5 and a.last_step == 4 * STEPS_PER_EPOCH
+    assert b.state == TrialState.PRUNED and b.user_attrs["epochs_seen"] == 2 and b.last_step == 2 * STEPS_PER_EPOCH
+    assert b.user_attrs["best_score"] == 0.6 and b.user_attrs["best_epochs"] == 1  # its best epoch, not its last
+    assert c.state == TrialState.FAIL and c.user_attrs["error"] == "RuntimeError: out of memory"
+    study = Store.in_study_folder(tmp_path, "s").load()
+    assert study.user_attrs["hpsearch.max_epochs"] == 4 and study.user_attrs["hpsearch.metric"] == "val_accuracy"
+
+
+def test_a_restored_searcher_continues_the_stored_study(tmp_path):
+    searcher = searcher_in(tmp_path)
+    as_built = pickle.dumps(searcher)  # what tuner.pkl holds
+    run_trial(searcher, "a", [1, 2, 3, 4], [0.6, 0.7, 0.8, 0.82])
+    searcher.suggest("b")
+    searcher.on_trial_result("b", {"val_accuracy": 0.5, "epochs_seen": 1})
+    state = tmp_path / "searcher.pkl"
+    searcher.save(str(state))
+    searcher.suggest("lost")  # asked after Tune's last save: dies with the driver
+    moved = tmp_path / "moved"
+    (tmp_path / "optuna.db").rename(moved.mkdir() or moved / "optuna.db")  # the study folder moved
+
+    resuming_in(moved)
+    restored = pickle.loads(as_built)  # Tune unpickles the tuner's searcher, then restores its state
+    restored.restore(str(state))
+    assert restored.store.url.endswith("moved/optuna.db")
+    restored.on_trial_result("b", {"val_accuracy": 0.75, "epochs_seen": 2})
+    restored.on_trial_complete("b", {"val_accuracy": 0.75, "epochs_seen": 4})
+    assert restored.suggest("c") is not None
+    trials = {t.user_attrs.get("tune_trial_id"): t for t in Store.in_study_folder(moved, "s").load().trials}
+    assert trials["b"].state == TrialState.COMPLETE
+    assert trials["b"].intermediate_values == {100: 0.5, 200: 0.75, 400: 0.75}
+    assert trials["lost"].state == TrialState.FAIL  # not left RUNNING forever
+    assert trials["c"].state == TrialState.RUNNING and len(trials) == 4
+
+
+def test_a_new_study_does_not_join_another_of_its_name_in_a_shared_database(tmp_path):
+    shared = f"sqlite:///{tmp_path / 'server.db'}"
+    check_new_store(Store(shared, "fashion-1"))  # nothing there yet
+    optuna.create_study(study_name="fashion-1", storage=shared)
+    with pytest.raises(UserError, match="already has a study named 'fashion-1'"):
+        check_new_store(Store(shared.replace("sqlite:///", "sqlite:////"), "fashion-1"))
+
+
+def test_an_unreachable_database_is_one_line():
+    with pytest.raises(UserError, match="cannot open the Optuna store|needs a database driver"):
+        Store("postgresql://user:secret@127.0.0.1:9/optuna", "s").storage()
