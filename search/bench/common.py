@@ -72,7 +72,7 @@ QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapat
               efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
               peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1,
-              scale_workers=8, scale_trials=30, scale_trials_fewer=0, scale_epoch_ms=300, scale_epochs=2)
+              scale_workers=8, scale_trials=20, scale_trials_fewer=0, scale_epoch_ms=200, scale_epochs=2)
 
 
 @dataclass
@@ -215,6 +215,7 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
                                {"hpsearch.kind": "bench"})
     logger = TimedLogger(tracking_uri, study.name, parent, plan.max_epochs, plan.num_samples,
                          study.settings.metric, study.settings.mode, 0.5)
+    storage.mkdir(parents=True, exist_ok=True)  # the study folder, as search.study_run makes it (the Optuna store)
     started, t0 = time.perf_counter(), time.time()
     outcome = search(study, plan, data, storage, logger)
     wall = time.perf_counter() - started

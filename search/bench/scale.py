@@ -260,6 +260,7 @@ def run_study(bench: Bench, server: MlflowServer, workers: int, trials: int, dat
     sim = SimSettings(plan.max_epochs, s.scale_epoch_ms / 1000,
                       tuple(r for r in asha_rungs(study, plan) if r != int(r)))
     trainable = tune.with_resources(tune.with_parameters(simulated_trial, sim=sim), trial_resources(plan))
+    folder.mkdir(parents=True)  # the study folder, as search.study_run makes it (the Optuna store goes there)
     tracker = Tracker(server.uri, study.name)
     parent = tracker.start_run(folder.name, {"trials": trials, "workers": workers}, {"hpsearch.kind": "bench"})
     logger = ScaleLogger(server.uri, study.name, parent, plan.max_epochs, plan.num_samples,
