@@ -60,7 +60,10 @@ class Store:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+                storage = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+                if self.in_file:
+                    _write_ahead(storage)
+                return storage
         except (ImportError, ModuleNotFoundError) as e:
             raise UserError(f"the Optuna store {redact(self.url)} needs a database driver that is not installed "
                             f"({e})", option="optuna_storage", fix="a sqlite:/// URL or install the driver") from None
@@ -76,6 +79,27 @@ class Store:
 
     def load(self) -> optuna.Study:
         return optuna.load_study(study_name=self.name, storage=self.storage())
+
+
+def _write_ahead(storage: optuna.storages.RDBStorage) -> None:
+    """SQLite in write-ahead-log mode, synced at checkpoints rather than at every commit. Optuna
+    commits once per suggested parameter, report and attribute; with SQLite's default rollback
+    journal each commit waits for the disk, which made TPE's proposals 5x slower than in memory
+    (`python -m search.bench scale`: ~280 ms against ~55 ms a proposal here at a few dozen trials).
+    A killed driver loses nothing committed; a power cut may lose the last commits but never
+    corrupts the file, and Tune's own state, not this file, is what `--resume` trusts.
+    WAL needs every process that opens the file on one host: the README says to give a study whose
+    folder is on a network file system read from other hosts a database server instead."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # connections made before the listener (Optuna's schema set-up) are dropped
 
 
 def check_new_store(store: Store) -> None:

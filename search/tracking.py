@@ -179,6 +179,18 @@ class Tracker:
             self.client.log_batch(run_id, metrics=batch)
 
     @_patient
+    def log_batch(self, run_id: str, metrics: list[tuple[str, float, int]], params: Mapping[str, Any],
+                  tags: Mapping[str, str]) -> None:
+        """One call with (key, value, step) metrics, params and tags of one run (the delivery
+        queue's merged batches: search.delivery.Batch)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v, step in metrics],
+                              params=[Param(k, str(v)) for k, v in params.items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    @_patient
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 

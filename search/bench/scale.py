@@ -123,29 +123,29 @@ class TimedSearcher(Searcher):
 
 
 class StampedQueue(DeliveryQueue):
-    """The service's delivery queue, noting when each metric call it was given while `label`
-    was set (by ScaleLogger, around one result) reached the store."""
+    """The service's delivery queue, noting when each call it was given while `label` was set (by
+    ScaleLogger, around one result) reached the store."""
 
     def __init__(self, tracker: Tracker):
         self.label: tuple[float, float] | None = None  # (reported by the trial, received by the driver)
-        self.delivered: list[tuple[float, float, float]] = []  # label + delivered, wall clock
+        self.labels: dict[int, tuple[float, float]] = {}  # queued calls' labels, by id (held until delivered)
+        self.delivered_at: list[tuple[float, float, float]] = []  # label + delivered, wall clock
         self.dropped = 0
         super().__init__(tracker)
+
+    def put(self, op) -> None:
+        if self.label is not None:
+            self.labels[id(op)] = self.label
+        super().put(op)
+
+    def delivered(self, op) -> None:
+        label = self.labels.pop(id(op), None)
+        if label is not None:
+            self.delivered_at.append((*label, time.time()))
 
     def stop(self, timeout: float = 60.0) -> int:
         self.dropped = super().stop(timeout)
         return self.dropped
-
-    def put(self, op) -> None:
-        label = self.label
-        if label is None:
-            super().put(op)
-            return
-
-        def stamped() -> None:
-            op()
-            self.delivered.append((*label, time.time()))
-        super().put(stamped)
 
 
 class ScaleLogger(TimedLogger):
@@ -319,7 +319,7 @@ def summarise(run: StudyRun, epoch_s: float) -> dict:
     searcher, logger = run.searcher, run.logger
     proposals = searcher.proposals
     ms = [p.seconds * 1000 for p in proposals]
-    stamps = run.logger.queue.delivered if isinstance(run.logger.queue, StampedQueue) else []
+    stamps = run.logger.queue.delivered_at if isinstance(run.logger.queue, StampedQueue) else []
     delay = [d - r for r, _, d in stamps]
     to_driver = [g - r for r, g, _ in stamps]
     results = [e for e in logger.events if e["kind"] == "result"]
