@@ -71,6 +71,7 @@ class ChildRun:
     name: str
     steps: set[int] = field(default_factory=set)
     status: str = "running"
+    ended: bool = False  # MLflow's own run status is no longer RUNNING
 
 
 def _store_lock(uri: str):
@@ -284,5 +285,6 @@ class Tracker:
                 continue
             steps = {m.step for m in self.client.get_metric_history(run.info.run_id, "val_accuracy")}
             children[trial_id] = ChildRun(run.info.run_id, run.info.run_name, steps,
-                                          run.data.tags.get("hpsearch.status", "running"))
+                                          run.data.tags.get("hpsearch.status", "running"),
+                                          ended=run.info.status != "RUNNING")
         return children
