@@ -31,15 +31,18 @@ def free_port() -> int:
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 that can be stopped and started again on its port."""
 
-    def __init__(self, folder: Path, admin_password: str | None = None, workers: int = 1):
+    def __init__(self, folder: Path, admin_password: str | None = None, workers: int = 1, jobs: bool = True):
         """`admin_password`: run MLflow's basic-auth app (as the cluster files do), user `admin`.
-        `workers`: the server's worker processes (MLflow's --workers)."""
+        `workers`: the server's worker processes (MLflow's --workers). `jobs`: MLflow 3's job
+        runner (eight consumer processes, ~240 MB each, for GenAI jobs hpsearch never starts)."""
         self.folder, self.port, self.proc, self.admin_password = folder, free_port(), None, admin_password
-        self.workers = workers
+        self.workers, self.jobs = workers, jobs
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         auth, env = [], dict(os.environ)
+        if not self.jobs:
+            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         if self.admin_password is not None:
             ini = self.folder / "basic_auth.ini"
             ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.folder / 'auth.db'}\n"
