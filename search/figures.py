@@ -38,9 +38,12 @@ def _metric_label(metric: str) -> str:
     return metric.replace("_", " ").replace("val ", "validation ")
 
 
-def anytime_figure(results: StudyResults, path: Path, label: str | None = None, ax=None) -> Path | None:
+def anytime_figure(results: StudyResults, path: Path, label: str | None = None, ax=None,
+                   earlier: list | None = None) -> Path | None:
     """Best score so far against trial-epochs spent, with each trial's last score as a dot
-    where it finished. Given `ax`, draws onto it (search.compare puts two studies on one axis)."""
+    where it finished. Given `ax`, draws onto it (search.compare puts two studies on one axis).
+    `earlier`: (label, curve) of the searches a warm start began from, drawn dashed on the same
+    axis, so the new search shows where it started from."""
     curve = results.anytime()
     if curve.empty:
         return None
@@ -48,6 +51,10 @@ def anytime_figure(results: StudyResults, path: Path, label: str | None = None, 
     if ax is None:
         fig = _figure(9, 5)
         ax = fig.add_subplot()
+    for (name, old), style in zip(earlier or [], ("--", ":", "-.", (0, (5, 1)))):
+        xs_old = [*old["trial_epochs"], old["trial_epochs"].iloc[-1] + 0.5]
+        ax.step(xs_old, [*old["best"], old["best"].iloc[-1]], where="post", lw=1.6, ls=style, color="0.35",
+                label=f"{name}: best so far {old['best'].max() if results.mode == 'max' else old['best'].min():.4f}")
     # Held for half a trial-epoch past the last one, so a gain at the very end is visible.
     xs = [*curve["trial_epochs"], curve["trial_epochs"].iloc[-1] + 0.5]
     line, = ax.step(xs, [*curve["best"], curve["best"].iloc[-1]], where="post", lw=2.2,

@@ -29,10 +29,11 @@ from search.progress import say
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, trial_records
 from search.request import SMOKE_TEST, SMOKE_TRAIN, StudyRequest
-from search.searcher import Store
+from search.store import Store
 from search.tracking import Tracker
 from search.trial_logger import TrialLogger
 from search.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
+from search.warm import warm_counts
 from spaces.study import Study
 from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig
@@ -206,6 +207,7 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
         metrics={**best.scores, "test_accuracy": final.test_accuracy, "test_loss": final.test_loss},
         per_class_accuracy=final.per_class_accuracy,
         search={"name": request.name, "best_trial": record.name, "trials": int(len(table)),
+                **({"warm_start": warm_counts(request.store)} if request.warm_start else {}),
                 "trial_epochs": round(float(table["epochs_seen"].sum()), 2), "smoke": bool(request.smoke),
                 "train_images": len(data.search_data.train), "results_dir": str(folder),
                 **({"cv": request.cv} if request.cv else {})},

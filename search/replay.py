@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from search.distributions import coerce, contains, widen
 from search.results import StudyResults
 
 
@@ -36,7 +37,7 @@ def distributions(results: StudyResults, trials: list[dict[str, Any]]) -> dict[s
                     study.define(fixed, ctx)
                     for name, dist in fixed.distributions.items():
                         found.setdefault(name, dist)
-            if all(_contains(found[k], v) for params in trials for k, v in params.items() if k in found):
+            if all(contains(found[k], v) for params in trials for k, v in params.items() if k in found):
                 return found
         except Exception:  # noqa: BLE001 - a space changed since the study ran: fall back below
             pass
@@ -48,26 +49,6 @@ def distributions(results: StudyResults, trials: list[dict[str, Any]]) -> dict[s
         values = sorted(values, key=lambda v: (str(type(v)), v))
         found[name] = optuna.distributions.CategoricalDistribution(values)
     return found
-
-
-def _contains(dist, value) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(_coerce(dist, value))))
-    except (ValueError, TypeError):
-        return False
-
-
-def _coerce(dist, value):
-    """Parquet gives 32.0 for an int column with gaps, numpy scalars for others."""
-    import optuna
-
-    if isinstance(dist, optuna.distributions.IntDistribution):
-        return int(value)
-    if isinstance(dist, optuna.distributions.FloatDistribution):
-        return float(value)
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return next((c for c in dist.choices if c == value), value)
-    return value
 
 
 def _study(space: str):
@@ -85,10 +66,10 @@ def stored_trials(results: StudyResults) -> list | None:
     the earlier studies'), or None when it has no store."""
     from optuna.trial import TrialState
 
-    from search.searcher import Store
+    from search.store import Store
 
-    store = Store.for_study(results.folder, results.name, results.state.get("optuna_storage"))
     try:
+        store = Store.of_folder(results.folder)
         if not store.exists():
             return None
         trials = store.load().get_trials(deepcopy=False)
@@ -96,22 +77,6 @@ def stored_trials(results: StudyResults) -> list | None:
         return None
     return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
             and "best_score" in t.user_attrs and "warm_start_from" not in t.user_attrs]
-
-
-def _widen(a, b):
-    """One distribution covering two: a width's upper bound depends on the widths before it
-    (spaces.blocks caps them to the cost cap), so trials of one study record different ones."""
-    import optuna
-
-    if type(a) is not type(b) or a == b:
-        return a
-    if isinstance(a, optuna.distributions.CategoricalDistribution):
-        return optuna.distributions.CategoricalDistribution([*a.choices, *(c for c in b.choices if c not in a.choices)])
-    if isinstance(a, optuna.distributions.IntDistribution):
-        return optuna.distributions.IntDistribution(min(a.low, b.low), max(a.high, b.high), log=a.log,
-                                                    step=a.step if a.step == b.step else 1)
-    return optuna.distributions.FloatDistribution(min(a.low, b.low), max(a.high, b.high), log=a.log,
-                                                  step=a.step if a.step == b.step else None)
 
 
 def optuna_study(results: StudyResults):
@@ -126,7 +91,7 @@ def optuna_study(results: StudyResults):
         dists: dict[str, Any] = {}
         for t in stored:
             for name, dist in t.distributions.items():
-                dists[name] = _widen(dists[name], dist) if name in dists else dist
+                dists[name] = widen(dists[name], dist) if name in dists else dist
             study.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
                                                       value=float(t.user_attrs["best_score"])))
         return study, dists
@@ -137,7 +102,7 @@ def optuna_study(results: StudyResults):
     study = optuna.create_study(direction="maximize" if results.mode == "max" else "minimize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     for params, value in zip(trials, scored[results.metric]):
-        known = {k: _coerce(dists[k], v) for k, v in params.items() if k in dists}
+        known = {k: coerce(dists[k], v) for k, v in params.items() if k in dists}
         study.add_trial(optuna.trial.create_trial(params=known, distributions={k: dists[k] for k in known},
                                                   value=float(value)))
     return study, dists

@@ -32,6 +32,7 @@ from search.front import pareto_front
 from search.replay import importances
 from search.results import StudyResults, load
 from search.trials_table import config_columns, short_names
+from search.warm import earlier_curves
 
 TOP_TABLE = 10
 SUMMARY_COLUMNS = ["trial", "status", "epochs", "best_epoch", "val_accuracy", "val_loss", "mmacs", "latency_ms_b1"]
@@ -49,7 +50,8 @@ class Report:
 CAPTIONS = {
     "history": "Optimization history: the best {metric} found so far against the trial-epochs spent (the "
                "search's cost), and each trial's last score where it finished. A curve that flattens early "
-               "means more trials would add little.",
+               "means more trials would add little. A warm-started study also shows, dashed, the searches it "
+               "began from, each against its own trial-epochs.",
     "parallel": "Parallel coordinates: one line per trial, coloured by its best {metric}. Categorical values "
                 "sit at labelled positions, log-scaled ranges (lr, weight decay) on a log axis; n/a marks a "
                 "conditional hyperparameter the trial did not have (e.g. a layer it lacks).",
@@ -110,6 +112,11 @@ def summary(results: StudyResults) -> dict[str, str]:
         unfit = int((~results.table["fits"].astype(bool)).sum()) if "fits" in results.table else 0
         facts["device limits"] = f"{results.limits.describe()}: {unfit} trial{'s' if unfit != 1 else ''} exceed" \
                                  f"{'' if unfit != 1 else 's'} them (fits: false), never chosen as the best"
+    if results.state.get("warm_start"):
+        counts = results.best.search.get("warm_start", {}) if results.best is not None else {}
+        facts["warm start"] = "; ".join(
+            f"{Path(p).name}" + (f" ({counts[Path(p).name]} trials)" if Path(p).name in counts else "")
+            for p in results.state["warm_start"]) + ": TPE began with their trials (dashed in the history figure)"
     if results.state.get("smoke"):
         facts["note"] = "smoke run: a small slice of the data, figures are illustrative only"
     return facts
@@ -177,6 +184,11 @@ def _yaml(mapping: dict) -> str:
     return yaml.safe_dump(mapping, sort_keys=False)
 
 
+def _max_epochs(results: StudyResults) -> int:
+    epochs = results.state.get("max_epochs") or (results.settings.max_epochs if results.settings else None)
+    return int(epochs or 1)
+
+
 def write_report(folder: str | Path) -> Report:
     """Read a study folder and write report.html plus report/*.png into it."""
     results = load(folder)
@@ -185,7 +197,8 @@ def write_report(folder: str | Path) -> Report:
     imp = importances(results)
     report.importances = imp
     made = {
-        "history": anytime_figure(results, out / "history.png"),
+        "history": anytime_figure(results, out / "history.png",
+                                  earlier=earlier_curves(results.state, _max_epochs(results), results.mode)),
         "parallel": parallel_figure(results, out / "parallel.png", list(imp)),
         "importance": importance_figure(results, imp, out / "importance.png"),
         "curves": curves_figure(results, out / "curves.png"),

@@ -59,6 +59,10 @@ class StudyRequest:
     max_latency_ms: float | None = None
     # The Optuna store's database (--optuna-storage); None: optuna.db in the study folder.
     optuna_storage: str | None = None
+    # Earlier searches TPE starts from (search.warm): study folders and GridSearchCV CSVs, resolved,
+    # and the file mapping a grid's parameter names onto the space's.
+    warm_start: tuple[str, ...] = ()
+    warm_start_map: str | None = None
     command: str = ""  # the command line, credentials redacted: logged on the study's MLflow run
     created: str = ""
 
@@ -75,8 +79,8 @@ class StudyRequest:
 
     @property
     def store(self):
-        """search.searcher.Store: where this study's Optuna study is (imported here: no Ray at --help)."""
-        from search.searcher import Store
+        """search.store.Store: where this study's Optuna study is (imported here: no Ray at --help)."""
+        from search.store import Store
 
         return Store.for_study(self.folder, self.name, self.optuna_storage)
 

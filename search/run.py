@@ -46,6 +46,12 @@ def build_parser() -> Parser:
     p.add_argument("--optuna-storage", default=None, metavar="URL",
                    help="database for the study's Optuna trials, e.g. postgresql://user@host/optuna (default: "
                         "SQLite file optuna.db in the study folder; optuna-dashboard reads either)")
+    p.add_argument("--warm-start", nargs="+", default=None, metavar="SOURCE",
+                   help="start TPE from earlier searches, without running them again: study folders or names in "
+                        "--results-dir (of this space or one whose parameters overlap) and scikit-learn "
+                        "GridSearchCV cv_results_ saved as CSV")
+    p.add_argument("--warm-start-map", default=None, metavar="FILE",
+                   help="YAML mapping a grid CSV's parameter names (and values) onto this space's; see the README")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
                         "channels-last always), bf16 or fp32; weights are saved as fp32 either way")
@@ -162,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         args.samples = args.samples or SMOKE_SAMPLES
         args.max_epochs = args.max_epochs or SMOKE_EPOCHS
     root = results_root(args.results_dir)
+    warm = check_warm_start(args, study, root)
+    if args.optuna_storage:
+        from search.store import check_url
+
+        check_url(args.optuna_storage)
     if args.resume and not args.name:
         raise UserError("--resume needs the --name of the study to continue")
     name = args.name or f"{study.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -194,11 +205,31 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from search.study_run import StudyRun
 
-    state = resumed_state(args, study, study_dir) if args.resume else StudyState(new_request(args, study, root, name))
+    state = resumed_state(args, study, study_dir) if args.resume else \
+        StudyState(new_request(args, study, root, name, warm))
     return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=args.resume).execute()
 
 
-def new_request(args, study, root: Path, name: str) -> StudyRequest:
+def check_warm_start(args, study, root: Path) -> tuple[str, ...]:
+    """The --warm-start sources as resolved paths, checked before anything starts."""
+    if args.warm_start_map and not args.warm_start:
+        raise UserError("--warm-start-map maps a grid CSV given with --warm-start; pass --warm-start GRID.csv too")
+    if args.warm_start_map and not Path(args.warm_start_map).expanduser().is_file():
+        raise UserError(f"--warm-start-map {args.warm_start_map}: no such file")
+    if not args.warm_start:
+        return ()
+    if args.resume:
+        raise UserError("--warm-start starts a new study; a resumed study keeps the trials it started from "
+                        "(drop --warm-start)")
+    if study.grid is not None:
+        raise UserError(f"{study.name} runs a fixed grid, which learns nothing from earlier trials; "
+                        "warm-start a TPE study such as fashion_space")
+    from search.warm import resolve
+
+    return tuple(str(p) for p in resolve(args.warm_start, root))
+
+
+def new_request(args, study, root: Path, name: str, warm: tuple[str, ...] = ()) -> StudyRequest:
     from search.tracking import default_tracking_uri
 
     s = study.settings
@@ -209,6 +240,8 @@ def new_request(args, study, root: Path, name: str) -> StudyRequest:
         max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
         register_model=args.register_model, precision=args.precision, final=args.final, cv=args.cv,
         max_mmacs=args.max_mmacs, max_latency_ms=args.max_latency_ms, optuna_storage=args.optuna_storage,
+        warm_start=warm,
+        warm_start_map=str(Path(args.warm_start_map).expanduser().resolve()) if args.warm_start_map else None,
         command=redact(" ".join(sys.argv)), created=StudyRequest.now(),
     )
 

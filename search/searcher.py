@@ -1,6 +1,5 @@
-"""The study's Optuna searcher and the store it writes: Ray's OptunaSearch with its Optuna study
-kept in an Optuna RDB store (the study folder's SQLite file by default, a database server when
-the user gives one), so that what TPE saw outlives the driver: `--resume` continues it, the report
+"""The study's Optuna searcher: Ray's OptunaSearch with its Optuna study kept in the study's store
+(search.store), so that what TPE saw outlives the driver: `--resume` continues it, the report
 reads it, optuna-dashboard shows it live, and a later study can start from it (search.warm).
 
 What the store holds per trial, and why:
@@ -18,7 +17,6 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,88 +24,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from search.credentials import redact
 from search.files import OPTUNA_DB
-from trainables.errors import UserError
-
-STEPS_PER_EPOCH = 100  # intermediate-value steps per epoch: step 25 is a quarter epoch, 300 epoch 3
-SQLITE_TIMEOUT_S = 60  # a dashboard or report reading the file holds its lock briefly; wait, don't fail
-
-
-@dataclass(frozen=True)
-class Store:
-    """Where a study's Optuna study lives: an SQLAlchemy URL and the study's name in it."""
-
-    url: str
-    name: str
-    in_folder: bool = False  # the study folder's own file, which moves with the folder
-
-    @classmethod
-    def in_study_folder(cls, folder: Path, name: str) -> "Store":
-        return cls(f"sqlite:///{Path(folder).resolve() / OPTUNA_DB}", name, in_folder=True)
-
-    @classmethod
-    def for_study(cls, folder: Path, name: str, url: str | None) -> "Store":
-        """`url`: the user's database (--optuna-storage), or None for the SQLite file in the folder."""
-        return cls(url, name) if url else cls.in_study_folder(folder, name)
-
-    @property
-    def in_file(self) -> bool:
-        return self.url.startswith("sqlite:///")
-
-    def storage(self) -> optuna.storages.BaseStorage:
-        kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if self.in_file else {"pool_pre_ping": True}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                storage = optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
-                if self.in_file:
-                    _write_ahead(storage)
-                return storage
-        except (ImportError, ModuleNotFoundError) as e:
-            raise UserError(f"the Optuna store {redact(self.url)} needs a database driver that is not installed "
-                            f"({e})", option="optuna_storage", fix="a sqlite:/// URL or install the driver") from None
-        except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors are many; the message names the problem
-            raise UserError(f"cannot open the Optuna store {redact(self.url)}: {str(e).splitlines()[0]}",
-                            option="optuna_storage", fix="a reachable database URL") from None
-
-    def exists(self) -> bool:
-        """Whether the store already holds a study of this name (a file store that is absent holds none)."""
-        if self.in_file and not Path(self.url.removeprefix("sqlite:///")).exists():
-            return False
-        return self.name in optuna.study.get_all_study_names(self.storage())
-
-    def load(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.name, storage=self.storage())
-
-
-def _write_ahead(storage: optuna.storages.RDBStorage) -> None:
-    """SQLite in write-ahead-log mode, synced at checkpoints rather than at every commit. Optuna
-    commits once per suggested parameter, report and attribute; with SQLite's default rollback
-    journal each commit waits for the disk, which made TPE's proposals 5x slower than in memory
-    (`python -m search.bench scale`: ~280 ms against ~55 ms a proposal here at a few dozen trials).
-    A killed driver loses nothing committed; a power cut may lose the last commits but never
-    corrupts the file, and Tune's own state, not this file, is what `--resume` trusts.
-    WAL needs every process that opens the file on one host: the README says to give a study whose
-    folder is on a network file system read from other hosts a database server instead."""
-    import sqlalchemy
-
-    @sqlalchemy.event.listens_for(storage.engine, "connect")
-    def pragmas(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    storage.engine.dispose()  # connections made before the listener (Optuna's schema set-up) are dropped
-
-
-def check_new_store(store: Store) -> None:
-    """A new study must not join an older study of the same name in a shared database: TPE would
-    take the other study's trials for its own."""
-    if store.exists():
-        raise UserError(f"the Optuna store {redact(store.url)} already has a study named {store.name!r}",
-                        option="name", fix="another name (or --resume to continue that study)")
+from search.store import STEPS_PER_EPOCH, Store
 
 
 class StoredSearch(OptunaSearch):

@@ -18,20 +18,22 @@ from search import faults
 from search.cluster import Cluster, start_ray
 from search.credentials import redact
 from search.delivery import reconcile
-from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET
+from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.front import counted
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, too_many_failures
 from search.request import Resources, StudyState
-from search.searcher import check_new_store
+from search.store import check_new_store
 from search.tracking import Tracker, default_tracking_uri
 from search.trial_logger import TrialLogger
 from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
 from search.tuner import Plan, check_cost_cap, make_plan
-from spaces.study import Study
+from search.warm import WarmSource, load_sources, trials_of
+from spaces.study import SpaceContext, Study
 from trainables.datasets import IMAGE_FOLDER, TrainingData
+from trainables.errors import UserError
 
 TOP_COLUMNS = ["trial", "status", "epochs_seen", "best_epoch", "val_accuracy", "val_accuracy_std", "mmacs",
                "latency_ms_b1", "fits",
@@ -68,13 +70,14 @@ class StudyRun:
             if prepared.backbone is None:  # a backbone's cost is what it is: its input size is fixed
                 check_cost_cap(self.study, plan, prepared.search_data, prepared.dataset.info.name == IMAGE_FOLDER,
                                user_cap=self.request.max_mmacs is not None)
+            warm = self._warm_sources(plan, prepared)  # bad sources refused before the study folder exists
             parent = self._start(tracker, plan, prepared)
             final_scale = self._final_scale(prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,
                                  plan.num_samples, self.study.settings.metric, self.study.settings.mode,
                                  MAX_FAILED_FRACTION, study_folder=str(self.dir))
             outcome = search(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
-                             final_scale, self.request.store)
+                             final_scale, self.request.store, trials_of(warm))
             if not self._deliver(tracker, parent, outcome.records):
                 return 1
             if self.state.phase == "done":  # finished earlier but for MLflow, which is now up to date
@@ -143,6 +146,7 @@ class StudyRun:
         if not self.state.parent_run_id:
             self.state.parent_run_id = tracker.start_run(self.request.name, self._run_params(plan, prepared), {
                 "hpsearch.space": self.study.name, "hpsearch.kind": "study", "hpsearch.git_commit": git_commit(),
+                **({"hpsearch.warm_start": "; ".join(self.request.warm_start)} if self.request.warm_start else {}),
                 **{f"hpsearch.version.{k}": v for k, v in package_versions().items()},
             })
             self.state.save()
@@ -155,6 +159,23 @@ class StudyRun:
         say(f"tracking: {self.request.tracking_uri} (experiment {self.study.name!r}, run "
             f"{self.state.parent_run_id})", flush=True)
         return self.state.parent_run_id
+
+    def _warm_sources(self, plan: Plan, prepared: Prepared) -> list[WarmSource]:
+        """The earlier trials TPE starts from; none on a resume (they are in the store already)."""
+        request = self.request
+        if not request.warm_start or (self.dir / TUNE_DIR / "tuner.pkl").exists():
+            return []
+        data, s = prepared.search_data, self.study.settings
+        ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs,
+                           prepared.backbone.body_layers if prepared.backbone is not None else 0)
+        sources = load_sources([Path(p) for p in request.warm_start], self.study.define, ctx, s.metric, s.mode,
+                               plan.max_epochs, Path(request.warm_start_map) if request.warm_start_map else None)
+        for source in sources:
+            if not source.trials:
+                raise UserError(f"--warm-start {source.path}: none of its trials fits {self.study.name}'s space "
+                                f"({source.describe()}); map a grid's names with --warm-start-map, or start cold")
+        say("warm start: TPE starts from " + "; ".join(s.describe() for s in sources))
+        return sources
 
     def _final_scale(self, prepared: Prepared) -> float:
         """A retrain trains on all training images; the checkpoint final trains nothing."""
@@ -257,6 +278,7 @@ class StudyRun:
             "scheduler": self.study.settings.scheduler, "command": request.command,
             "precision": plan.precision, "final": request.final, "max_latency_ms": request.max_latency_ms,
             "optuna_storage": redact(request.store.url),
+            **({"warm_start": ", ".join(Path(p).name for p in request.warm_start)} if request.warm_start else {}),
             **({"cv": request.cv} if request.cv else {}),
             **{f"data.{k}": v for k, v in request.data.items()},
         }

@@ -24,10 +24,12 @@ from search.budget import FailureBudget, StudyBudget
 from search.cores import CoreSharing, start_ledger
 from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
-from search.searcher import Store, StoredSearch, resuming_in
+from search.searcher import StoredSearch, resuming_in
+from search.store import Store
 from search.tpe_fast import use_vectorised_log_ndtr
 from search.trial import tune_trial
 from search.trial_logger import TrialLogger
+from search.warm import not_yet_evaluated
 from spaces.study import SpaceContext, Study
 from trainables.datasets import TrainingData
 from trainables.errors import UserError
@@ -140,7 +142,8 @@ def make_searcher(study: Study, plan: Plan, data: TrainingData, store: Store, ba
         return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
     ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs,
                        backbone.body_layers if backbone is not None else 0)
-    start_points = [dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)]
+    start_points = not_yet_evaluated([dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)],
+                                     warm_trials or [])
     sampler = make_sampler(plan.sampler, plan.seed, study.settings.n_startup_trials)
     searcher = StoredSearch(
         store=store, max_epochs=plan.max_epochs, warm_trials=warm_trials,

@@ -120,12 +120,36 @@ def check(results: Path, name: str, samples: int, uri: str) -> list[str]:
         expected = list(range(1, int(row["epochs"]) + 1))
         if run[1] != expected:
             problems.append(f"{row['trial']}: MLflow epochs {run[1]}, Tune recorded {int(row['epochs'])}")
+    problems += check_store(folder, name, table)
     best = yaml.safe_load((folder / "best.yaml").read_text())
     scored = {n: c[2] for n, c in children.items() if c[2] is not None}
     top = max(scored.values())
     tied = {n for n, v in scored.items() if v == top}  # a 300-image split often ties; any of them is right
     if best["search"]["best_trial"] not in tied or abs(best["metrics"]["val_accuracy"] - top) > 1e-9:
         problems.append(f"best.yaml names {best['search']['best_trial']}, the recorded best is {sorted(tied)}")
+    return problems
+
+
+def check_store(folder: Path, name: str, table) -> list[str]:
+    """The Optuna store, through kills and resumes: every trial of the table in it once, finished
+    (none left RUNNING), and nothing else but trials that died unseen with a driver (FAIL)."""
+    if not (folder / "optuna.db").is_file():
+        return []  # a grid study: no TPE, no store
+    from optuna.trial import TrialState
+
+    from search.store import Store
+
+    trials = Store.in_study_folder(folder, name).load().trials
+    problems = [f"Optuna trial {t.number} is still {t.state.name}" for t in trials
+                if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    ids = [t.user_attrs.get("tune_trial_id") for t in trials]
+    for trial_id in table["trial_id"]:
+        if ids.count(trial_id) != 1:
+            problems.append(f"{trial_id} is in the Optuna store {ids.count(trial_id)} times")
+    strays = [t.number for t in trials if t.user_attrs.get("tune_trial_id") not in set(table["trial_id"])
+              and t.state != TrialState.FAIL]
+    if strays:
+        problems.append(f"Optuna trials {strays} belong to no trial of the table")
     return problems
 
 

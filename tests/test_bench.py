@@ -27,8 +27,9 @@ EXPECTED = {
                 "bare_loop_contention"],
     "peer": ["hpsearch", "diy", "speedup"],
     "numerics": ["native_bf16", "auto_choice", "epochs", "plans"],
+    "warmstart": ["warm_fraction_of_a", "cold_fraction_of_a", "warm_reached", "runs"],
 }
-PLOTS = ["numerics", "overhead", "datapath", "efficiency", "scaling", "peer"]
+PLOTS = ["numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart"]
 
 
 def test_every_benchmark_writes_json_and_plot(data_root: Path, tmp_path: Path) -> None:

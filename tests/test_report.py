@@ -215,3 +215,41 @@ def test_a_trials_table_from_before_the_config_prefix_still_reads(studies, tmp_p
     assert list(old_study.table.columns) == [c for c in new_study.table.columns if c not in later]
     assert [old_study.params(r) for _, r in old_study.table.iterrows()] == \
         [new_study.params(r) for _, r in new_study.table.iterrows()]
+
+
+def test_a_study_warm_started_from_an_earlier_one_and_an_old_grid(studies, data_root, tmp_path):
+    """The second study starts from the first's trials and a GridSearchCV's (issue 14): TPE's store
+    holds them before its own, MLflow and best.yaml say so, the report draws all three."""
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    from search.store import Store
+    from search.warm import FROM
+    from tests.test_warm import MAPPING, old_grid
+
+    results, _, _ = studies
+    csv = old_grid(tmp_path)
+    (tmp_path / "map.yaml").write_text(MAPPING)
+    proc = run_module("search.run", "fashion_space", "--smoke", "--samples", "2", "--max-epochs", "2",
+                      "--name", "warm", "--results-dir", str(results), "--data-dir", str(data_root),
+                      "--warm-start", "space", str(csv), "--warm-start-map", str(tmp_path / "map.yaml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warm start: TPE starts from space (study, 3 trials); cv_results.csv (grid, 12 trials)" in proc.stdout
+    trials = Store.in_study_folder(results / "warm", "warm").load().trials
+    earlier = [t for t in trials if FROM in t.user_attrs]
+    own = [t for t in trials if FROM not in t.user_attrs and t.state != TrialState.WAITING]
+    assert len(earlier) == 15 and len(own) == 2
+    assert max(t.number for t in earlier) < min(t.number for t in own)  # known before the first proposal
+    best = BestConfig.load(results / "warm" / "best.yaml")
+    assert best.search["warm_start"] == {"space": 3, "cv_results.csv": 12}
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    run = client.get_run(json.loads((results / "warm" / "study.json").read_text())["parent_run_id"])
+    assert "cv_results.csv" in run.data.tags["hpsearch.warm_start"] and run.data.params["warm_start"] == \
+        "space, cv_results.csv"
+    page = (results / "warm" / "report.html").read_text()
+    assert "space (3 trials); cv_results.csv (12 trials): TPE began with their trials" in page
+    from search.results import load
+    from search.warm import earlier_curves
+
+    curves = earlier_curves(load(results / "warm").state, 2, "max")
+    assert [label.split(" (")[0] for label, _ in curves] == ["earlier study space", "earlier grid cv_results.csv"]

@@ -45,7 +45,7 @@ def test_outputs_and_progress(study):
 def test_the_optuna_store_holds_every_trial_with_its_fidelity(study):
     from optuna.trial import TrialState
 
-    from search.searcher import Store
+    from search.store import Store
 
     results, _ = study
     table = pd.read_parquet(results / "tiny" / "trials.parquet").set_index("trial_id")

@@ -10,9 +10,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.searcher import STEPS_PER_EPOCH, Store, check_new_store, resuming_in
+from search.searcher import resuming_in
+from search.store import STEPS_PER_EPOCH, Store, check_new_store
 from search.tuner import make_plan, make_searcher
 from spaces.registry import get_study
+from tests.conftest import run_cli_here
 from tests.test_train import toy_data
 from trainables.errors import UserError
 
@@ -91,6 +93,21 @@ def test_a_new_study_does_not_join_another_of_its_name_in_a_shared_database(tmp_
 def test_an_unreachable_database_is_one_line():
     with pytest.raises(UserError, match="cannot open the Optuna store|needs a database driver"):
         Store("postgresql://user:secret@127.0.0.1:9/optuna", "s").storage()
+
+
+def test_a_renamed_study_folder_still_finds_its_study(tmp_path):
+    searcher = searcher_in(tmp_path / "first", name="first")
+    run_trial(searcher, "a", [1, 2, 3, 4], [0.6, 0.7, 0.8, 0.82])
+    (tmp_path / "first").rename(tmp_path / "renamed")
+    (tmp_path / "renamed" / "study.json").write_text('{"name": "renamed"}')
+    study = Store.of_folder(tmp_path / "renamed").load(read_only=True)
+    assert study.study_name == "first" and len(study.trials) == 2  # 1 finished, 1 start point still waiting
+
+
+def test_a_password_in_the_database_url_is_refused(tmp_path):
+    proc = run_cli_here("search.run", "fashion_space", "--optuna-storage", "postgresql://me:secret@db/optuna",
+                        "--results-dir", str(tmp_path))
+    assert proc.returncode == 2 and "holds a password" in proc.stderr and "secret" not in proc.stderr
 
 
 def test_the_folder_store_writes_ahead(tmp_path):

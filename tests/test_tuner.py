@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.searcher import Store
+from search.store import Store
 from search.tuner import make_plan, make_scheduler, make_searcher
 from spaces.registry import get_study
 from tests.test_train import toy_data

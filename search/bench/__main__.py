@@ -12,7 +12,7 @@ from search.bench.common import FULL, QUICK, Bench, default_out, quiet
 from search.cli import Parser, run_cli
 from trainables.errors import UserError
 
-PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "scale")
+PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart", "scale")
 
 
 def build_parser() -> Parser:
@@ -105,6 +105,9 @@ def headline(part: str, r: dict) -> str:
     if part == "efficiency":
         return (f"grid best {r['grid_best_val_accuracy']:.4f} in {r['grid_trial_epochs']} trial-epochs; TPE+ASHA "
                 f"matches it in {r['summary']['tpe_asha']['fraction_of_grid']} of them")
+    if part == "warmstart":
+        return (f"warm-started B reaches the first study's best in {r['warm_reached']} seeds (fractions of its "
+                f"trial-epochs {r['warm_fraction_of_a']}), cold C in {r['cold_reached']} ({r['cold_fraction_of_a']})")
     if part == "scaling":
         return (f"{r['one_worker_trials_per_hour']:.0f} vs {r['two_workers_trials_per_hour']:.0f} trials/h "
                 f"({r['ratio']:.2f}x); 2 nodes {r['cluster_ratio']:.2f}x")

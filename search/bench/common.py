@@ -56,6 +56,10 @@ class Sizes:
     peer_epochs: int = 10
     numerics_train: int | None = 6000
     numerics_epochs: int = 2
+    warm_train: int | None = 12000
+    warm_epochs: int = 3
+    warm_samples: int = 16
+    warm_seeds: int = 3
     # scale: simulated trials (search.bench.simulated) at 8, 32 and 64 concurrent workers (those
     # below scale_workers, then scale_workers itself); the most concurrent run has scale_trials
     # and is then resumed, the others scale_trials_fewer.
@@ -71,7 +75,8 @@ QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapat
               efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=3,
               efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
-              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1,
+              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1, warm_train=600, warm_epochs=1,
+              warm_samples=2, warm_seeds=1,
               scale_workers=8, scale_trials=20, scale_trials_fewer=0, scale_epoch_ms=200, scale_epochs=2)
 
 
@@ -201,7 +206,7 @@ class ServiceRun:
 
 def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: str, *, cluster_cpus: float,
                 samples: int, max_epochs: int, seed: int, sampler: str = "tpe",
-                cpus_per_trial: int | None = None) -> ServiceRun:
+                cpus_per_trial: int | None = None, warm_trials: list | None = None) -> ServiceRun:
     """One search through the service's own search phase (search.phases.search: make_plan,
     build_tuner with its searcher, scheduler, object-store data and MLflow trial logger) on the
     Ray session already running."""
@@ -217,7 +222,7 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
                          study.settings.metric, study.settings.mode, 0.5)
     storage.mkdir(parents=True, exist_ok=True)  # the study folder, as search.study_run makes it (the Optuna store)
     started, t0 = time.perf_counter(), time.time()
-    outcome = search(study, plan, data, storage, logger)
+    outcome = search(study, plan, data, storage, logger, warm_trials=warm_trials)
     wall = time.perf_counter() - started
     tracker.end_run(parent)
     return ServiceRun(plan, wall, logger.events, outcome.results, t0, t0 + wall)

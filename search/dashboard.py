@@ -1,0 +1,147 @@
+"""`python -m search.dashboard STUDY [--port 8080] [--results-dir DIR]`: optuna-dashboard on a
+study's Optuna store (written by search.searcher as trials run), so a search can be watched live.
+
+STUDY is a study folder or a study's name in the results directory. The store is the folder's
+optuna.db, or the database the study was started with (`--optuna-storage`, kept in study.json).
+The server listens on 127.0.0.1 only: the dashboard can rename and delete studies and tell
+trials, with no login, so it is never offered to the network; remote users tunnel (ssh -L).
+
+This module imports neither Ray nor torch (search.store needs neither), so the view starts in a
+second beside a running search, on a laptop that only has the results folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from search.cli import Parser, run_cli
+from search.credentials import redact
+from search.files import STATE_FILE
+from search.store import Store
+from trainables.errors import UserError
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 8080  # optuna-dashboard's own default
+
+
+def find_study(study: str, results_dir: str | None) -> Path:
+    """A study folder given as a path, or by its name in the results directory (as search.run's)."""
+    given = Path(study).expanduser()
+    if (given / STATE_FILE).is_file():
+        return given.resolve()
+    root = Path(results_dir or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser()
+    if Path(study).name == study and study not in (".", "..") and (root / study / STATE_FILE).is_file():
+        return (root / study).resolve()
+    if given.is_dir():
+        raise UserError(f"{given} is not a study folder (it has no {STATE_FILE})")
+    raise UserError(f"no study {study!r}: neither a study folder nor a study in {root}",
+                    option="results_dir", fix="the results directory the study was run with, or give its folder")
+
+
+def study_store(folder: Path) -> Store:
+    """The store study.json names (none given: the folder's own optuna.db, which moves with it)."""
+    store = Store.of_folder(folder)
+    if store.in_folder and not store.file.is_file():
+        # A grid study (fashion_grid) runs its points in order and keeps no Optuna study; a TPE
+        # study's file appears when its search phase starts.
+        raise UserError(f"study {store.name!r} has no Optuna store ({store.file} does not exist): a grid study "
+                        "keeps none, and a TPE study writes it once its search starts")
+    return store
+
+
+def open_storage(store: Store):
+    """(the store opened for reading, the study's name in it)."""
+    storage = store.storage(read_only=True)
+    name = store.study_name(storage)
+    if name is None:
+        raise UserError(f"the Optuna store {redact(store.url)} has no study named {store.name!r} yet; "
+                        "its search may not have started")
+    return storage, name
+
+
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    # The page polls while a slow request (a plot over many trials) is served; threads keep it live.
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code="-", size="-") -> None:
+        # The page polls every few seconds: logging each request would bury the lines that matter.
+        if str(code).isdigit() and int(code) >= 500:
+            super().log_request(code, size)
+
+
+def bare_command(url: str, port: int) -> str:
+    """optuna-dashboard's own command for the same view (credentials in the URL redacted)."""
+    exe = "optuna-dashboard"
+    if shutil.which(exe) is None and (Path(sys.executable).parent / exe).is_file():
+        exe = str(Path(sys.executable).parent / exe)
+    return f"{exe} {shlex.quote(redact(url))} --host {LOOPBACK} --port {port}"
+
+
+def check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    return port
+
+
+def check_host(host: str | None) -> None:
+    if host not in (None, LOOPBACK, "localhost"):
+        raise UserError(f"the dashboard listens on {LOOPBACK} only (anyone who reaches it can delete the study), "
+                        f"not {host}; from another machine use an SSH tunnel: "
+                        f"ssh -L 8080:{LOOPBACK}:8080 THIS_HOST, then open http://{LOOPBACK}:8080")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m search.dashboard",
+               description="optuna-dashboard on a study's Optuna store: its trials live, as they run. "
+                           f"Listens on {LOOPBACK} only (use an SSH tunnel for remote access).")
+    p.add_argument("study", help="a study's results folder, or its name in the results directory")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {LOOPBACK} (default {DEFAULT_PORT})")
+    p.add_argument("--results-dir", default=None,
+                   help="where to find STUDY by name (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
+    p.add_argument("--host", default=None, help=f"only {LOOPBACK} (or localhost) is accepted; the default")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_host(args.host)
+    port = check_port(args.port)
+    store = study_store(find_study(args.study, args.results_dir))
+    storage, name = open_storage(store)
+    import optuna_dashboard
+
+    app = optuna_dashboard.wsgi(storage)
+    try:
+        httpd = make_server(LOOPBACK, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
+    except OSError as e:
+        raise UserError(f"cannot listen on {LOOPBACK}:{port} ({e.strerror or e})", option="port",
+                        fix="a free port") from None
+    study_id = storage.get_study_id_from_name(name)
+    print(f"optuna-dashboard for study {name} (store {redact(store.url)})\n"
+          f"  open http://{LOOPBACK}:{port}/dashboard/studies/{study_id}  (Ctrl-C stops it)\n"
+          f"  from another machine: ssh -L {port}:{LOOPBACK}:{port} THIS_HOST, then open the same address\n"
+          f"  the same view with optuna-dashboard's own command:\n"
+          f"    {bare_command(store.url, port)}", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C is how a viewer stops: not an error
+        pass
+    finally:
+        httpd.server_close()
+    return 0
+
+
+def cli() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,316 @@
+"""Warm starts (`--warm-start SOURCE...`): the trials of earlier studies, or of an old scikit-learn
+GridSearchCV (its `cv_results_` saved as CSV), handed to TPE as observations before its first
+proposal, without running them again.
+
+Each earlier trial keeps what it was: a finished one its best score, one stopped early its
+fidelity (PRUNED with its intermediate values, search.store), so TPE weighs a 1-epoch score as
+one. Only the parameters this study's space has are kept, each re-expressed in this space's
+distribution; a value this space cannot propose is left out (TPE handles trials that lack a
+parameter), and a trial left with none is skipped. Every added trial carries the user attribute
+`warm_start_from`, so the store, the report and best.yaml can tell them from the study's own.
+
+A grid's parameter names rarely match the space's: a small YAML file (`--warm-start-map`) maps them:
+
+    params:                      # the grid's parameter (cv_results_ column param_NAME) -> the space's
+      learning_rate_init: lr
+      solver: {name: optimizer, values: {adam: adam, sgd: sgd}}
+    epochs: 10                   # epochs each grid point trained (default: the study's max epochs)
+    score: mean_test_score       # the column to read (default)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from search.distributions import coerce, contains, space_distributions
+from search.files import STATE_FILE
+from search.store import STEPS_PER_EPOCH, Store
+from trainables.errors import UserError
+
+FROM = "warm_start_from"  # the user attribute that marks a trial a warm start brought in
+GRID_SCORE = "mean_test_score"
+
+
+@dataclass(frozen=True)
+class WarmSource:
+    """One earlier search as TPE will see it."""
+
+    label: str  # the study's name, or the CSV's file name
+    path: str
+    kind: str  # "study" or "grid"
+    trials: tuple[FrozenTrial, ...]
+    skipped: int  # its trials left out: none of their parameters is in this space, or they failed
+    dropped: tuple[str, ...] = ()  # its parameters this space does not have
+
+    def describe(self) -> str:
+        extra = f", {self.skipped} left out" if self.skipped else ""
+        dropped = f"; not in this space: {', '.join(self.dropped)}" if self.dropped else ""
+        return f"{self.label} ({self.kind}, {len(self.trials)} trials{extra}{dropped})"
+
+
+# --- which sources ------------------------------------------------------------------------------
+
+def resolve(items: list[str], results_root: Path) -> list[Path]:
+    """Each SOURCE as a path: a study folder, a study's name in the results folder, or a CSV.
+    Checked before anything starts, so a typo costs one line, not a search."""
+    found = []
+    for item in items:
+        path = Path(item).expanduser()
+        if not path.exists() and (results_root / item).is_dir():
+            path = results_root / item
+        path = path.resolve()
+        if path.is_file() and path.suffix.lower() == ".csv":
+            found.append(path)
+        elif path.is_dir() and (path / STATE_FILE).is_file():
+            found.append(path)
+        elif path.is_dir():
+            raise UserError(f"--warm-start {item!r}: {path} has no {STATE_FILE}, so it is not a study's results "
+                            "folder; pass a folder search.run wrote, a study name in --results-dir, or a CSV")
+        else:
+            raise UserError(f"--warm-start {item!r}: no such study in {results_root} and no such file; pass a "
+                            "study folder, a study name in --results-dir, or a GridSearchCV cv_results_ CSV")
+    return found
+
+
+def load_sources(paths: list[Path], define, ctx, metric: str, mode: str, max_epochs: int,
+                 mapping: Path | None = None) -> list[WarmSource]:
+    """The earlier trials of every source, in this space's terms (`define` and `ctx`: the space as
+    this study will search it)."""
+    dists = space_distributions(define, ctx)
+    sources = []
+    for path in paths:
+        if path.is_file():
+            sources.append(grid_source(path, dists, max_epochs, read_mapping(mapping, dists)))
+        else:
+            sources.append(study_source(path, dists, metric, mode))
+    return sources
+
+
+def trials_of(sources: list[WarmSource]) -> list[FrozenTrial]:
+    return [t for s in sources for t in s.trials]
+
+
+# --- earlier hpsearch studies -------------------------------------------------------------------
+
+def study_source(folder: Path, dists: dict[str, Any], metric: str, mode: str) -> WarmSource:
+    state = json.loads((folder / STATE_FILE).read_text())
+    name = str(state.get("name") or folder.name)
+    from search.results import load
+
+    earlier = load(folder)
+    if earlier.metric != metric or earlier.mode != mode:
+        raise UserError(f"--warm-start {folder}: that study {'maximised' if earlier.mode == 'max' else 'minimised'} "
+                        f"{earlier.metric}, this one {'maximises' if mode == 'max' else 'minimises'} {metric}; "
+                        "warm-start only from studies scored the same way")
+    store = Store.of_folder(folder)
+    try:
+        stored = store.load().get_trials(deepcopy=False) if store.exists() else None
+    except UserError:
+        stored = None  # its database server is gone: its trials table still tells
+    if stored is not None:
+        return from_store(stored, name, folder, dists)
+    else:  # a grid study, or one from before the store: its trials table
+        candidates = []
+        for _, row in earlier.scored().iterrows():
+            epochs = float(row.get("epochs_seen", row.get("epochs", 0)) or 0)
+            state_ = TrialState.COMPLETE if row.get("status") == "completed" else TrialState.PRUNED
+            value = float(row[metric])
+            candidates.append((earlier.params(row), state_, value, {round(epochs * STEPS_PER_EPOCH): value}, epochs))
+    return _source(name, folder, "study", candidates, dists)
+
+
+def from_store(stored: list[FrozenTrial], label: str, path: Path, dists: dict[str, Any]) -> WarmSource:
+    """An earlier study's own trials from its Optuna store (what it was itself warm-started from,
+    the user can name too)."""
+    candidates = [(t.params, t.state, t.user_attrs.get("best_score"), dict(t.intermediate_values),
+                   float(t.user_attrs.get("epochs_seen", 0.0)))
+                  for t in stored if FROM not in t.user_attrs]
+    return _source(label, path, "study", candidates, dists)
+
+
+def _source(label: str, path: Path, kind: str, candidates, dists: dict[str, Any]) -> WarmSource:
+    trials, skipped, dropped = [], 0, set()
+    for params, state, best, intermediate, epochs in candidates:
+        if state not in (TrialState.COMPLETE, TrialState.PRUNED) or best is None:
+            skipped += 1
+            continue
+        dropped |= {k for k in params if k not in dists}
+        kept = {k: coerce(dists[k], v) for k, v in params.items() if k in dists and contains(dists[k], v)}
+        if not kept:
+            skipped += 1
+            continue
+        trials.append(optuna.trial.create_trial(
+            state=state, value=float(best) if state == TrialState.COMPLETE else None,
+            params=kept, distributions={k: dists[k] for k in kept},
+            intermediate_values={int(k): float(v) for k, v in intermediate.items()} or None,
+            user_attrs={FROM: label, "best_score": float(best), "epochs_seen": epochs},
+        ))
+    return WarmSource(label, str(path), kind, tuple(trials), skipped, tuple(sorted(dropped)))
+
+
+# --- an old scikit-learn grid -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GridMap:
+    """How a GridSearchCV's parameters read in this space (see the module's docstring)."""
+
+    params: dict[str, str]  # grid parameter -> space parameter
+    values: dict[str, dict[str, Any]]  # grid parameter -> {grid value (as text): space value}
+    epochs: float | str | None = None  # epochs per grid point, or the grid parameter holding them
+    score: str = GRID_SCORE
+
+
+def read_mapping(path: Path | None, dists: dict[str, Any]) -> GridMap | None:
+    if path is None:
+        return None
+    try:
+        body = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"--warm-start-map {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
+        raise UserError(f"--warm-start-map {path}: expected a mapping with 'params: {{GRID_NAME: SPACE_NAME}}'")
+    params, values = {}, {}
+    for grid_name, target in (body.get("params") or {}).items():
+        name = target.get("name") if isinstance(target, dict) else target
+        if name not in dists:
+            raise UserError(f"--warm-start-map {path}: {grid_name} maps to {name!r}, which is not a parameter of "
+                            f"this space ({', '.join(sorted(dists))})")
+        params[str(grid_name)] = name
+        if isinstance(target, dict) and target.get("values"):
+            values[str(grid_name)] = {str(k): v for k, v in dict(target["values"]).items()}
+    unknown = set(body) - {"params", "epochs", "score"}
+    if unknown:
+        raise UserError(f"--warm-start-map {path}: unknown keys {', '.join(sorted(unknown))} "
+                        "(expected params, epochs, score)")
+    return GridMap(params, values, body.get("epochs"), str(body.get("score", GRID_SCORE)))
+
+
+def read_grid(path: Path, score: str = GRID_SCORE) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - pandas' parse errors are many; one line names the file
+        raise UserError(f"--warm-start {path}: not a readable CSV ({type(e).__name__})") from None
+    grid_params = [c for c in table.columns if c.startswith("param_")]
+    if score not in table.columns or not grid_params:
+        raise UserError(f"--warm-start {path}: not a GridSearchCV cv_results_ table (it needs {score} and "
+                        "param_NAME columns); save it with pandas.DataFrame(search.cv_results_).to_csv(PATH)")
+    return table
+
+
+def grid_folds(table: pd.DataFrame) -> int:
+    """Cross-validation folds the grid scored each point on (split0_test_score...)."""
+    return sum(1 for c in table.columns if c.startswith("split") and c.endswith("_test_score")) or 1
+
+
+def grid_epochs(table: pd.DataFrame, mapping: GridMap | None, max_epochs: int) -> pd.Series:
+    epochs = mapping.epochs if mapping is not None else None
+    if isinstance(epochs, str):
+        column = epochs if epochs.startswith("param_") else f"param_{epochs}"
+        if column not in table:
+            raise UserError(f"--warm-start-map: epochs names {epochs!r}, which is not a parameter of the grid")
+        return pd.to_numeric(table[column], errors="coerce").fillna(max_epochs)
+    return pd.Series(float(epochs if epochs is not None else max_epochs), index=table.index)
+
+
+def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: GridMap | None) -> WarmSource:
+    table = read_grid(path, mapping.score if mapping else GRID_SCORE)
+    score = mapping.score if mapping else GRID_SCORE
+    names = {c.removeprefix("param_"): c for c in table.columns if c.startswith("param_")}
+    rename = mapping.params if mapping is not None else {n: n for n in names if n in dists}
+    epochs_param = mapping.epochs if mapping is not None and isinstance(mapping.epochs, str) else None
+    if not rename:
+        raise UserError(f"--warm-start {path}: none of the grid's parameters ({', '.join(sorted(names))}) is a "
+                        f"parameter of this space; map them with --warm-start-map FILE (see the README)")
+    missing = [n for n in rename if n not in names]
+    if missing:
+        raise UserError(f"--warm-start-map names {', '.join(missing)}, which the grid in {path} does not have "
+                        f"(it has {', '.join(sorted(names))})")
+    epochs = grid_epochs(table, mapping, max_epochs)
+    candidates = []
+    for i, row in table.iterrows():
+        value = pd.to_numeric(pd.Series([row[score]]), errors="coerce").iloc[0]
+        if pd.isna(value):
+            continue  # a grid point that failed (GridSearchCV records NaN)
+        params = {}
+        for grid_name, space_name in rename.items():
+            raw = row[names[grid_name]]
+            if pd.isna(raw):
+                continue  # a parameter this grid point did not have (a list of grids)
+            params[space_name] = (mapping.values.get(grid_name, {}).get(str(raw), raw) if mapping else raw)
+        e = float(epochs[i])
+        candidates.append((params, TrialState.COMPLETE, float(value), {round(e * STEPS_PER_EPOCH): float(value)}, e))
+    dropped = tuple(sorted(n for n in names if n not in rename and n != (epochs_param or "").removeprefix("param_")))
+    source = _source(path.name, path, "grid", candidates, dists)
+    return dataclasses.replace(source, dropped=dropped, skipped=source.skipped + len(table) - len(candidates))
+
+
+def grid_curve(path: Path, mapping_path: Path | None, max_epochs: int, mode: str = "max") -> pd.DataFrame:
+    """The grid's anytime curve for the report: best score so far against the epochs it trained,
+    points in the order GridSearchCV ran them, each costing its epochs times its folds."""
+    mapping = None
+    if mapping_path is not None and Path(mapping_path).is_file():
+        body = yaml.safe_load(Path(mapping_path).read_text()) or {}
+        mapping = GridMap({}, {}, body.get("epochs"), str(body.get("score", GRID_SCORE)))
+    table = read_grid(path, mapping.score if mapping else GRID_SCORE)
+    values = pd.to_numeric(table[mapping.score if mapping else GRID_SCORE], errors="coerce")
+    cost = grid_epochs(table, mapping, max_epochs) * grid_folds(table)
+    best = values.cummax() if mode == "max" else values.cummin()
+    return pd.DataFrame({"trial_epochs": cost.cumsum(), "best": best.ffill()}).dropna()
+
+
+# --- in the searcher ---------------------------------------------------------------------------
+
+def not_yet_evaluated(points: list[dict], warm: list[FrozenTrial]) -> list[dict]:
+    """Start points an earlier study already ran are not run again: TPE has their scores."""
+    def ran(point: dict, trial: FrozenTrial) -> bool:
+        return bool(trial.params) and all(k in point and point[k] == v for k, v in trial.params.items())
+
+    return [p for p in points if not any(ran(p, t) for t in warm)]
+
+
+def warm_counts(store: Store) -> dict[str, int]:
+    """Trials each warm-start source gave, from the study's store (for best.yaml and the report)."""
+    try:
+        if not store.exists():
+            return {}
+        trials = store.load().get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - a database server that is gone: the count is left out
+        return {}
+    counts: dict[str, int] = {}
+    for t in trials:
+        if FROM in t.user_attrs:
+            counts[t.user_attrs[FROM]] = counts.get(t.user_attrs[FROM], 0) + 1
+    return counts
+
+
+# --- in the report ------------------------------------------------------------------------------
+
+def earlier_curves(state: dict, max_epochs: int, mode: str) -> list[tuple[str, pd.DataFrame]]:
+    """The anytime curve of each source a study was warm-started from, where it can still be read
+    (a source moved or deleted since is left out)."""
+    from search.results import load
+
+    curves = []
+    for source in state.get("warm_start") or ():
+        path = Path(source)
+        try:
+            if path.is_file():
+                mapping = state.get("warm_start_map")
+                curve = grid_curve(path, Path(mapping) if mapping else None, max_epochs, mode)
+                curves.append((f"earlier grid {path.name} (each point: its epochs x {grid_folds(read_grid(path))} "
+                               "folds)", curve))
+            elif path.is_dir():
+                earlier = load(path)
+                curves.append((f"earlier study {earlier.name}", earlier.anytime()))
+        except (UserError, OSError, ValueError, KeyError):
+            continue
+    return [(label, curve) for label, curve in curves if not curve.empty]
