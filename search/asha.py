@@ -33,22 +33,29 @@ class PersistentASHA(ASHAScheduler):
     def _state(self) -> dict:
         index = {id(b): i for i, b in enumerate(self._brackets)}
         return {
-            "rungs": [[[milestone, recorded] for milestone, recorded in b._rungs] for b in self._brackets],
+            # Copies: Ray's brackets keep changing their own dicts, and _save compares with the last state saved.
+            "rungs": [[[milestone, dict(recorded)] for milestone, recorded in b._rungs] for b in self._brackets],
             "brackets": {**self._restored, **{t: index[id(b)] for t, b in self._trial_info.items()}},
             "num_stopped": self._num_stopped,
         }
 
     def _save(self) -> None:
+        state = self._state()
+        # Most results pass no rung and add no trial: the file would be rewritten unchanged, and it
+        # grows with the study (a write per result of every trial's scores: quadratic in trials).
+        if state == getattr(self, "_saved", None):
+            return
         path = Path(self.state_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(self._state(), f)
+                json.dump(state, f)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._saved = state
 
     def _load(self) -> None:
         try:

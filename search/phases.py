@@ -97,16 +97,18 @@ class SearchOutcome:
 
 def search(study: Study, plan: Plan, data: TrainingData, folder: Path, logger: TrialLogger,
            backbone: Backbone | None = None, final_scale: float = 0.0, store: Store | None = None,
-           warm_trials: list | None = None) -> SearchOutcome:
+           warm_trials: list | None = None, trainable=None, wrap_searcher=None) -> SearchOutcome:
     """Run the search in `folder` on the Ray session already started: a new one, or the saved
     one continued. `final_scale`: seconds the final phase trains per second of the best trial's
     training (search.budget keeps that room inside a time budget). `store`: the Optuna store
     (default: optuna.db in `folder`); `warm_trials`: earlier trials TPE starts from (search.warm),
-    taken by a new search only."""
+    taken by a new search only. `trainable`, `wrap_searcher`: the scale benchmark's simulated
+    trials and proposal timer (search.tuner.build_tuner)."""
     if (folder / TUNE_DIR / "tuner.pkl").exists():
-        tuner = restore_tuner(study, plan, data, folder, backbone)
+        tuner = restore_tuner(study, plan, data, folder, backbone, trainable)
     else:
-        tuner = build_tuner(study, plan, data, folder, logger, backbone, final_scale, store, warm_trials)
+        tuner = build_tuner(study, plan, data, folder, logger, backbone, final_scale, store, warm_trials,
+                            trainable, wrap_searcher)
     with CtrlC() as ctrl_c:
         results = tuner.fit()
     return SearchOutcome(results, trial_records(results, plan.max_epochs), ctrl_c.pressed)

@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     # own retries would stall each call for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # On a tracking server MLflow prints two "View run" lines for every run it ends, after one more
+    # request to fetch the run: for a 1,000-trial study 2,000 lines and 1,000 requests in the
+    # delivery queue's way (python -m search.bench scale).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

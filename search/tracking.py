@@ -71,6 +71,7 @@ class ChildRun:
     name: str
     steps: set[int] = field(default_factory=set)
     status: str = "running"
+    ended: bool = False  # MLflow's own run status is no longer RUNNING
 
 
 def _store_lock(uri: str):
@@ -179,6 +180,18 @@ class Tracker:
             self.client.log_batch(run_id, metrics=batch)
 
     @_patient
+    def log_batch(self, run_id: str, metrics: list[tuple[str, float, int]], params: Mapping[str, Any],
+                  tags: Mapping[str, str]) -> None:
+        """One call with (key, value, step) metrics, params and tags of one run (the delivery
+        queue's merged batches: search.delivery.Batch)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v, step in metrics],
+                              params=[Param(k, str(v)) for k, v in params.items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    @_patient
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -272,5 +285,6 @@ class Tracker:
                 continue
             steps = {m.step for m in self.client.get_metric_history(run.info.run_id, "val_accuracy")}
             children[trial_id] = ChildRun(run.info.run_id, run.info.run_name, steps,
-                                          run.data.tags.get("hpsearch.status", "running"))
+                                          run.data.tags.get("hpsearch.status", "running"),
+                                          ended=run.info.status != "RUNNING")
         return children

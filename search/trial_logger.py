@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ray import tune
 
-from search.delivery import DeliveryQueue
+from search.delivery import MAX_PARAMS, Batch, DeliveryQueue, RunCall
 from search.files import STATE_FILE
 from search.records import finite, too_many_failures, trial_name, trial_number, trial_status
 from search.tracking import TRIAL_TAG, ChildRun, Tracker, epoch_metrics
@@ -61,8 +61,13 @@ class TrialLogger(tune.Callback):
             state = StudyState.load(Path(self.study_folder))
             self.uri, self.parent_id = state.request.tracking_uri, state.parent_run_id
         self.tracker = Tracker(self.uri, self.experiment)
-        self.queue = DeliveryQueue(self.tracker)
+        self.queue = self.delivery_queue(self.tracker)
         self.children = self.tracker.child_runs(self.parent_id)
+
+    def delivery_queue(self, tracker: Tracker) -> DeliveryQueue:
+        """The queue that delivers to MLflow; the scale benchmark times deliveries through a
+        subclass of it (search.bench.scale)."""
+        return DeliveryQueue(tracker)
 
     def on_step_begin(self, iteration, trials, **info):
         """Once, before any trial runs: what a resumed search has already finished, counted from
@@ -80,7 +85,11 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in self.children:
             return  # resumed trial: keep its run
         child = self.children[trial.trial_id] = ChildRun("", trial_name(trial_number(trial.experiment_tag)))
-        self.queue.put(start_child(self.tracker, self.parent_id, child, trial.trial_id, dict(trial.config)))
+        self.queue.put(RunCall(child, start_child(self.tracker, self.parent_id, child, trial.trial_id)))
+        # Params apart from the creation: a queue that is behind sends them with the trial's results.
+        params = list(dict(trial.config).items())
+        for start in range(0, len(params), MAX_PARAMS):
+            self.queue.put(Batch(child, params=dict(params[start:start + MAX_PARAMS])))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
@@ -92,14 +101,14 @@ class TrialLogger(tune.Callback):
                 metrics = finite({f"partial_{k}": result[k] for k in ("train_loss", "val_loss", "val_accuracy")
                                   if k in result})
                 point = round(100 * float(result.get("epochs_seen", 0)))
-                self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=point))
+                self.queue.put(Batch(child, metrics=[(k, v, point) for k, v in metrics.items()]))
             self.progress.on_result(child.name if child else trial.trial_id, result)
             return
         step = int(result.get("epoch", 0))
         if child is not None and step not in child.steps and not result.get("failed"):
             child.steps.add(step)
             metrics = finite(epoch_metrics(result))
-            self.queue.put(lambda: self.tracker.log_metrics(child.run_id, metrics, step=step))
+            self.queue.put(Batch(child, metrics=[(k, v, step) for k, v in metrics.items()]))
         self.progress.on_result(child.name if child else trial.trial_id, result)
 
     def _finish(self, trial, errored: bool) -> None:
@@ -118,11 +127,7 @@ class TrialLogger(tune.Callback):
                                              and Path(trial.error_file).exists() else "")
             if error:
                 tags["hpsearch.error"] = str(error)[-4000:]
-
-            def finish() -> None:
-                self.tracker.set_tags(child.run_id, tags)
-                self.tracker.end_run(child.run_id, failed=failed)
-            self.queue.put(finish)
+            self.queue.put(Batch(child, tags=tags, end="FAILED" if failed else "FINISHED"))
         self.finished += 1
         self.failed += failed
         # The summary of what failed is printed by the study once Tune has stopped.
@@ -150,14 +155,15 @@ class TrialLogger(tune.Callback):
                   file=sys.stderr, flush=True)
 
 
-def start_child(tracker: Tracker, parent_id: str, child: ChildRun, trial_id: str, config: dict):
-    """The delivery call that makes a trial's child run. Retried after a failure, it first looks
-    the run up: a create that timed out may still have been done by the store."""
+def start_child(tracker: Tracker, parent_id: str, child: ChildRun, trial_id: str, config: dict | None = None):
+    """The delivery call that makes a trial's child run (with `config` as its params, or none: the
+    trial logger sends them in a Batch after it). Retried after a failure, it first looks the run
+    up: a create that timed out may still have been done by the store."""
     attempts = []
 
     def start() -> None:
         found = tracker.find_child(parent_id, trial_id) if attempts else None
         attempts.append(1)
         tags = {TRIAL_TAG: trial_id, "hpsearch.status": "running"}
-        child.run_id = found or tracker.start_run(child.name, config, tags, parent_id=parent_id)
+        child.run_id = found or tracker.start_run(child.name, config or {}, tags, parent_id=parent_id)
     return start

@@ -9,9 +9,11 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.stopper import CombinedStopper
@@ -24,6 +26,7 @@ from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
 from search.searcher import StoredSearch, resuming_in
 from search.store import Store
+from search.tpe_fast import use_vectorised_log_ndtr
 from search.trial import tune_trial
 from search.trial_logger import TrialLogger
 from search.warm import not_yet_evaluated
@@ -157,6 +160,7 @@ def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers
         raise ValueError(f"unknown sampler {name!r}")
     # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the
     # multivariate model handle the conditional (define-by-run) parameters.
+    use_vectorised_log_ndtr()  # proposals that stay cheap as trials accumulate (search.tpe_fast)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
                                       multivariate=True, group=True, constant_liar=True)
 
@@ -249,7 +253,12 @@ def make_trainable(plan: Plan, data: TrainingData, backbone: Backbone | None = N
     settings = trial_settings(plan, backbone, rungs if data.folds is None else ())
     # with_parameters puts the data into the object store once; every trial on a node maps it.
     trainable = tune.with_parameters(tune_trial, settings=settings, data=data, core_ledger=core_ledger)
-    return tune.with_resources(trainable, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    return tune.with_resources(trainable, trial_resources(plan))
+
+
+def trial_resources(plan: Plan) -> dict[str, float]:
+    """What Ray reserves for each trial (the scale benchmark's simulated trials ask the same)."""
+    return {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
 
 
 def stoppers(study: Study, plan: Plan, logger: TrialLogger, final_scale: float):
@@ -261,24 +270,49 @@ def stoppers(study: Study, plan: Plan, logger: TrialLogger, final_scale: float):
     return CombinedStopper(failures, budget)
 
 
+class NoTensorboard(TBXLoggerCallback):
+    """Tune adds a TensorBoard logger to every run that has none. MLflow is this service's record
+    of the trials (Tune keeps its own CSV and JSON, which resume and the trials table read); the
+    TensorBoard files cost the driver a write per result and a thread per trial
+    (`python -m search.bench scale`), so this stand-in takes its place and writes nothing."""
+
+    def __init__(self):
+        super(TBXLoggerCallback, self).__init__()  # not TBXLoggerCallback's: it imports tensorboardX
+
+    def log_trial_start(self, trial) -> None:
+        pass
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        pass
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        pass
+
+
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
                 backbone: Backbone | None = None, final_scale: float = 0.0, store: Store | None = None,
-                warm_trials: list[optuna.trial.FrozenTrial] | None = None) -> tune.Tuner:
+                warm_trials: list[optuna.trial.FrozenTrial] | None = None, trainable=None,
+                wrap_searcher: Callable[[Searcher], Searcher] | None = None) -> tune.Tuner:
     """`final_scale`: how long the final phase trains per second of the best trial's training
     (search.budget), so a time budget leaves it room. `store`: the Optuna store (default: the
-    SQLite file in `storage`, the study folder)."""
+    SQLite file in `storage`, the study folder). `trainable` and `wrap_searcher` are for the
+    scale benchmark only (search.bench.scale): a Tune trainable to run instead of search.trial's
+    (its simulated trials, which need no data), and a wrapper around the searcher that times
+    its proposals; everything else (searcher, store, scheduler, callbacks, checkpoints) stays
+    the service's own."""
     store = store or Store.in_study_folder(storage, storage.name)
-    ledger = ledger_name(plan, storage)
-    callbacks: list[tune.Callback] = [logger]
+    ledger = ledger_name(plan, storage) if trainable is None else None
+    callbacks: list[tune.Callback] = [logger, NoTensorboard()]
     if ledger is not None:
         start_ledger(ledger)
         callbacks.append(CoreSharing(ledger, plan.num_samples))
+    searcher = make_searcher(study, plan, data, store, backbone, warm_trials)
     return tune.Tuner(
-        make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
+        trainable or make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric,
             mode=study.settings.mode,
-            search_alg=make_searcher(study, plan, data, store, backbone, warm_trials),
+            search_alg=wrap_searcher(searcher) if wrap_searcher is not None else searcher,
             scheduler=make_scheduler(study, plan, storage),
             num_samples=plan.num_samples,
             max_concurrent_trials=plan.concurrency,
@@ -315,13 +349,14 @@ def best_checkpoint(results, trial_id: str, metric: str, mode: str) -> Path | No
 
 
 def restore_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path,
-                  backbone: Backbone | None = None) -> tune.Tuner:
+                  backbone: Backbone | None = None, trainable=None) -> tune.Tuner:
     """Continue a saved search: finished trials are kept, unfinished ones continue from their
-    last epoch checkpoint, and the searcher and scheduler come back with their state."""
-    ledger = ledger_name(plan, storage)
+    last epoch checkpoint, and the searcher and scheduler come back with their state.
+    `trainable`: as for build_tuner (the scale benchmark's simulated trials)."""
+    ledger = ledger_name(plan, storage) if trainable is None else None
     resuming_in(storage)  # the restored searcher's store is in this folder, wherever it was before
     if ledger is not None:
         start_ledger(ledger)  # the restored CoreSharing callback finds it by this name
-    trainable = make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger)
+    trainable = trainable or make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger)
     return tune.Tuner.restore(str(storage / TUNE_DIR), trainable=trainable,
                               resume_unfinished=True, resume_errored=True)

@@ -5,11 +5,16 @@ asserted: performance figures come from the real benchmark run, not from tests."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
-from tests.conftest import run_module
+from search.bench.__main__ import PARTS
+from search.bench.simulated import LATENCY_KEYS, accuracy, final_accuracy
+from tests.conftest import REPO, run_module
+from trainables.latency import LATENCY_METRICS
 from trainables.numerics import Accel
 from trainables.train import fit
 
@@ -29,7 +34,9 @@ PLOTS = ["numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "w
 
 def test_every_benchmark_writes_json_and_plot(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    proc = run_module("search.bench", "all", "--quick", "--out", str(out), "--data-dir", str(data_root),
+    # `scale` has a test of its own, below.
+    parts = [p for p in PARTS if p != "scale"]
+    proc = run_module("search.bench", *parts, "--quick", "--out", str(out), "--data-dir", str(data_root),
                       env={"HPSEARCH_RESULTS_DIR": str(tmp_path / "results")}, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name, keys in EXPECTED.items():
@@ -46,6 +53,42 @@ def test_every_benchmark_writes_json_and_plot(data_root: Path, tmp_path: Path) -
     assert set(efficiency["summary"]) == {"tpe_asha", "tpe_asha_grace1", "tpe_hyperband", "random_asha", "tpe_fifo",
                                           "grid"}
     assert all(run["curve"] for runs in efficiency["runs"].values() for run in runs)
+
+
+SCALE_RUN = ["workers", "trials", "wall_s", "results_per_s", "proposal_ms", "searcher_ms_per_result",
+             "driver_cpu_pct_of_one_core", "driver_machine_share", "driver_rss_mib", "mlflow_delay_s",
+             "report_to_driver_s", "pending_deliveries_max", "deliveries_dropped_at_end", "reconcile_s",
+             "worker_memory", "worker_utilisation", "series"]
+
+
+def test_scale_benchmark_quick(data_root: Path, tmp_path: Path) -> None:
+    """The cluster-scale benchmark at CI size: simulated trials through the service's search phase,
+    delivered to a real `mlflow server`, then the finished search resumed."""
+    out = tmp_path / "bench"
+    proc = run_module("search.bench", "scale", "--quick", "--out", str(out), "--data-dir", str(data_root),
+                      env={"HPSEARCH_RESULTS_DIR": str(tmp_path / "results")}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    payload = json.loads((out / "scale.json").read_text())
+    (run,) = payload["runs"]
+    assert [k for k in SCALE_RUN if k not in run] == []
+    assert run["trials"] == payload["sizes"]["scale_trials"] and run["workers"] == payload["sizes"]["scale_workers"]
+    assert run["proposal_ms"]["count"] == run["trials"]  # every trial's configuration was proposed and timed
+    assert run["mlflow_delay_s"]["count"] == run["results"]  # every result reached MLflow during the search
+    assert payload["resume"]["trials"] == run["trials"] and payload["resume"]["filled"] == 0
+    assert (out / "scale.png").read_bytes()[:4] == b"\x89PNG"
+    assert "View run" not in proc.stdout  # MLflow's per-run URL lines are off
+
+
+def test_simulated_trials_import_no_torch_and_learn_from_their_configuration() -> None:
+    """64 simulated workers must stay light, and TPE and ASHA need a curve that depends on the
+    configuration and rises with training."""
+    code = "import sys, search.bench.simulated; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
+    assert tuple(LATENCY_KEYS) == tuple(LATENCY_METRICS)
+    good = {"optimizer": "adam", "lr": 1e-3, "dropout": 0.2, "filters_0": 64, "filters_1": 64, "dense_nodes_0": 256}
+    assert final_accuracy(good) > final_accuracy({**good, "lr": 1e-1}) + 0.05
+    assert accuracy(good, 0.25) < accuracy(good, 1) < accuracy(good, 4) <= final_accuracy(good)
 
 
 def test_unknown_benchmark_is_a_one_line_error(tmp_path: Path) -> None:

@@ -223,3 +223,37 @@ def echo_model():
             return model_input
 
     return Echo()
+
+
+def test_a_queue_behind_the_store_sends_each_runs_waiting_batches_as_one_call(tmp_path):
+    """Catching up: a trial's params, metrics, tags and end, queued while the store was slow, go
+    out as one log_batch and its end; other runs' calls in between keep their own order."""
+    from search.delivery import Batch, RunCall
+    from search.tracking import ChildRun
+    from search.trial_logger import start_child
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "merge", tmp_path / "artifacts")
+    parent = tracker.start_run("study", {}, {})
+    batches = []
+    log_batch = tracker.log_batch
+    tracker.log_batch = lambda run_id, *args: (batches.append(run_id), log_batch(run_id, *args))
+    slow = threading.Event()
+    queue = quiet_queue(tracker)
+    queue.put(slow.wait)  # the store is slow to answer: everything below waits behind this call
+    a, b = ChildRun("", "trial_001"), ChildRun("", "trial_002")
+    for child, tid in ((a, "ta"), (b, "tb")):
+        queue.put(RunCall(child, start_child(tracker, parent, child, tid)))
+        queue.put(Batch(child, params={"lr": 0.1, "tid": tid}))
+    for step in (1, 2):
+        for child in (a, b):
+            queue.put(Batch(child, metrics=[("val_accuracy", 0.5 + step / 10, step), ("val_loss", 1.0 / step, step)]))
+    queue.put(Batch(a, tags={"hpsearch.status": "completed"}, end="FINISHED"))
+    slow.set()
+    assert queue.flush(timeout=30)
+    queue.stop()
+    assert batches == [a.run_id, b.run_id]  # one call per run for everything it had waiting
+    runs = tracker.child_runs(parent)
+    assert runs["ta"].steps == {1, 2} and runs["tb"].steps == {1, 2} and runs["ta"].status == "completed"
+    finished = tracker.client.get_run(a.run_id)
+    assert finished.info.status == "FINISHED" and finished.data.params == {"lr": "0.1", "tid": "ta"}
+    assert tracker.client.get_run(b.run_id).info.status == "RUNNING"

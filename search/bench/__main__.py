@@ -12,7 +12,7 @@ from search.bench.common import FULL, QUICK, Bench, default_out, quiet
 from search.cli import Parser, run_cli
 from trainables.errors import UserError
 
-PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart")
+PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart", "scale")
 
 
 def build_parser() -> Parser:
@@ -114,6 +114,13 @@ def headline(part: str, r: dict) -> str:
     if part == "peer":
         return (f"hpsearch {r['hpsearch']['wall_s']:.0f} s (test {r['hpsearch']['test_accuracy']:.4f}) vs DIY "
                 f"{r['diy']['wall_s']:.0f} s (test {r['diy']['test_accuracy']:.4f}): {r['speedup']:.2f}x")
+    if part == "scale":
+        big = r["runs"][-1]
+        resume = r["resume"] or {}
+        return (f"{big['workers']} workers, {big['trials']} trials: {big['results_per_s']:.1f} results/s, proposal "
+                f"p95 {big['proposal_ms']['p95']:.0f} ms, MLflow delay p95 {big['mlflow_delay_s']['p95'] or 0:.1f} s, "
+                f"driver {big['driver_cpu_pct_of_one_core']['mean']:.0f}% of a core; resume "
+                f"{resume.get('total_s', 0):.0f} s")
     return ""
 
 

@@ -60,6 +60,14 @@ class Sizes:
     warm_epochs: int = 3
     warm_samples: int = 12
     warm_seeds: int = 3
+    # scale: simulated trials (search.bench.simulated) at 8, 32 and 64 concurrent workers (those
+    # below scale_workers, then scale_workers itself); the most concurrent run has scale_trials
+    # and is then resumed, the others scale_trials_fewer.
+    scale_workers: int = 64
+    scale_trials: int = 1000
+    scale_trials_fewer: int = 300
+    scale_epoch_ms: int = 1000  # mean simulated seconds per epoch (each configuration 0.75-1.25x)
+    scale_epochs: int = 4  # rungs at 0.25 and 1 epoch (fashion_space's, reduction factor 4)
 
 
 FULL = Sizes()
@@ -68,7 +76,8 @@ QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapat
               efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
               peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1, warm_train=600, warm_epochs=1,
-              warm_samples=2, warm_seeds=1)
+              warm_samples=2, warm_seeds=1,
+              scale_workers=8, scale_trials=20, scale_trials_fewer=0, scale_epoch_ms=200, scale_epochs=2)
 
 
 @dataclass
@@ -132,6 +141,7 @@ def quiet() -> None:
     """The same environment the CLI sets up (search.run.main), minus its argument checks."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -210,6 +220,7 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
                                {"hpsearch.kind": "bench"})
     logger = TimedLogger(tracking_uri, study.name, parent, plan.max_epochs, plan.num_samples,
                          study.settings.metric, study.settings.mode, 0.5)
+    storage.mkdir(parents=True, exist_ok=True)  # the study folder, as search.study_run makes it (the Optuna store)
     started, t0 = time.perf_counter(), time.time()
     outcome = search(study, plan, data, storage, logger, warm_trials=warm_trials)
     wall = time.perf_counter() - started
