@@ -21,7 +21,6 @@ A grid's parameter names rarely match the space's: a small YAML file (`--warm-st
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.distributions import coerce, contains, space_distributions
 from search.files import STATE_FILE
 from search.store import STEPS_PER_EPOCH, Store
+from search.yaml_safe import load_yaml
 from trainables.errors import UserError
 
 FROM = "warm_start_from"  # the user attribute that marks a trial a warm start brought in
@@ -102,11 +102,10 @@ def trials_of(sources: list[WarmSource]) -> list[FrozenTrial]:
 # --- earlier hpsearch studies -------------------------------------------------------------------
 
 def study_source(folder: Path, dists: dict[str, Any], metric: str, mode: str) -> WarmSource:
-    state = json.loads((folder / STATE_FILE).read_text())
-    name = str(state.get("name") or folder.name)
     from search.results import load
 
     earlier = load(folder)
+    name = earlier.name
     if earlier.metric != metric or earlier.mode != mode:
         raise UserError(f"--warm-start {folder}: that study {'maximised' if earlier.mode == 'max' else 'minimised'} "
                         f"{earlier.metric}, this one {'maximises' if mode == 'max' else 'minimises'} {metric}; "
@@ -173,7 +172,7 @@ def read_mapping(path: Path | None, dists: dict[str, Any]) -> GridMap | None:
     if path is None:
         return None
     try:
-        body = yaml.safe_load(Path(path).read_text()) or {}
+        body = load_yaml(Path(path).read_text()) or {}  # no aliases: a few bytes cannot expand into gigabytes
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"--warm-start-map {path}: cannot read it ({str(e).splitlines()[0]})") from None
     if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
@@ -222,8 +221,8 @@ def grid_epochs(table: pd.DataFrame, mapping: GridMap | None, max_epochs: int) -
 
 
 def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: GridMap | None) -> WarmSource:
-    table = read_grid(path, mapping.score if mapping else GRID_SCORE)
     score = mapping.score if mapping else GRID_SCORE
+    table = read_grid(path, score)
     names = {c.removeprefix("param_"): c for c in table.columns if c.startswith("param_")}
     rename = mapping.params if mapping is not None else {n: n for n in names if n in dists}
     epochs_param = mapping.epochs if mapping is not None and isinstance(mapping.epochs, str) else None
@@ -258,10 +257,11 @@ def grid_curve(path: Path, mapping_path: Path | None, max_epochs: int, mode: str
     points in the order GridSearchCV ran them, each costing its epochs times its folds."""
     mapping = None
     if mapping_path is not None and Path(mapping_path).is_file():
-        body = yaml.safe_load(Path(mapping_path).read_text()) or {}
+        body = load_yaml(Path(mapping_path).read_text()) or {}
         mapping = GridMap({}, {}, body.get("epochs"), str(body.get("score", GRID_SCORE)))
-    table = read_grid(path, mapping.score if mapping else GRID_SCORE)
-    values = pd.to_numeric(table[mapping.score if mapping else GRID_SCORE], errors="coerce")
+    score = mapping.score if mapping else GRID_SCORE
+    table = read_grid(path, score)
+    values = pd.to_numeric(table[score], errors="coerce")
     cost = grid_epochs(table, mapping, max_epochs) * grid_folds(table)
     best = values.cummax() if mode == "max" else values.cummin()
     return pd.DataFrame({"trial_epochs": cost.cumsum(), "best": best.ffill()}).dropna()

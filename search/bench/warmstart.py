@@ -71,8 +71,7 @@ def _median(values: list[float | None]) -> float | None:
     """The median over seeds, a seed that never reached A's best counting as the worst (so a
     median of 'never' is None)."""
     ordered = sorted(values, key=lambda v: np.inf if v is None else v)
-    middle = ordered[(len(ordered) - 1) // 2] if ordered else None
-    return middle
+    return ordered[(len(ordered) - 1) // 2] if ordered else None
 
 
 def plot(bench: Bench, runs: list[dict], n_train: int, cap: int) -> None:
