@@ -3,8 +3,10 @@ study's Optuna store (written by search.searcher as trials run), so a search can
 
 STUDY is a study folder or a study's name in the results directory. The store is the folder's
 optuna.db, or the database the study was started with (`--optuna-storage`, kept in study.json).
-The server listens on 127.0.0.1 only: the dashboard can rename and delete studies and tell
-trials, with no login, so it is never offered to the network; remote users tunnel (ssh -L).
+optuna-dashboard has no login and its API renames and deletes studies, tells trials and writes
+notes. So the server listens on 127.0.0.1 only (remote users tunnel, ssh -L), and it is read-only
+unless started with --allow-edits: a viewer beside a running search, or any local process that
+finds the port, cannot change the study the search is writing.
 
 This module imports neither Ray nor torch (search.store needs neither), so the view starts in a
 second beside a running search, on a laptop that only has the results folder.
@@ -12,6 +14,7 @@ second beside a running search, on a laptop that only has the results folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -28,6 +31,7 @@ from trainables.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
+VIEWING = frozenset({"GET", "HEAD", "OPTIONS"})  # every optuna-dashboard route that changes a study is another method
 
 
 def find_study(study: str, results_dir: str | None) -> Path:
@@ -63,6 +67,19 @@ def open_storage(store: Store):
         raise UserError(f"the Optuna store {redact(store.url)} has no study named {store.name!r} yet; "
                         "its search may not have started")
     return storage, name
+
+
+def read_only(app):
+    """`app` answering only the methods that view; any other gets 403 with a reason the page shows."""
+    body = json.dumps({"reason": "this dashboard is read-only; to change the study, restart it with "
+                                 "--allow-edits"}).encode()
+
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET").upper() in VIEWING:
+            return app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return guarded
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
@@ -107,6 +124,9 @@ def build_parser() -> Parser:
     p.add_argument("--results-dir", default=None,
                    help="where to find STUDY by name (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--host", default=None, help=f"only {LOOPBACK} (or localhost) is accepted; the default")
+    p.add_argument("--allow-edits", action="store_true",
+                   help="let the page change the study (notes, renames, deletion, telling trials); "
+                        "read-only without it")
     return p
 
 
@@ -119,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     import optuna_dashboard
 
     app = optuna_dashboard.wsgi(storage)
+    if not args.allow_edits:
+        app = read_only(app)
     try:
         httpd = make_server(LOOPBACK, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as e:
@@ -126,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         fix="a free port") from None
     study_id = storage.get_study_id_from_name(name)
     print(f"optuna-dashboard for study {name} (store {redact(store.url)})\n"
-          f"  open http://{LOOPBACK}:{port}/dashboard/studies/{study_id}  (Ctrl-C stops it)\n"
+          f"  open http://{LOOPBACK}:{port}/dashboard/studies/{study_id}  (Ctrl-C stops it)"
+          f"{'' if args.allow_edits else '; read-only (--allow-edits to change the study)'}\n"
           f"  from another machine: ssh -L {port}:{LOOPBACK}:{port} THIS_HOST, then open the same address\n"
           f"  the same view with optuna-dashboard's own command:\n"
           f"    {bare_command(store.url, port)}", flush=True)

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -123,9 +124,9 @@ def results_root(arg: str | None) -> Path:
     root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A name of its own: two searches started at once into one root must not unlink each other's probe.
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise UserError(f"results directory {root} is not writable ({e.strerror}); pass --results-dir") from None
     return root

@@ -1,10 +1,12 @@
 """The live view (search.dashboard): optuna-dashboard started the way the README says, against a
 real Optuna store written by the searcher's own hooks (a search in flight: one trial finished,
 one stopped by ASHA, one still running), read back through the dashboard's JSON API, including a
-trial the searcher writes while the dashboard runs; and the command's refusals, in one line."""
+trial the searcher writes while the dashboard runs; that it changes nothing unless told to
+(--allow-edits); and the command's refusals, in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -52,11 +54,12 @@ def trials_by_tune_id(detail: dict) -> dict[str, dict]:
     return {tune_id(t): t for t in detail["trials"]}
 
 
-def test_the_dashboard_lists_a_running_search_live_on_loopback_only(in_flight):
-    root, searcher = in_flight
+@contextlib.contextmanager
+def dashboard(root, *extra: str):
+    """(the process, its API's base URL, its port): `search.dashboard NAME` started as the README says."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", NAME, "--results-dir", str(root),
-                             "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--port", str(port), *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
     try:
@@ -67,11 +70,27 @@ def test_the_dashboard_lists_a_running_search_live_on_loopback_only(in_flight):
             except requests.RequestException:
                 return False
         wait_for(up, 15, "the dashboard")
+        yield proc, api, port
+    finally:
+        proc.terminate()  # by PID
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_the_dashboard_lists_a_running_search_live_on_loopback_only(in_flight):
+    root, searcher = in_flight
+    with dashboard(root) as (proc, api, port):
         printed = [proc.stdout.readline() for _ in range(5)]  # printed before it serves, flushed
         studies = requests.get(f"{api}/studies", timeout=5).json()["study_summaries"]
         assert [s["study_name"] for s in studies] == [NAME]
         study_id = studies[0]["study_id"]
         assert f"http://127.0.0.1:{port}/dashboard/studies/{study_id}" in printed[1]
+        assert "read-only (--allow-edits to change the study)" in printed[1]
         db = root / NAME / "optuna.db"
         assert printed[4].split()[1:] == [f"sqlite:///{db.resolve()}", "--host", "127.0.0.1", "--port", str(port)]
         assert printed[4].split()[0].endswith("optuna-dashboard")
@@ -99,15 +118,30 @@ def test_the_dashboard_lists_a_running_search_live_on_loopback_only(in_flight):
         listening = [c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet")
                      if c.status == psutil.CONN_LISTEN]
         assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", port)]
-    finally:
-        proc.terminate()  # by PID
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
+
+
+def test_the_dashboard_changes_nothing_unless_allowed(in_flight):
+    """A viewer beside a running search: renaming, deleting, telling a running trial and writing a
+    note are refused (403, with the reason the page shows) and the store is as it was."""
+    root, searcher = in_flight
+    storage = optuna.storages.RDBStorage(f"sqlite:///{root / NAME / 'optuna.db'}")
+    before = [(t.number, t.state) for t in storage.get_all_trials(storage.get_study_id_from_name(NAME))]
+    with dashboard(root) as (_, api, _):
+        study_id = requests.get(f"{api}/studies", timeout=5).json()["study_summaries"][0]["study_id"]
+        running = trials_by_tune_id(requests.get(f"{api}/studies/{study_id}", timeout=5).json())["t3"]["trial_id"]
+        attempts = [requests.post(f"{api}/studies/{study_id}/rename", json={"study_name": "renamed"}, timeout=5),
+                    requests.delete(f"{api}/studies/{study_id}", timeout=5),
+                    requests.post(f"{api}/trials/{running}/tell", json={"state": "Fail"}, timeout=5),
+                    requests.put(f"{api}/studies/{study_id}/note", json={"version": 1, "body": "x"}, timeout=5)]
+        assert [r.status_code for r in attempts] == [403] * 4
+        assert all("--allow-edits" in r.json()["reason"] for r in attempts)
+    assert [s.study_name for s in storage.get_all_studies()] == [NAME]
+    assert [(t.number, t.state) for t in storage.get_all_trials(storage.get_study_id_from_name(NAME))] == before
+    with dashboard(root, "--allow-edits") as (proc, api, _):
+        assert "read-only" not in proc.stdout.readline() + proc.stdout.readline()
+        note = requests.put(f"{api}/studies/{study_id}/note", json={"version": 1, "body": "looks good"}, timeout=5)
+        assert note.ok, note.text
+    assert "looks good" in "".join(str(v) for v in storage.get_study_system_attrs(study_id).values())
 
 
 def test_the_store_url_is_the_searchers(in_flight, tmp_path):

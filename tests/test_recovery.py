@@ -139,18 +139,7 @@ def test_unreachable_tracking_server_fails_before_training(tmp_path, data_root):
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_two_searches_share_one_sqlite_store(tmp_path, data_root):
-    procs = [start_search(*search_args(tmp_path, data_root, name, "--samples", "2", "--max-epochs", "2"))
-             for name in ("left", "right")]
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out + err
-    for name in ("left", "right"):
-        parent, children, count = mlflow_children(tmp_path, name)
-        assert parent.data.tags["hpsearch.status"] == "completed"
-        assert count == 2 and all(steps == [1, 2] for _, steps in children.values())
-
-
 def test_chaos_script(tmp_path, data_root):
     """The issue's acceptance run: driver killed twice, a worker once, the server down a while."""
-    assert chaos(["--data-dir", str(data_root), "--results-dir", str(tmp_path)]) == 0
+    # 6 epochs, not the script's 8: a shorter tail after the last kill; every fault still lands mid-search.
+    assert chaos(["--data-dir", str(data_root), "--results-dir", str(tmp_path), "--max-epochs", "6"]) == 0

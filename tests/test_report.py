@@ -1,5 +1,6 @@
 """Report, compare, export and --quiet on the results of real tiny searches (Ray, Optuna, ASHA,
-MLflow on a slice of real Fashion-MNIST): one TPE study run with --quiet, one grid study."""
+MLflow on a slice of real Fashion-MNIST): one TPE study run with --quiet and one grid study, both
+at once into one results root, so into one SQLite MLflow store."""
 
 from __future__ import annotations
 
@@ -62,6 +63,20 @@ def test_quiet_prints_only_the_summary(studies):
     assert "lr=" in lines[0] and str(results / "space" / "report.html") in lines[3]
     # Not quiet, and not a terminal: one plain line per finished trial, no bar.
     assert grid.stdout.count("] trial_") == 2 and "\r" not in grid.stdout
+
+
+def test_two_searches_at_once_share_one_sqlite_store(studies):
+    """SQLite takes one writer at a time: neither study may lose a run or an epoch to the other."""
+    from tests.chaos import recorded_trials
+
+    results, _, _ = studies
+    for name in ("space", "grid"):
+        table = pd.read_parquet(results / name / "trials.parquet")
+        parent, children, count = recorded_trials(results, name)
+        assert parent.data.tags["hpsearch.status"] == "completed"
+        assert count == len(table) == len(children) and len(table) == {"space": 3, "grid": 2}[name]
+        for _, row in table.iterrows():  # every whole epoch Tune recorded, once
+            assert children[row["trial"]][1] == list(range(1, int(row["epochs"]) + 1)), (name, row["trial"])
 
 
 def test_report_files_and_figures(studies):
