@@ -33,6 +33,8 @@ class StoredSearch(OptunaSearch):
     pickles it with Tune's state; this one pickles only its own bookkeeping and reconnects to the
     store on resume, where the trials TPE learnt from are."""
 
+    _start_points: list[dict] = []  # never appended to; the default of a state pickled before it existed
+
     def __init__(self, *, store: Store, max_epochs: int, warm_trials: list[optuna.trial.FrozenTrial] | None = None,
                  **kwargs: Any):
         """`warm_trials`: earlier trials TPE takes as observations before its first proposal
@@ -42,6 +44,10 @@ class StoredSearch(OptunaSearch):
         self.max_epochs = max_epochs
         self.warm_trials = list(warm_trials or [])
         self._best: dict[str, tuple[float, float]] = {}  # trial id -> (best score, its epoch)
+        # Start points go into the store one at a time, as each is proposed: Ray's class enqueues
+        # them all at once, and a study that stops (--samples) before reaching them all would leave
+        # the rest WAITING in the store for good (in the dashboard, in a later warm start's source).
+        self._start_points: list[dict] = list(kwargs.pop("points_to_evaluate", None) or [])
         super().__init__(storage=store.storage(), study_name=store.name, **kwargs)
 
     # --- the study ----------------------------------------------------------------------------
@@ -58,6 +64,8 @@ class StoredSearch(OptunaSearch):
         self.warm_trials = []  # kept in the store now; not pickled with Tune's state
 
     def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials and self._start_points and self._ot_study is not None:
+            self._ot_study.enqueue_trial(self._start_points.pop(0))  # the next ask() takes it
         config = super().suggest(trial_id)
         trial = self._ot_trials.get(trial_id)
         if trial is not None and config is not None and "tune_trial_id" not in trial.user_attrs:

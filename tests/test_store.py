@@ -82,6 +82,20 @@ def test_a_restored_searcher_continues_the_stored_study(tmp_path):
     assert trials["c"].state == TrialState.RUNNING and len(trials) == 4
 
 
+def test_start_points_enter_the_store_only_as_they_are_proposed(tmp_path):
+    """A study stopped (--samples 1) before its second start point leaves nothing WAITING in the store."""
+    searcher = searcher_in(tmp_path)
+    points = searcher._start_points.copy()  # fashion_space's two, in order
+    assert len(points) == 2 and Store.in_study_folder(tmp_path, "s").load().trials == []
+    run_trial(searcher, "a", [1, 2, 3, 4], [0.6, 0.7, 0.8, 0.82])
+    (first,) = Store.in_study_folder(tmp_path, "s").load().trials
+    assert first.state == TrialState.COMPLETE and first.params.items() <= points[0].items()
+    assert searcher.suggest("b") is not None
+    second = Store.in_study_folder(tmp_path, "s").load().trials[1]
+    assert second.state == TrialState.RUNNING and second.params.items() <= points[1].items() and second.params != first.params
+    assert searcher.suggest("c") is not None and searcher._start_points == []  # TPE's own from here
+
+
 def test_a_new_study_does_not_join_another_of_its_name_in_a_shared_database(tmp_path):
     shared = f"sqlite:///{tmp_path / 'server.db'}"
     check_new_store(Store(shared, "fashion-1"))  # nothing there yet
@@ -101,7 +115,7 @@ def test_a_renamed_study_folder_still_finds_its_study(tmp_path):
     (tmp_path / "first").rename(tmp_path / "renamed")
     (tmp_path / "renamed" / "study.json").write_text('{"name": "renamed"}')
     study = Store.of_folder(tmp_path / "renamed").load(read_only=True)
-    assert study.study_name == "first" and len(study.trials) == 2  # 1 finished, 1 start point still waiting
+    assert study.study_name == "first" and len(study.trials) == 1
 
 
 def test_a_password_in_the_database_url_is_refused(tmp_path):
