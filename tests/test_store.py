@@ -92,7 +92,8 @@ def test_start_points_enter_the_store_only_as_they_are_proposed(tmp_path):
     assert first.state == TrialState.COMPLETE and first.params.items() <= points[0].items()
     assert searcher.suggest("b") is not None
     second = Store.in_study_folder(tmp_path, "s").load().trials[1]
-    assert second.state == TrialState.RUNNING and second.params.items() <= points[1].items() and second.params != first.params
+    assert second.state == TrialState.RUNNING and second.params.items() <= points[1].items()
+    assert second.params != first.params
     assert searcher.suggest("c") is not None and searcher._start_points == []  # TPE's own from here
 
 
