@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search.files import OPTUNA_DB
+from search.mirror import MirroredStorage
 from search.store import STEPS_PER_EPOCH, Store
 
 
@@ -48,7 +49,8 @@ class StoredSearch(OptunaSearch):
         # them all at once, and a study that stops (--samples) before reaching them all would leave
         # the rest WAITING in the store for good (in the dashboard, in a later warm start's source).
         self._start_points: list[dict] = list(kwargs.pop("points_to_evaluate", None) or [])
-        super().__init__(storage=store.storage(), study_name=store.name, **kwargs)
+        # TPE proposes from an in-memory copy of the study; every write still reaches the store at once.
+        super().__init__(storage=MirroredStorage(store.storage(), store.name), study_name=store.name, **kwargs)
 
     # --- the study ----------------------------------------------------------------------------
 
@@ -138,7 +140,7 @@ class StoredSearch(OptunaSearch):
         numbers: dict[str, int] = state.pop("_ot_trials")
         self.__dict__.update(state)
         self.store = _resumed_store(self.store)
-        self._storage = self.store.storage()
+        self._storage = MirroredStorage(self.store.storage(), self.store.name)
         self._ot_study = optuna.load_study(study_name=self.store.name, storage=self._storage, sampler=self._sampler)
         by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
         self._ot_trials = {tid: optuna.Trial(self._ot_study, by_number[n]._trial_id)
