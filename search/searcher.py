@@ -176,3 +176,26 @@ def _finite(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def close_paused(store: Store, trial_ids: set[str]) -> int:
+    """Trials left paused at a rung when the search ended (pause-and-promote) become PRUNED in the
+    store, with what they reached (their intermediate values are there already), as a trial the
+    stopping scheduler ended at that rung would be: the store then holds no trial forever
+    RUNNING, and a later warm start or the report reads them at their fidelity. Returns how many."""
+    if not trial_ids:
+        return 0
+    study = store.load()
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("tune_trial_id") not in trial_ids or not trial.intermediate_values:
+            continue
+        values = trial.intermediate_values
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        best_step = max(values, key=lambda step: sign * values[step])
+        for key, value in (("epochs_seen", max(values) / STEPS_PER_EPOCH), ("best_score", values[best_step]),
+                           ("best_epochs", best_step / STEPS_PER_EPOCH), ("paused", True)):
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        study.tell(trial.number, state=TrialState.PRUNED)
+        closed += 1
+    return closed
