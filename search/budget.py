@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 from ray import tune
 
+from search.clock import command_started
+
 if TYPE_CHECKING:
     from search.trial_logger import TrialLogger
 
@@ -47,31 +49,6 @@ AFTER_FINAL_S = 20.0
 # stretch: the share of the budget the search may use; the rest trains the winner. Chosen by
 # measurement (docs/benchmarks.md, *Final phase*).
 SEARCH_SHARE = 0.5
-
-_command_started: float | None = None
-
-
-def command_started() -> float:
-    """When this command started (`time.time()`), as the CLI recorded it first thing; the
-    process start otherwise."""
-    return _command_started if _command_started is not None else _process_start()
-
-
-def mark_command_start(at: float | None = None) -> None:
-    global _command_started
-    _command_started = time.time() if at is None else at
-
-
-def _process_start() -> float:
-    try:  # Linux: the process's start in clock ticks after boot
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        import os
-
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.time()
-
 
 @dataclass(frozen=True)
 class BudgetPlan:

@@ -26,7 +26,8 @@ import pandas as pd
 
 from search.asha import promotions, stop_reasons
 from search.best_config import BestConfig
-from search.budget import BudgetPlan, budget_stopped, command_started
+from search.budget import BudgetPlan, budget_stopped
+from search.clock import command_started
 from search.data_args import DataChoice, load_choice
 from search.files import BEST_FILE, OPTUNA_DB, TUNE_DIR
 from search.final import FinalResult, FinalSpec, from_checkpoint, log_final, retrain, save_model

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from search.budget import mark_command_start
+    from search.clock import mark_command_start
     from search.study_run import StudyRun
 
     mark_command_start(COMMAND_STARTED)

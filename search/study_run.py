@@ -81,7 +81,8 @@ class StudyRun:
             budget = self._budget(plan, prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,
                                  plan.num_samples, self.study.settings.metric, self.study.settings.mode,
-                                 MAX_FAILED_FRACTION, study_folder=str(self.dir))
+                                 MAX_FAILED_FRACTION, study_folder=str(self.dir),
+                                 budget_min=plan.time_budget_s / 60 if plan.time_budget_s else None)
             outcome = search(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
                              budget, self.request.store, trials_of(warm), finished=self.state.phase != "search")
             if not self._deliver(tracker, parent, outcome.records):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from search.budget import BudgetPlan, StudyBudget, budget_stopped, command_started, mark_command_start
+from search.budget import BudgetPlan, StudyBudget, budget_stopped
+from search.clock import command_started, mark_command_start
 from trainables.train import Deadline
 
 

@@ -91,9 +91,9 @@ def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
 
 
 def test_asha_compares_epochs_seen_with_a_quarter_epoch_first_rung():
-    from search.tuner import TIME_ATTR, asha_rungs
-
     import dataclasses
+
+    from search.tuner import TIME_ATTR, asha_rungs
 
     promoting = get_study("fashion_space")
     stopping = dataclasses.replace(promoting, settings=dataclasses.replace(promoting.settings, scheduler="stopping"))
