@@ -1,9 +1,11 @@
-"""What every command-line entry point shares: one-line errors (exit status 2) and the advice
-that spells a library error's setting as the flag that sets it."""
+"""What every command-line entry point shares: one-line errors (exit status 2), the advice that
+spells a library error's setting as the flag that sets it, and what the libraries may print."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from typing import Callable, NoReturn
 
@@ -28,7 +30,39 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a note is logged (a test's capture, say), as
+    Python's own last-resort handler does."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def show_notes(quiet: bool = False) -> None:
+    """trainables' notes (logging: a served model or a program of the user's shows them or not) as
+    plain lines on stderr; `quiet` (--quiet) keeps only errors. Idempotent."""
+    log = logging.getLogger("trainables")
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.ERROR if quiet else logging.INFO)
+
+
+def quiet_libraries() -> None:
+    """MLflow's artifact progress bars (a log_model downloads its artifacts twice) are carriage-return
+    noise on a terminal and in a log file alike."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
+    show_notes()
+    quiet_libraries()
     try:
         code = main() or 0
     except UserError as e:

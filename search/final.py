@@ -132,11 +132,11 @@ def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec
     })
     tracker.log_artifact(run_id, out_dir / CONFUSION_FILE)
     tracker.set_tags(run_id, {"hpsearch.numerics": final.numerics, "hpsearch.final": spec.mode})
-    from search import pyfunc_model  # MLflow's pyfunc is imported only to log a model
+    from search import pyfunc_model
 
     example = pyfunc_model.input_example(dataset)
     with pyfunc_model.packaged() as code_paths:
-        return tracker.log_model(run_id, pyfunc_model.HpsearchModel(), {pyfunc_model.ARTIFACT: out_dir / MODEL_FILE},
+        return tracker.log_model(run_id, str(pyfunc_model.MODEL_CODE), {pyfunc_model.ARTIFACT: out_dir / MODEL_FILE},
                                  example, pyfunc_model.requirements(), register_as, code_paths,
                                  pyfunc_model.signature(dataset, example))
 

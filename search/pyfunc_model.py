@@ -1,42 +1,29 @@
-"""The final model as MLflow logs it: an `mlflow.pyfunc` model whose one artifact is model.pt and
-whose predict takes raw input (trainables.predictor.Predictor: images of any size, a DataFrame of
-the original columns or of image paths) and returns a DataFrame of `class`, `probability` and
-`probability.CLASS`.
+"""The final model as MLflow logs it: an `mlflow.pyfunc` model logged from code
+(search/mlflow_model.py, MLflow's models-from-code: no pickle) whose one artifact is model.pt,
+taking raw input and returning a DataFrame of `class`, `probability` and `probability.CLASS`;
+here, what goes with it: its input example, signature, requirements and code.
 
-The model carries its own code: this class is pickled by value and the trainables package is
-logged beside it (`code_paths`), so loading it needs torch, pandas and Pillow but not hpsearch.
+The model carries its own code: the trainables package is logged beside it (`code_paths`), so
+loading it needs torch, pandas and Pillow but not hpsearch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-import mlflow.pyfunc
 import numpy as np
 
 import trainables
 from trainables.datasets import Dataset
 from trainables.encoding import TabularEncoder
 
-ARTIFACT = "model_pt"
-
-
-class HpsearchModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
-        from trainables.predictor import Predictor
-
-        self.predictor = Predictor.load(context.artifacts[ARTIFACT])
-
-    def predict(self, context, model_input, params=None):
-        from trainables.predictor import prediction_table
-
-        return prediction_table(self.predictor, model_input)
+ARTIFACT = "model_pt"  # the name search/mlflow_model.py loads model.pt by
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
 def input_example(dataset: Dataset):
@@ -65,16 +52,8 @@ def requirements() -> list[str]:
 
 @contextlib.contextmanager
 def packaged() -> Iterator[list[str]]:
-    """While logging: this module pickled by value (not as a reference to hpsearch's `search`
-    package) and the code paths to log, a clean copy of the trainables package."""
-    import cloudpickle
-
-    module = sys.modules[__name__]
+    """While logging: the code paths to log, a clean copy of the trainables package (no caches)."""
     with tempfile.TemporaryDirectory(prefix="hpsearch-code-") as tmp:
         code = Path(tmp) / "trainables"
         shutil.copytree(Path(trainables.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
-        cloudpickle.register_pickle_by_value(module)
-        try:
-            yield [str(code)]
-        finally:
-            cloudpickle.unregister_pickle_by_value(module)
+        yield [str(code)]

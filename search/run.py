@@ -16,7 +16,7 @@ import tempfile  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from search.cli import Parser, run_cli  # noqa: E402
+from search.cli import Parser, run_cli, show_notes  # noqa: E402
 from search.cluster import check_local_resources, check_reachable  # noqa: E402
 from search.credentials import adopt_credentials, redact  # noqa: E402
 from search.data_args import DataChoice, add_data_arguments, choice_from_args  # noqa: E402
@@ -200,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     from search.progress import Verbosity, set_verbosity
 
     set_verbosity(Verbosity.QUIET if args.quiet else Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
+    show_notes(quiet=args.quiet)
     # Tune's console tables would bury the progress bar (--verbose turns them on); failures
     # still reach the summary.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see search.phases.CtrlC
+    # No TensorBoard files: Tune reads this when a search starts or resumes (search.tuner.result_loggers).
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # The delivery queue retries an unreachable tracking server itself, without blocking; MLflow's
     # own retries would stall each call for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

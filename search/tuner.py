@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Callable
 
 import optuna
 from ray import tune
-from ray.tune.logger import TBXLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.stopper import CombinedStopper
@@ -276,23 +277,17 @@ def stoppers(study: Study, logger: TrialLogger, budget: BudgetPlan | None, stora
     return CombinedStopper(failures, StudyBudget(budget, study.settings.metric, study.settings.mode, record))
 
 
-class NoTensorboard(TBXLoggerCallback):
-    """Tune adds a TensorBoard logger to every run that has none. MLflow is this service's record
-    of the trials (Tune keeps its own CSV and JSON, which resume and the trials table read); the
-    TensorBoard files cost the driver a write per result and a thread per trial
-    (`python -m search.bench scale`), so this stand-in takes its place and writes nothing."""
+# Ray's documented switch: Tune adds no logger callbacks of its own (it would add a TensorBoard
+# writer, which costs the driver a write per result and a thread per trial: `python -m search.bench
+# scale`). MLflow is this service's record of the trials; Tune's own CSV and JSON results, which
+# resume, the ResultGrid and the trials table read, are asked for by name (result_loggers). Tune
+# reads the switch when a search starts or is restored, so the CLIs set it too (search.run, search.bench).
+AUTO_LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
-    def __init__(self):
-        super(TBXLoggerCallback, self).__init__()  # not TBXLoggerCallback's: it imports tensorboardX
 
-    def log_trial_start(self, trial) -> None:
-        pass
-
-    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        pass
-
-    def log_trial_end(self, trial, failed: bool = False) -> None:
-        pass
+def result_loggers() -> list[tune.Callback]:
+    os.environ[AUTO_LOGGERS_OFF] = "1"
+    return [CSVLoggerCallback(), JsonLoggerCallback()]
 
 
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
@@ -308,7 +303,7 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
     the service's own."""
     store = store or Store.in_study_folder(storage, storage.name)
     ledger = ledger_name(plan, storage) if trainable is None else None
-    callbacks: list[tune.Callback] = [logger, NoTensorboard()]
+    callbacks: list[tune.Callback] = [logger, *result_loggers()]
     if ledger is not None:
         start_ledger(ledger)
         callbacks.append(CoreSharing(ledger, plan.num_samples))

@@ -5,6 +5,8 @@ that does not fit is one line and exit status 2."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,19 +130,25 @@ def test_images_of_any_size_and_files_predict_as_the_prepared_images(images, tmp
                    np.array(dataset.info.classes)[dataset.test.y]) == pytest.approx(final.test_accuracy, abs=0.01)
 
 
-def test_the_logged_mlflow_model_takes_raw_input(tabular, images, tmp_path, monkeypatch):
-    import mlflow
-
+@pytest.fixture(scope="module")
+def logged(tabular, images, tmp_path_factory) -> str:
+    """Both toy models logged and registered as the final phase does it; the store's URI."""
     from search.tracking import Tracker
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = Tracker(uri, "predict", tmp_path / "artifacts")
-    models = {}
-    for name, (folder, dataset, final, spec) in {"tab": tabular, "img": images}.items():
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    tracker = Tracker(uri, "predict", folder / "artifacts")
+    for name, (model_folder, dataset, final, spec) in {"tab": tabular, "img": images}.items():
         run = tracker.start_run(name, {}, {})
-        assert log_final(tracker, run, final, spec, dataset, folder, register_as=f"toy-{name}") == f"toy-{name}/1"
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        models[name] = mlflow.pyfunc.load_model(f"models:/toy-{name}/1")
+        assert log_final(tracker, run, final, spec, dataset, model_folder, register_as=f"toy-{name}") == f"toy-{name}/1"
+    return uri
+
+
+def test_the_logged_mlflow_model_takes_raw_input(logged, tabular, images, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged)
+    models = {name: mlflow.pyfunc.load_model(f"models:/toy-{name}/1") for name in ("tab", "img")}
     frame = pd.read_csv(tabular[0] / "new.csv")
     table = models["tab"].predict(frame)
     assert table["class"].tolist() == Predictor.load(tabular[0] / "model.pt").predict(frame).classes
@@ -154,6 +162,78 @@ def test_the_logged_mlflow_model_takes_raw_input(tabular, images, tmp_path, monk
         Image.fromarray(image).save(tmp_path / f"{i}.png")
         paths.append(str(tmp_path / f"{i}.png"))
     assert models["img"].predict(pd.DataFrame({"image": paths}))["class"].tolist() == predictor.predict(x).classes
+
+
+# Loads both registered models where hpsearch cannot be imported (its editable install's import
+# hook and the checkout taken off the path) and prints their classes for the inputs given.
+SERVE_WITHOUT_HPSEARCH = """
+import importlib.util, json, sys
+import numpy as np, pandas as pd
+REPO, URI, ROWS, IMAGES = sys.argv[1:]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path[:] = [p for p in sys.path if p not in ("", ".", REPO)]
+assert all(importlib.util.find_spec(name) is None for name in ("search", "spaces", "trainables"))
+import mlflow
+mlflow.set_tracking_uri(URI)
+tab, img = (mlflow.pyfunc.load_model(f"models:/toy-{name}/1") for name in ("tab", "img"))
+answer = {"tab": tab.predict(pd.read_csv(ROWS))["class"].tolist(),
+          "img": img.predict(np.load(IMAGES))["class"].tolist(),
+          "trainables": sys.modules["trainables"].__file__}
+print(json.dumps(answer))
+"""
+
+
+def test_the_logged_model_serves_without_hpsearch_and_prints_nothing(logged, tabular, images, tmp_path):
+    """Models from code: nothing unpickled, the trainables package logged beside the model, and its
+    notes (here: an infinite value in a row) go to logging, which a served model leaves silent."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    frame = pd.read_csv(tabular[0] / "new.csv").drop(columns=["kind"])
+    frame.loc[0, "size"] = np.inf  # treated as missing, with a note, as training treated it
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    x, _ = raw_images(6, 4)
+    np.save(tmp_path / "images.npy", x)
+    # The bars are MLflow's, while it downloads the model: what is under test is the model itself.
+    env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    proc = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_HPSEARCH, str(REPO), logged, str(tmp_path / "rows.csv"),
+                           str(tmp_path / "images.npy")], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    answer = json.loads(proc.stdout)
+    assert answer["tab"] == Predictor.load(tabular[0] / "model.pt").predict(frame).classes
+    assert answer["img"] == Predictor.load(images[0] / "model.pt").predict(x).classes
+    assert not answer["trainables"].startswith(str(REPO))  # the model's own copy of the code
+
+
+def test_a_note_on_the_input_goes_to_logging_and_the_cli_shows_it(tabular, tmp_path, capsys, caplog):
+    import logging
+
+    from search.cli import show_notes
+
+    folder = tabular[0]
+    frame = pd.read_csv(folder / "new.csv")
+    frame.loc[0, "size"] = np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
+    predictor = Predictor.load(folder / "model.pt")
+    note = "note: column 'size': 1 infinite or out-of-range value(s) treated as missing"
+    with caplog.at_level(logging.INFO, logger="trainables"):
+        predictor.predict(frame)
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("trainables.encoding", logging.WARNING,
+                                                                              note)]
+    with pytest.raises(SystemExit) as done:
+        cli([str(folder), str(tmp_path / "inf.csv")])
+    assert done.value.code == 0 and note in capsys.readouterr().err  # a command shows it
+    show_notes(quiet=True)  # what --quiet sets
+    try:
+        predictor.predict(frame)
+        assert capsys.readouterr().err == ""
+    finally:
+        show_notes()
 
 
 @pytest.mark.parametrize("case,message", [

@@ -80,6 +80,11 @@ def test_driver_killed_then_resumed_keeps_every_trial_once(tmp_path, data_root):
     for run, steps in children.values():
         assert steps == [1, 2, 3, 4], (run.info.run_name, steps)
     assert BestConfig.load(folder / "best.yaml").search["trials"] == 4
+    # Tune's CSV and JSON results of every trial, which the resume read, and no TensorBoard files:
+    # the resumed driver, too, runs with Ray's switch for its automatic loggers.
+    tune_dir = folder / "tune"
+    assert len(list(tune_dir.glob("*/progress.csv"))) == len(list(tune_dir.glob("*/result.json"))) == 4
+    assert not list(tune_dir.rglob("events.out.tfevents*"))
 
 
 def test_ctrl_c_saves_state_and_says_how_to_resume(tmp_path, data_root):

@@ -10,13 +10,15 @@ original columns, text and gaps included, and can never encode them otherwise th
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from trainables.errors import UserError
+
+log = logging.getLogger(__name__)
 
 NUMBER, TEXT = "number", "text"
 
@@ -36,8 +38,7 @@ def _finite(values: pd.Series, column: str, note: bool = True) -> pd.Series:
     values = values.astype(np.float64)
     bad = ~np.isfinite(values) & values.notna() | (values.abs() > np.finfo(np.float32).max)
     if bad.any() and note:
-        print(f"note: column {column!r}: {int(bad.sum())} infinite or out-of-range value(s) treated as missing",
-              file=sys.stderr)
+        log.warning("note: column %r: %d infinite or out-of-range value(s) treated as missing", column, int(bad.sum()))
     return values.mask(bad)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from trainables.images import IMAGE_SUFFIXES, MAX_SIDE, ImageFormat, prepare
 from trainables.readers import cache_root
 
 MIN_SIDE = 8  # a default size keeps at least this many pixels on the short side
+log = logging.getLogger(__name__)
 PROGRESS_FROM = 2000  # folders with more images than this say how decoding goes
 CACHE_VERSION = 1  # bump when decoding changes, so that old cached arrays are not reused
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -193,7 +194,7 @@ def decode(root: Path, paths: tuple[str, ...], fmt: ImageFormat) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for done, _ in enumerate(pool.map(one, range(len(paths))), start=1):
             if loud and (done % step == 0 or done == len(paths)):
-                print(f"decoding images in {root}: {done}/{len(paths)}", file=sys.stderr, flush=True)
+                log.info("decoding images in %s: %d/%d", root, done, len(paths))
     return x
 
 
@@ -228,8 +229,8 @@ def _save_cached(path: Path, arrays: dict) -> None:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)  # whole or not at all: a concurrent search never reads half a file
     except OSError as e:
-        print(f"note: could not cache the decoded images in {path.parent} ({e.strerror}); the next search "
-              "decodes them again", file=sys.stderr)
+        log.warning("note: could not cache the decoded images in %s (%s); the next search decodes them again",
+                    path.parent, e.strerror)
 
 
 def load_image_folder(data_dir: str | None, size: tuple[int, int] | None = None, channels: int | None = None,

@@ -140,6 +140,7 @@ def default_out() -> Path:
 def quiet() -> None:
     """The same environment the CLI sets up (search.run.main), minus its argument checks."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # search.tuner.result_loggers
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import optuna

@@ -113,7 +113,14 @@ def run_diy(root: str, storage: Path, tracking_uri: str, trials: int, epochs: in
                 callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri,
                                                 experiment_name="diy", save_artifact=False)]),
         )
-        results = tuner.fit()
+        # Tune's defaults, its CSV, JSON and TensorBoard loggers, although hpsearch turns them off
+        # in this process (search.tuner.result_loggers): the yardstick is the documented setup.
+        switch = os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+        try:
+            results = tuner.fit()
+        finally:
+            if switch is not None:
+                os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = switch
         search_s = time.perf_counter() - started
         best = results.get_best_result("val_accuracy", "max", scope="all")
         cfg = NetConfig.from_flat(best.config)
