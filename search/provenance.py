@@ -1,10 +1,15 @@
 """Where a result came from: the package versions and the git commit recorded in best.yaml and
-on the study's MLflow run, so a figure can be traced to the code and libraries that made it."""
+on the study's MLflow run, so a figure can be traced to the code and libraries that made it, and
+MLflow's standard provenance tags, which its UI shows, on every run hpsearch creates."""
 
 from __future__ import annotations
 
+import functools
+import getpass
+import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -28,3 +33,28 @@ def git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def command_name() -> str:
+    """The command that is running, as its user typed it: `search.run` for `python -m search.run`,
+    `hpsearch` for the console script."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name.removesuffix(".__main__")
+    script = sys.argv[0] if sys.argv else ""
+    return os.path.basename(script) if script not in ("", "-c") else "python"
+
+
+@functools.cache
+def mlflow_source_tags() -> dict[str, str]:
+    """MLflow's own provenance tags (the UI's Source, User and Git Commit), which MlflowClient's
+    create_run leaves unset; computed once per process, since a study creates a run per trial."""
+    tags = {"mlflow.source.name": command_name(), "mlflow.source.type": "LOCAL"}
+    commit = git_commit()
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (some containers): MLflow's UI shows none
+        pass
+    return tags

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from search.provenance import mlflow_source_tags
 from trainables.crossval import is_fold_metric
 from trainables.errors import UserError
 from trainables.latency import LATENCY_METRICS
@@ -161,7 +162,7 @@ class Tracker:
                   parent_id: str | None = None) -> str:
         from mlflow.entities import Param
 
-        tags = dict(tags)
+        tags = {**mlflow_source_tags(), **tags}
         if parent_id is not None:
             tags[PARENT_TAG] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
@@ -223,7 +224,8 @@ class Tracker:
     def log_model(self, run_id: str, python_model, artifacts: Mapping[str, Path], input_example,
                   pip_requirements: list[str], register_as: str | None = None, code_paths: list[str] | None = None,
                   signature=None) -> str:
-        """Log an `mlflow.pyfunc` model named "model" (with `artifacts`, e.g. model.pt) under the run.
+        """Log an `mlflow.pyfunc` model named "model" (with `artifacts`, e.g. model.pt) under the run;
+        `python_model` is the path of its code (models-from-code: search/mlflow_model.py) or a PythonModel.
         Returns "NAME/VERSION" when the model was registered, else "". Once per run: a final phase
         resumed after the model was logged (or registered) neither logs nor registers again."""
         done = self.client.get_run(run_id).data.tags

@@ -36,6 +36,10 @@ def test_outputs_and_progress(study):
     assert set(table["status"]) <= {"completed", "stopped_early", "diverged"}
     assert table["val_accuracy"].is_monotonic_decreasing
     assert (pd.read_csv(folder / "trials.csv")["trial"] == table["trial"]).all()
+    # Tune's own CSV and JSON results per trial (resume and the trials table read them), no TensorBoard files.
+    tune_dir = folder / "tune"
+    assert len(list(tune_dir.glob("*/progress.csv"))) == len(list(tune_dir.glob("*/result.json"))) == SAMPLES
+    assert not list(tune_dir.rglob("events.out.tfevents*"))
     # Every trial with a whole epoch measured its latency, within the limit: it fits.
     whole = table["epochs"] >= 1
     assert (table.loc[whole, "latency_ms_b1"] > 0).all() and table.loc[whole, "fits"].all()
@@ -91,6 +95,10 @@ def test_mlflow_parent_and_child_runs(study):
     assert parent.data.tags["hpsearch.final"] == "retrain"
     assert parent.data.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"])
     assert "hpsearch.version.torch" in parent.data.tags and "hpsearch.git_commit" in parent.data.tags
+    # MLflow's own provenance tags, which its UI shows as Source and Git Commit, on every run.
+    for run in (parent, *children):
+        assert run.data.tags["mlflow.source.name"] == "search.run" and run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.source.git.commit"] == parent.data.tags["hpsearch.git_commit"]
     assert len(children) == SAMPLES
     assert {c.info.run_name for c in children} == {f"trial_{i:03d}" for i in range(1, SAMPLES + 1)}
     for child in children:
@@ -141,6 +149,10 @@ def test_search_train_round_trip(study, data_root):
     # Same configuration, seed, data slice and epochs: the same model, so the same score.
     assert again.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"], abs=0.01)
     assert (results / "again" / "model.pt").is_file()
+    from mlflow.tracking import MlflowClient
+
+    retrain = MlflowClient(f"sqlite:///{results / 'mlflow.db'}").get_run(again.mlflow["retrain_run_id"])
+    assert retrain.data.tags["mlflow.source.name"] == "search.train" and retrain.data.tags["hpsearch.kind"] == "retrain"
 
 
 def test_final_checkpoint_is_the_best_trials_own_weights(data_root, tmp_path):

@@ -96,6 +96,34 @@ def test_reconcile_fills_only_what_mlflow_lacks(tmp_path):
     assert failed.info.status == "FAILED" and "RuntimeError: boom" in failed.data.tags["hpsearch.error"]
 
 
+def test_every_run_carries_mlflows_own_provenance_tags(tmp_path):
+    """The MLflow UI's Source, User and Git Commit, beside hpsearch's own tags: on a study's run,
+    on a trial's run made live (the trial logger's call) and on one made afterwards (reconcile)."""
+    import getpass
+    import subprocess
+
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
+
+    from search.provenance import command_name
+    from search.tracking import ChildRun
+    from search.trial_logger import start_child
+    from tests.conftest import REPO
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "provenance", tmp_path / "artifacts")
+    parent = tracker.start_run("study", {}, {"hpsearch.kind": "study"})
+    live = ChildRun("", "trial_001")
+    start_child(tracker, parent, live, "a")()
+    reconcile(tracker, parent, [TrialRecord("b", "trial_002", {"lr": 0.1}, [], "failed")])
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    for run_id in (parent, live.run_id, tracker.child_runs(parent)["b"].run_id):
+        tags = tracker.client.get_run(run_id).data.tags
+        assert tags[MLFLOW_SOURCE_TYPE] == "LOCAL" and tags[MLFLOW_SOURCE_NAME] == command_name() != ""
+        assert tags[MLFLOW_USER] == getpass.getuser()
+        assert tags.get(MLFLOW_GIT_COMMIT) == (git.stdout.strip() if git.returncode == 0 else None)
+    assert tracker.client.get_run(parent).data.tags["hpsearch.kind"] == "study"
+    assert tracker.client.get_run(live.run_id).data.tags["hpsearch.trial_id"] == "a"
+
+
 def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
     from search.trials_table import trials_table
 
