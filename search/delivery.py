@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import itertools
 import sys
 import threading
@@ -22,10 +23,49 @@ from search.records import TrialRecord, finite
 from search.tracking import TRIAL_TAG, ChildRun, Tracker, epoch_metrics
 
 
-def _transient(error: Exception) -> bool:
-    text = f"{type(error).__name__} {error}".lower()
-    return any(word in text for word in ("connect", "timeout", "timed out", "locked", "unavailable",
-                                          "max retries", "503", "502", "504", "refused", "reset"))
+class Failure(enum.Enum):
+    """What a failed tracking call says about the store, which decides whether it is sent again."""
+
+    TRANSIENT = "transient"  # unreachable, reset, timed out or overloaded (429, 5xx): wait until it is back
+    REFUSED = "refused"  # the store answered no to this call (another 4xx): the same call gets the same answer
+    UNKNOWN = "unknown"  # anything else: a few more tries, then counted as undelivered
+
+
+# MLflow retries these HTTP statuses itself (mlflow.utils.request_utils); 501 means "never".
+TRANSIENT_STATUS = (408, 429)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it was raised from or while handling: MLflow wraps a dropped connection
+    in an MlflowException of its own, which says HTTP 500 whatever happened."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def classify(error: BaseException) -> Failure:
+    """By exception type and HTTP status, never by the message's words: first whether the network
+    failed (requests', urllib3's and Python's connection and timeout errors, and requests'
+    RetryError: the retried statuses, 429 and 5xx, ran out), then the status MLflow reports."""
+    import requests
+    import urllib3
+    from mlflow.exceptions import MlflowException
+
+    network = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+               requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+               urllib3.exceptions.TimeoutError, urllib3.exceptions.MaxRetryError, ConnectionError, TimeoutError)
+    chain = _causes(error)
+    if any(isinstance(e, network) for e in chain):
+        return Failure.TRANSIENT
+    for e in chain:
+        if isinstance(e, MlflowException):
+            status = e.get_http_status_code()
+            if status in TRANSIENT_STATUS or (status >= 500 and status != 501):
+                return Failure.TRANSIENT
+            return Failure.REFUSED if 400 <= status < 500 else Failure.UNKNOWN
+    return Failure.UNKNOWN
 
 
 # MLflow's log_batch takes at most 1,000 metrics, 100 params and 100 tags; a merge stays well inside.
@@ -74,8 +114,9 @@ class Batch:
 
 class DeliveryQueue:
     """Tracking calls delivered in order by a background thread. While the store is
-    unreachable the calls wait and are retried, so training never blocks on MLflow; a call
-    refused for another reason is retried a few times, then counted as undelivered."""
+    unreachable or overloaded the calls wait and are retried, so training never blocks on MLflow;
+    a call the store refuses (a 4xx) is counted as undelivered at once, and one that fails for
+    another reason after a few tries (`classify`)."""
 
     def __init__(self, tracker: Tracker, retry_seconds: float = 2.0, stream=None):
         self.tracker = tracker
@@ -132,8 +173,9 @@ class DeliveryQueue:
                 send()
             except Exception as e:  # noqa: BLE001 - any failure is retried or counted below
                 failures += 1
-                if _transient(e) or failures < 3:
-                    if self.outage_since is None:
+                failure = classify(e)
+                if failure is Failure.TRANSIENT or (failure is Failure.UNKNOWN and failures < 3):
+                    if failure is Failure.TRANSIENT and self.outage_since is None:
                         self.outage_since = time.monotonic()
                         print(f"tracking store unavailable ({type(e).__name__}); training goes on and "
                               "results are kept until it is back", file=self.stream, flush=True)
