@@ -1,133 +1,45 @@
-"""Every registered study, tested automatically: each configuration it can propose builds,
-trains a step (with its augmentation) and stays within the study's cost cap."""
+"""Every registered study, tested automatically by the check a user's study gets too
+(spaces/check.py): each configuration it can propose builds, trains a step (with its
+augmentation) and stays within the study's cost cap."""
 
 from __future__ import annotations
 
-import functools
-
 import optuna
 import pytest
-import torch
-from torch.nn import functional as F
 
+from spaces.check import (
+    NUMERICS,
+    check_numerics,
+    check_samples,
+    check_start_points,
+    check_uncapped,
+    sampled_configs,
+)
 from spaces.registry import get_study, list_studies
-from spaces.study import SpaceContext
-from trainables.augment import augment
-from trainables.model import NetConfig, build_model, make_optimizer, model_macs
-from trainables.numerics import Accel
-
-INPUT, CLASSES = (1, 28, 28), 10  # the Fashion-MNIST studies'
-SAMPLES = 25
-
-
-@functools.cache
-def example_backbone():
-    """A small trained-network stand-in for transfer studies: an hpsearch CNN saved as model.pt."""
-    import tempfile
-    from pathlib import Path
-
-    from spaces.mnist_space import REFERENCE_POINTS
-    from trainables.transfer import load_backbone
-
-    params = REFERENCE_POINTS[2]
-    model = build_model(NetConfig.from_flat(params), (1, 28, 28), 7)
-    path = Path(tempfile.mkdtemp()) / "model.pt"
-    torch.save({"state_dict": model.state_dict(), "config": params, "input_shape": (1, 28, 28),
-                "classes": [str(d) for d in range(7)], "mean": (0.13,), "std": (0.31,), "space": "mnist_space"}, path)
-    return load_backbone(path)
-
-
-def context(study, max_macs) -> tuple[SpaceContext, object]:
-    s = study.settings
-    backbone = example_backbone() if s.needs_backbone else None
-    shape = backbone.input_shape if backbone else s.example_input
-    return SpaceContext(shape, s.example_classes, max_macs, backbone.body_layers if backbone else 0), backbone
-
-
-def sampled_configs(study, max_macs, sampler, n=SAMPLES):
-    ctx, _ = context(study, max_macs)
-    opt_study = optuna.create_study(direction="maximize", sampler=sampler)
-    for i in range(n):
-        trial = opt_study.ask()
-        constants = study.define(trial, ctx) or {}
-        opt_study.tell(trial, float(i % 7))  # any score: lets TPE leave its random start-up
-        yield {**trial.params, **constants}
-
-
-def configs_of(name, max_macs, sampler):
-    study = get_study(name)
-    if study.grid is not None:
-        return study.grid_points()
-    return list(sampled_configs(study, max_macs, sampler))
-
-
-def train_step(cfg: NetConfig, ctx: SpaceContext, backbone, accel: Accel = Accel()) -> None:
-    """One step as the training loop takes it: augmentation, the layout and autocast of `accel`,
-    then an evaluation pass under the same numerics."""
-    model = build_model(cfg, ctx.input_shape, ctx.num_classes, backbone).to(memory_format=accel.memory_format)
-    x, y = torch.randn(4, *ctx.input_shape), torch.arange(4) % ctx.num_classes
-    x, y, y_mix, lam = augment(x, y, cfg.augment, torch.Generator().manual_seed(0))
-    with accel.autocast(x.device):
-        out = model(accel.layout(x))
-        loss = (
-            F.cross_entropy(out, y)
-            if y_mix is None
-            else lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y_mix)
-        )
-    loss.backward()
-    make_optimizer(cfg, model).step()
-    assert torch.isfinite(loss)
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    model.eval()
-    with torch.no_grad(), accel.autocast(x.device):
-        assert torch.isfinite(model(accel.layout(x)).float()).all()
 
 
 @pytest.mark.parametrize("name", list_studies())
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
 def test_every_sample_builds_trains_and_fits_the_cpu_cap(name, sampler):
-    study = get_study(name)
-    cap = None if study.settings.max_mmacs_cpu is None else int(study.settings.max_mmacs_cpu * 1e6)
-    ctx, backbone = context(study, cap)
-    optuna_sampler = (optuna.samplers.RandomSampler(seed=1) if sampler == "random" else
-                      optuna.samplers.TPESampler(seed=1, n_startup_trials=10, multivariate=True, group=True))
-    configs = configs_of(name, cap, optuna_sampler)
-    assert configs
-    for params in configs:
-        cfg = NetConfig.from_flat(params)
-        if cap is not None:
-            assert model_macs(cfg, ctx.input_shape, ctx.num_classes, backbone) <= cap, params
-        train_step(cfg, ctx, backbone)
+    assert check_samples(get_study(name), sampler) > 0
 
 
 @pytest.mark.parametrize("name", list_studies())
-@pytest.mark.parametrize("accel", [Accel(None, True), Accel(torch.bfloat16, True)], ids=lambda a: a.name)
+@pytest.mark.parametrize("accel", NUMERICS, ids=lambda a: a.name)
 def test_every_layer_type_trains_and_evaluates_under_each_numerics(name, accel):
     """Every activation, pooling type, batch norm, dropout, the MLP and transfer families and
     augmentation, as the spaces propose them, under channels-last fp32 and bf16 autocast."""
-    study = get_study(name)
-    ctx, backbone = context(study, None)
-    for params in configs_of(name, None, optuna.samplers.RandomSampler(seed=3))[:SAMPLES]:
-        train_step(NetConfig.from_flat(params), ctx, backbone, accel)
+    assert check_numerics(get_study(name), accel) > 0
 
 
 @pytest.mark.parametrize("name", list_studies())
 def test_start_points_are_valid_configurations_inside_the_cap(name):
-    study = get_study(name)
-    cap = None if study.settings.max_mmacs_cpu is None else int(study.settings.max_mmacs_cpu * 1e6)
-    ctx, backbone = context(study, cap)
-    for point in study.start_points:
-        cfg = NetConfig.from_flat(point)
-        assert cap is None or model_macs(cfg, ctx.input_shape, ctx.num_classes, backbone) <= cap
-        train_step(cfg, ctx, backbone)
+    assert check_start_points(get_study(name)) == len(get_study(name).start_points)
 
 
 @pytest.mark.parametrize("name", list_studies())
 def test_uncapped_space_builds_its_largest_networks(name):
-    ctx, backbone = context(get_study(name), None)
-    for params in configs_of(name, None, optuna.samplers.RandomSampler(seed=2))[:20]:
-        build_model(NetConfig.from_flat(params), ctx.input_shape, ctx.num_classes, backbone)(
-            torch.zeros(2, *ctx.input_shape))
+    assert check_uncapped(get_study(name)) > 0
 
 
 def test_conditional_parameters_exist_only_for_existing_layers():
