@@ -7,8 +7,11 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# Pinned versions live in pyproject.toml; torch is the 2.14.1 build that runs on CPU and CUDA.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The exact versions CI tests, every file checked against its hash (requirements.lock, made from
+# pyproject.toml's ranges by lock.sh; torch is the 2.14.1 build that runs on CPU and CUDA), then
+# hpsearch itself, editable, with nothing more resolved.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 
 # Debian ships Fashion-MNIST as a package: with it the first search needs no download at all.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
