@@ -286,6 +286,7 @@ AUTO_LOGGERS_OFF = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 def result_loggers() -> list[tune.Callback]:
+    """Tune's CSV and JSON loggers, with the switch set that keeps Tune from adding its others."""
     os.environ[AUTO_LOGGERS_OFF] = "1"
     return [CSVLoggerCallback(), JsonLoggerCallback()]
 
