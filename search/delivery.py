@@ -45,22 +45,25 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
+def _loaded(module: str, *names: str) -> tuple[type, ...]:
+    """Exception types of `module` where it is imported: a library never imported raised nothing,
+    and importing MLflow in the delivery thread would stall it for seconds."""
+    found = sys.modules.get(module)
+    return tuple(getattr(found, name) for name in names) if found is not None else ()
+
+
 def classify(error: BaseException) -> Failure:
     """By exception type and HTTP status, never by the message's words: first whether the network
     failed (requests', urllib3's and Python's connection and timeout errors, and requests'
     RetryError: the retried statuses, 429 and 5xx, ran out), then the status MLflow reports."""
-    import requests
-    import urllib3
-    from mlflow.exceptions import MlflowException
-
-    network = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
-               requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-               urllib3.exceptions.TimeoutError, urllib3.exceptions.MaxRetryError, ConnectionError, TimeoutError)
+    network = (ConnectionError, TimeoutError,
+               *_loaded("requests.exceptions", "ConnectionError", "Timeout", "RetryError", "ChunkedEncodingError"),
+               *_loaded("urllib3.exceptions", "ProtocolError", "TimeoutError", "MaxRetryError"))
     chain = _causes(error)
     if any(isinstance(e, network) for e in chain):
         return Failure.TRANSIENT
     for e in chain:
-        if isinstance(e, MlflowException):
+        if isinstance(e, _loaded("mlflow.exceptions", "MlflowException")):
             status = e.get_http_status_code()
             if status in TRANSIENT_STATUS or (status >= 500 and status != 501):
                 return Failure.TRANSIENT
