@@ -1,0 +1,105 @@
+"""Inputs that ran code, damaged another study, hung, exploded or were silently accepted (issue
+20's audit): each is refused with one line and exit status 2 (nothing written or damaged), or
+handled as documented. The resumes that need a real killed search are in tests/test_resume_trust.py."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli_here
+from tests.test_data import cifar_batch_bytes, write_cifar_batches
+from trainables.errors import UserError
+from trainables.readers import load_dataset
+
+
+def one_line_refusal(proc, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+
+
+# --- 1. a data folder must not run code ----------------------------------------------------------
+
+class RunsACommand:
+    """What a hostile batch file holds: unpickling it calls os.system."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def hostile_cifar_folder(root: Path, marker: Path) -> Path:
+    folder = root / "cifar-10-batches-py"
+    write_cifar_batches(folder)
+    hostile = {b"batch_label": b"training batch 1 of 5", b"labels": [0, 1],
+               b"data": RunsACommand(f"touch {marker}"), b"filenames": [b"a.png", b"b.png"]}
+    (folder / "data_batch_1").write_bytes(cifar_batch_bytes(hostile))  # otherwise in the published format
+    return folder
+
+
+def test_a_cifar_batch_in_the_published_format_reads_as_plain_unpickling_did(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_batches(folder, per_batch=30, seed=3)
+    ds = load_dataset("cifar10", str(tmp_path))
+    expected_x, expected_y = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        with (folder / name).open("rb") as f:
+            batch = pickle.load(f, encoding="bytes")  # what the reader did before: it trusted the file
+        expected_x.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        expected_y.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    assert ds.train.x.tobytes() == np.concatenate(expected_x).tobytes()
+    assert ds.train.y.tobytes() == np.concatenate(expected_y).tobytes()
+    assert ds.train.x.shape == (150, 3, 32, 32) and ds.test.x.shape == (30, 3, 32, 32)
+
+
+def test_a_batch_resaved_by_python3_numpy_still_reads(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_batches(folder)
+    data = np.random.default_rng(1).integers(0, 256, (20, 3072), dtype=np.uint8)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": list(range(10)) * 2}, protocol=5))
+    assert load_dataset("cifar10", str(tmp_path)).test.x.tobytes() == data.tobytes()
+
+
+def test_the_real_cifar_subset_reads_byte_identically(data_root):
+    subset = data_root / "cifar10" / "cifar10-subset.npz"
+    if not subset.is_file():
+        pytest.skip(f"the CIFAR-10 subset is not at {subset}")
+    ds = load_dataset("cifar10", str(data_root))
+    with np.load(subset) as z:
+        assert ds.train.x.tobytes() == np.ascontiguousarray(z["x_train"].transpose(0, 3, 1, 2)).tobytes()
+        assert ds.test.x.tobytes() == np.ascontiguousarray(z["x_test"].transpose(0, 3, 1, 2)).tobytes()
+        assert np.array_equal(ds.train.y, z["y_train"]) and np.array_equal(ds.test.y, z["y_test"])
+
+
+def test_a_hostile_cifar_batch_runs_nothing_and_is_named(tmp_path):
+    marker = tmp_path / "ran"
+    folder = hostile_cifar_folder(tmp_path / "evil", marker)
+    with pytest.raises(UserError, match="data_batch_1: not a CIFAR-10 batch file .*posix.system") as info:
+        load_dataset("cifar10", str(tmp_path / "evil"))
+    assert not marker.exists()
+    assert str(folder / "data_batch_1") in str(info.value) and "nothing in it was run" in str(info.value)
+
+
+def test_search_run_on_a_hostile_cifar_folder_is_one_line_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    hostile_cifar_folder(tmp_path / "evil", marker)
+    proc = run_cli_here("search.run", "cifar10_space", "--data-dir", str(tmp_path / "evil"), "--smoke",
+                        "--name", "evil", "--results-dir", str(tmp_path / "results"))
+    one_line_refusal(proc, "data_batch_1: not a CIFAR-10 batch file")
+    assert not marker.exists() and not (tmp_path / "results" / "evil").exists()
+
+
+def test_a_batch_that_is_not_a_dict_is_named(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_batches(folder)
+    (folder / "data_batch_2").write_bytes(cifar_batch_bytes([b"data", b"labels"]))
+    with pytest.raises(UserError, match="data_batch_2: not a CIFAR-10 batch file .*a list, not a dict"):
+        load_dataset("cifar10", str(tmp_path))
