@@ -122,6 +122,12 @@ def check_cv(k: int | None, final: str) -> None:
 
 def results_root(arg: str | None) -> Path:
     root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
+    for place in (root, *root.parents):
+        if place.exists() and not place.is_dir():
+            what = "is a file" if place == root else f"is inside {place}, which is a file"
+            fix = "set HPSEARCH_RESULTS_DIR to" if not arg and os.environ.get("HPSEARCH_RESULTS_DIR") else \
+                "pass --results-dir"
+            raise UserError(f"results directory {root} {what}, not a folder; {fix} a folder (new or existing)")
     try:
         root.mkdir(parents=True, exist_ok=True)
         # A name of its own: two searches started at once into one root must not unlink each other's probe.

@@ -103,3 +103,16 @@ def test_a_batch_that_is_not_a_dict_is_named(tmp_path):
     (folder / "data_batch_2").write_bytes(cifar_batch_bytes([b"data", b"labels"]))
     with pytest.raises(UserError, match="data_batch_2: not a CIFAR-10 batch file .*a list, not a dict"):
         load_dataset("cifar10", str(tmp_path))
+
+
+# --- 13. a results dir that is a file ------------------------------------------------------------
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_results_dir_that_is_a_file_says_so(tmp_path, monkeypatch, inside):
+    file = tmp_path / "results"
+    file.write_text("not a folder")
+    monkeypatch.setenv("HPSEARCH_RESULTS_DIR", str(file / "sub" if inside else file))
+    proc = run_cli_here("search.run", "fashion_space", "--smoke")
+    one_line_refusal(proc, f"{file} is a file" if not inside else f"is inside {file}, which is a file",
+                     "HPSEARCH_RESULTS_DIR")
+    assert "File exists" not in proc.stderr and file.read_text() == "not a folder"
