@@ -116,3 +116,24 @@ def test_a_results_dir_that_is_a_file_says_so(tmp_path, monkeypatch, inside):
     one_line_refusal(proc, f"{file} is a file" if not inside else f"is inside {file}, which is a file",
                      "HPSEARCH_RESULTS_DIR")
     assert "File exists" not in proc.stderr and file.read_text() == "not a folder"
+
+
+# --- 12. the dashboard answers only its own loopback name ----------------------------------------
+
+def test_the_dashboard_refuses_requests_for_another_host(tmp_path):
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 reaches the port
+    with `Host: evil.example:PORT`; it must not read the study."""
+    import requests
+
+    from tests.test_dashboard import NAME, dashboard, make_study
+    from tests.test_store import run_trial, searcher_in
+
+    root = tmp_path / "results"
+    run_trial(searcher_in(make_study(root), NAME, max_epochs=4), "t1", [1], [0.5])
+    with dashboard(root, "--allow-edits") as (_, api, port):
+        assert requests.get(f"{api}/studies", timeout=5).ok  # Host: 127.0.0.1:PORT, as a browser sends it
+        assert requests.get(f"{api}/studies", headers={"Host": f"localhost:{port}"}, timeout=5).ok
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", "", f"127.0.0.1.evil:{port}"):
+            refused = requests.get(f"{api}/studies", headers={"Host": host}, timeout=5)
+            assert refused.status_code == 403 and "answers only" in refused.json()["reason"], (host, refused.text)
+            assert "fashion_space-live" not in refused.text
