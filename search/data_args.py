@@ -101,8 +101,12 @@ class DataChoice:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataChoice":
+        if not isinstance(d, dict):
+            raise UserError(f"bad data settings {str(d)[:80]!r}: expected a mapping (dataset, data_dir, ...)")
         d = dict(d)
         weights, arch = d.pop("weights", None), d.pop("arch", None)
+        if not all(v is None or isinstance(v, str) for v in (weights, arch)):
+            raise UserError(f"bad data settings: weights and arch must be text, not {weights!r}, {arch!r}"[:200])
         try:
             return cls(DataSpec.from_dict(d), weights, arch)
         except TypeError as e:

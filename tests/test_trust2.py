@@ -137,3 +137,71 @@ def test_the_dashboard_refuses_requests_for_another_host(tmp_path):
             refused = requests.get(f"{api}/studies", headers={"Host": host}, timeout=5)
             assert refused.status_code == 403 and "answers only" in refused.json()["reason"], (host, refused.text)
             assert "fashion_space-live" not in refused.text
+
+
+# --- 10. damaged files read back -----------------------------------------------------------------
+
+def results_folder(root: Path) -> Path:
+    """A stopped study's folder as search.report reads it: study.json, its trials table and history."""
+    import pandas as pd
+
+    from search.request import StudyRequest, StudyState
+
+    request = StudyRequest(space="fashion_space", name="study", results_root=str(root),
+                           data={"dataset": "fashion_mnist"}, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                           samples=2, max_epochs=2)
+    request.folder.mkdir(parents=True)
+    StudyState(request).save()
+    pd.DataFrame({"trial": ["trial_001", "trial_002"], "trial_id": ["a", "b"], "status": ["completed", "stopped_early"],
+                  "epochs": [2, 1], "epochs_seen": [2.0, 1.0], "best_epoch": [2, 1], "val_accuracy": [0.8, 0.6],
+                  "val_loss": [0.5, 0.9], "config/lr": [0.01, 0.001], "config/batch_size": [32, 64],
+                  }).to_csv(request.folder / "trials.csv", index=False)
+    pd.DataFrame({"trial": ["trial_001", "trial_001", "trial_002"], "epoch": [1, 2, 1],
+                  "val_accuracy": [0.7, 0.8, 0.6], "timestamp": [1.0, 2.0, 3.0]}).to_csv(request.folder / "history.csv",
+                                                                                        index=False)
+    return request.folder
+
+
+@pytest.mark.parametrize("damage", ["empty history", "latin-1 confusion matrix", "history of another table"])
+def test_search_report_on_damaged_side_files_notes_them_and_writes_the_report(tmp_path, damage):
+    folder = results_folder(tmp_path)
+    if damage == "empty history":
+        (folder / "history.csv").write_bytes(b"")
+    elif damage == "history of another table":
+        (folder / "history.csv").write_text("a,b\n1,2\n")
+    else:
+        (folder / "confusion_matrix.csv").write_bytes("true\\predicted,caf\xe9,th\xe9\ncaf\xe9,3,1\n".encode("latin-1"))
+    proc = run_cli_here("search.report", str(folder))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    damaged = "confusion_matrix.csv" if "confusion" in damage else "history.csv"
+    assert f"note: {folder / damaged} is " in proc.stderr, proc.stderr
+    assert (folder / "report.html").is_file()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("data", "x", "data must be a mapping"),
+    ("seed", -5, "seed must be a whole number from 0 to"),
+    ("samples", "3", "samples must be a positive whole number"),
+    ("smoke", "yes", "smoke must be true or false"),
+    ("time_budget", float("inf"), "time_budget must be a positive number"),
+    ("warm_start", "earlier-study", "warm_start must be a list of paths"),
+    ("optuna_storage", 5, "optuna_storage must be text"),
+    ("phase", "finished", "phase must be search, final, done"),
+    ("data", {"dataset": "fashion_mnist", "data_dir": 5}, "data_dir must be text"),
+    ("data", {"dataset": "image_folder", "data_dir": "d", "image_size": "28,28"}, "image_size must be two whole"),
+    ("data", {"dataset": "fashion_mnist", "weights": ["w"]}, "weights and arch must be text"),
+])
+def test_a_study_json_of_the_wrong_types_is_one_line_on_resume(tmp_path, field, value, message):
+    import json
+
+    folder = results_folder(tmp_path)
+    state = json.loads((folder / "study.json").read_text())
+    (folder / "study.json").write_text(json.dumps({**state, field: value}))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    (tmp_path / "empty").mkdir()
+    proc = run_cli_here("search.run", "fashion_space", "--name", "study", "--resume", "--results-dir", str(tmp_path),
+                        "--data-dir", str(tmp_path / "empty"))
+    one_line_refusal(proc, message)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    if field != "data":  # the readers of a study folder refuse it the same way
+        one_line_refusal(run_cli_here("search.report", str(folder)), message)
