@@ -205,3 +205,74 @@ def test_a_study_json_of_the_wrong_types_is_one_line_on_resume(tmp_path, field, 
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
     if field != "data":  # the readers of a study folder refuse it the same way
         one_line_refusal(run_cli_here("search.report", str(folder)), message)
+
+
+# --- 4. image bombs and sizes --------------------------------------------------------------------
+
+def bomb(path: Path, side: int) -> Path:
+    """A PNG of a few kilobytes that decodes to side x side pixels (one bit each, all black)."""
+    from PIL import Image
+
+    Image.new("1", (side, side)).save(path, optimize=True)
+    assert path.stat().st_size < 200_000
+    return path
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bombs")
+    return {side: bomb(folder / f"bomb-{side}.png", side) for side in (20000, 12000)}
+
+
+@pytest.mark.parametrize("side", [20000, 12000])
+def test_an_image_bomb_is_refused_by_name_before_it_is_decoded(bombs, side):
+    import resource
+
+    from trainables.images import ImageFormat, prepare
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UserError, match=f"image {bombs[side]} is larger than hpsearch decodes.*at most 40 mega"):
+        prepare(bombs[side], ImageFormat((28, 28), 1))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing decoded
+
+
+def classes_with(root: Path, extra: Path | None = None) -> Path:
+    from tests.test_image_folder import make_folder
+
+    make_folder(root, n=4, classes=("circle", "square"), modes=("L",))
+    if extra is not None:
+        (root / "square" / extra.name).write_bytes(extra.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize("options", [("--image-size", "28,28", "--channels", "1"), ()], ids=["given", "default"])
+def test_search_run_on_a_folder_with_a_bomb_is_one_line(bombs, tmp_path, monkeypatch, options):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = classes_with(tmp_path / "images", bombs[20000])
+    proc = run_cli_here("search.run", "fashion_space", "--data-dir", str(folder), *options, "--smoke",
+                        "--name", "bomb", "--results-dir", str(tmp_path / "results"))
+    one_line_refusal(proc, f"image {folder / 'square' / 'bomb-20000.png'} is larger than hpsearch decodes")
+    assert not (tmp_path / "results" / "bomb").exists()
+
+
+def test_search_predict_refuses_a_bomb_in_one_line(bombs, tmp_path):
+    from search.final import FinalSpec, retrain, save_model
+    from tests.test_final import CNN, brightness_images
+    from trainables.datasets import Dataset, DatasetInfo
+    from trainables.model import NetConfig
+
+    dataset = Dataset(DatasetInfo("toy", "", ("a", "b", "c", "d"), counts=(64, 16)), brightness_images(64, 0),
+                      brightness_images(16, 1), "toy")
+    spec = FinalSpec(NetConfig.from_flat(CNN), epochs=1, seed=0, threads=1, precision="fp32")
+    save_model(retrain(spec, dataset, on_ray=False), spec, dataset, "toy_space", tmp_path)
+    one_line_refusal(run_cli_here("search.predict", str(tmp_path / "model.pt"), str(bombs[12000])),
+                     f"image {bombs[12000]} is larger than hpsearch decodes")
+
+
+def test_an_image_size_beyond_the_bound_is_one_line_before_anything_is_decoded(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = classes_with(tmp_path / "images")
+    proc = run_cli_here("search.run", "fashion_space", "--data-dir", str(folder), "--image-size", "100000,100000",
+                        "--smoke", "--name", "huge", "--results-dir", str(tmp_path / "results"))
+    one_line_refusal(proc, "image size 100000,100000 is more than 1024 pixels a side", "--image-size")
+    assert not (tmp_path / "results" / "huge").exists()

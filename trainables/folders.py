@@ -23,7 +23,7 @@ import numpy as np
 
 from trainables.datasets import IMAGE_FOLDER, Dataset, DatasetInfo, Split, held_out
 from trainables.errors import UserError
-from trainables.images import IMAGE_SUFFIXES, MAX_SIDE, ImageFormat, prepare
+from trainables.images import IMAGE_SUFFIXES, MAX_SIDE, ImageFormat, image_header, prepare
 from trainables.readers import cache_root
 
 MIN_SIDE = 8  # a default size keeps at least this many pixels on the short side
@@ -148,17 +148,12 @@ def default_format(root: Path, paths: tuple[str, ...], size: tuple[int, int] | N
     (`_grey_content` then looks at the pixels: grey pictures stored as colour are common)."""
     if size is not None and channels is not None:
         return ImageFormat(size, channels, invert)
-    from PIL import Image
-
     sizes: Counter[tuple[int, int]] = Counter()
     grey = True
     for rel in paths:
-        try:
-            with Image.open(root / rel) as image:
-                sizes[(image.height, image.width)] += 1
-                grey = grey and image.mode in GREY_MODES
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds; each means the file cannot be read
-            raise UserError(f"cannot read image {root / rel}: {e}") from None
+        h, w, mode = image_header(root / rel)
+        sizes[(h, w)] += 1
+        grey = grey and mode in GREY_MODES
     return ImageFormat(size or scaled_size(*sizes.most_common(1)[0][0]), channels or (1 if grey else 3), invert)
 
 
@@ -182,7 +177,12 @@ def decode(root: Path, paths: tuple[str, ...], fmt: ImageFormat) -> np.ndarray:
     """Every image as (N, C, H, W) uint8, decoded by a thread pool (PIL releases the GIL while it
     decodes and resizes); a file that cannot be read stops it with one line naming the path."""
     h, w = fmt.size
-    x = np.empty((len(paths), fmt.channels, h, w), dtype=np.uint8)
+    try:
+        x = np.empty((len(paths), fmt.channels, h, w), dtype=np.uint8)
+    except MemoryError:
+        raise UserError(f"{len(paths)} images of {fmt.channels}x{h}x{w} pixels need "
+                        f"{len(paths) * fmt.channels * h * w / 2 ** 30:.1f} GiB, more memory than this machine gives",
+                        option="image_size", fix="a smaller H,W (e.g. 64,64)") from None
     loud = len(paths) > PROGRESS_FROM
     step = max(1, len(paths) // 10)
 
