@@ -276,3 +276,58 @@ def test_an_image_size_beyond_the_bound_is_one_line_before_anything_is_decoded(t
                         "--smoke", "--name", "huge", "--results-dir", str(tmp_path / "results"))
     one_line_refusal(proc, "image size 100000,100000 is more than 1024 pixels a side", "--image-size")
     assert not (tmp_path / "results" / "huge").exists()
+
+
+# --- 5. links in image folders -------------------------------------------------------------------
+
+def linked_folder(tmp_path: Path, loops: int = 1) -> Path:
+    """Two classes of 4 images, with links: a file and a class folder outside the data folder,
+    `loops` links back up (`circle/loop -> ..`), and a file linked from inside the folder."""
+    from tests.test_image_folder import make_folder
+
+    root = make_folder(tmp_path / "images", n=4, classes=("circle", "square"), modes=("L",))
+    make_folder(tmp_path / "elsewhere", n=2, classes=("secret",), modes=("L",))
+    (root / "circle" / "outside.png").symlink_to(tmp_path / "elsewhere" / "secret" / "00.png")
+    (root / "linked_class").symlink_to(tmp_path / "elsewhere" / "secret")
+    for i in range(loops):
+        (root / ("circle", "square")[i % 2] / f"loop{i}").symlink_to("..")
+    (root / "square" / "inside.png").symlink_to(root / "circle" / "03.png")
+    return root
+
+
+def test_links_out_of_an_image_folder_or_to_folders_are_not_followed_and_are_named(tmp_path, capsys):
+    from trainables.folders import scan
+
+    root = linked_folder(tmp_path)
+    layout = scan(root)
+    assert layout.classes == ("circle", "square")
+    files = [(c, f"{c}/{p.name}") for c in ("circle", "square") for p in (root / c).iterdir() if not p.is_symlink()]
+    assert len(files) == 8
+    assert sorted(zip(layout.train.labels, layout.train.paths)) == sorted(files + [("square", "square/inside.png")])
+    note = capsys.readouterr().err
+    assert "3 link(s) not followed" in note
+    assert all(name in note for name in ("circle/outside.png", "circle/loop0", "linked_class")), note
+
+
+def test_looping_links_cannot_make_the_scan_explode(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    root = linked_folder(tmp_path, loops=2)
+    code = f"from trainables.folders import scan; print(len(scan({str(root)!r}).train.paths))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "9", proc.stderr
+    assert "4 link(s) not followed" in proc.stderr and "square/loop1" in proc.stderr, proc.stderr
+
+
+def test_a_linked_train_folder_is_one_line(tmp_path):
+    from tests.test_image_folder import make_folder
+    from trainables.folders import scan
+
+    make_folder(tmp_path / "real" / "train", n=3, classes=("circle", "square"), modes=("L",))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train").symlink_to(tmp_path / "real" / "train")
+    with pytest.raises(UserError, match="train is a link .* replace the link with the folder itself"):
+        scan(tmp_path / "data")

@@ -57,16 +57,47 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _images_under(folder: Path) -> list[Path]:
+# Links in a data folder are not followed where they could lead out of it or loop: a link to a
+# folder never (`a/loop -> ..` would relabel every other class's images as `a`, and two such links
+# make the scan exponential), a link to a file only when the file is inside the folder. What is
+# skipped is said (`scan`), never silently dropped.
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its links resolved, is an existing file inside `root`."""
+    target = path.resolve()
+    return target.is_file() and target.is_relative_to(root.resolve())
+
+
+def _images_under(folder: Path, root: Path, skipped: list[str]) -> list[Path]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if _is_image(f)]
+    for dirpath, dirnames, filenames in os.walk(folder):  # links to folders are listed, not entered
+        here = Path(dirpath)
+        skipped += [str((here / d).relative_to(root)) for d in sorted(dirnames)
+                    if (here / d).is_symlink() and not d.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink())
+        for f in sorted(filenames):
+            if not _is_image(f):
+                continue
+            if (here / f).is_symlink() and not _inside(here / f, root):
+                skipped.append(str((here / f).relative_to(root)))
+                continue
+            found.append(here / f)
     return found
 
 
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_folders(folder: Path, skipped: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    entries = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if skipped is not None:
+        skipped += [str(p.relative_to(root or folder)) for p in sorted(entries) if p.is_symlink()]
+    return sorted(p for p in entries if not p.is_symlink())
+
+
+def _no_linked_split(root: Path) -> None:
+    for part in ("train", "test"):
+        if (root / part).is_symlink():
+            raise UserError(f"{root / part} is a link (to {(root / part).resolve()}); hpsearch follows no links to "
+                            "folders inside a data folder, which could lead out of it or loop: replace the link with "
+                            "the folder itself", option="data_dir", fix="DIR whose train/ and test/ are folders")
 
 
 def _split_layout(root: Path) -> bool:
@@ -87,14 +118,14 @@ def looks_like_image_folder(folder: str | Path) -> bool:
     return len(classes) >= 2 and all(any(_is_image(f.name) for f in c.iterdir() if f.is_file()) for c in classes)
 
 
-def _scan(folder: Path, root: Path, what: str) -> FolderFiles:
-    classes = _class_folders(folder)
+def _scan(folder: Path, root: Path, what: str, skipped: list[str]) -> FolderFiles:
+    classes = _class_folders(folder, skipped, root)
     if not classes:
         loose = sum(_is_image(f.name) for f in folder.iterdir() if f.is_file())
         problem = f"its {loose} images are not in class folders" if loose else "it holds no images"
         raise UserError(f"{what} {folder} has no class folders ({problem}); an image folder needs {LAYOUT}",
                         option="data_dir", fix="DIR laid out so")
-    found = {c: _images_under(c) for c in classes}
+    found = {c: _images_under(c, root, skipped) for c in classes}
     if not any(found.values()):
         raise UserError(f"{what} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders "
                         f"({', '.join(c.name for c in classes[:5])}{' ...' if len(classes) > 5 else ''})",
@@ -114,14 +145,21 @@ def scan(data_dir: str | Path) -> FolderLayout:
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist", option="data_dir", fix=f"DIR with {LAYOUT}")
-    if not _split_layout(root):
-        if (root / "test").is_dir():
-            raise UserError(f"{root} has a test/ folder but no train/ folder of class folders; an image folder "
-                            f"needs {LAYOUT}", option="data_dir", fix="DIR laid out so")
-        train, test = _scan(root, root, "image folder"), None
-    else:
-        train = _scan(root / "train", root, "training folder")
-        test = _scan(root / "test", root, "test folder") if (root / "test").is_dir() else None
+    _no_linked_split(root)
+    skipped: list[str] = []
+    try:
+        if not _split_layout(root):
+            if (root / "test").is_dir():
+                raise UserError(f"{root} has a test/ folder but no train/ folder of class folders; an image folder "
+                                f"needs {LAYOUT}", option="data_dir", fix="DIR laid out so")
+            train, test = _scan(root, root, "image folder", skipped), None
+        else:
+            train = _scan(root / "train", root, "training folder", skipped)
+            test = _scan(root / "test", root, "test folder", skipped) if (root / "test").is_dir() else None
+    finally:  # said before any refusal: a class folder may be empty only because its links were skipped
+        if skipped:
+            print(f"note: {root}: {len(skipped)} link(s) not followed (to a folder, or to a file outside {root}): "
+                  f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
     layout = FolderLayout(root, train, test)
     if len(layout.classes) < 2:
         raise UserError(f"{root} has one class folder ({layout.classes[0]}); a classifier needs two or more")
