@@ -331,3 +331,54 @@ def test_a_linked_train_folder_is_one_line(tmp_path):
     (tmp_path / "data" / "train").symlink_to(tmp_path / "real" / "train")
     with pytest.raises(UserError, match="train is a link .* replace the link with the folder itself"):
         scan(tmp_path / "data")
+
+
+# --- 6. unbounded tables -------------------------------------------------------------------------
+
+def table_with_ids(rows: int, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(rows) % 3
+    return pd.DataFrame({"id": [f"customer-{seed}-{i:06d}" for i in range(rows)],
+                         "size": 100.0 + 50.0 * y + rng.normal(0, 5, rows),
+                         "colour": np.where(y == 2, "red", rng.choice(["blue", "green"], rows)),
+                         "kind": np.array(["small", "mid", "large"])[y]})
+
+
+def test_an_id_column_is_left_out_with_a_note_not_one_hot_encoded(tmp_path, capsys):
+    from trainables.tables import load_tabular_csv
+
+    table_with_ids(3000).to_csv(tmp_path / "t.csv", index=False)
+    dataset = load_tabular_csv(str(tmp_path / "t.csv"), None, "kind")
+    assert dataset.encoding.names == ("size", "colour")
+    assert dataset.train.x.shape[1:] == (4, 1, 1)  # size, colour=blue/green/red
+    assert "text column(s) 'id' (2,400 values) have more than 100 distinct values" in capsys.readouterr().err
+
+
+def test_a_table_of_identifiers_only_is_one_line(tmp_path):
+    table_with_ids(500)[["id", "kind"]].to_csv(tmp_path / "t.csv", index=False)
+    proc = run_cli_here("search.run", "tabular_csv_space", "--data-file", str(tmp_path / "t.csv"), "--target", "kind",
+                        "--smoke", "--name", "ids", "--results-dir", str(tmp_path / "results"))
+    one_line_refusal(proc, "no feature columns are left: 'id' (40", "values) have more than 100 distinct values")
+    assert not (tmp_path / "results" / "ids").exists()
+
+
+def test_text_in_a_number_column_at_predict_time_is_said(tmp_path):
+    from search.final import FinalSpec, retrain, save_model
+    from tests.test_final import MLP
+    from trainables.model import NetConfig
+    from trainables.tables import load_tabular_csv
+
+    table_with_ids(300).drop(columns=["id"]).to_csv(tmp_path / "train.csv", index=False)
+    dataset = load_tabular_csv(str(tmp_path / "train.csv"), None, "kind")
+    spec = FinalSpec(NetConfig.from_flat(MLP), epochs=2, seed=0, threads=1, precision="fp32")
+    save_model(retrain(spec, dataset, on_ray=False), spec, dataset, "toy_space", tmp_path)
+    new = table_with_ids(6, seed=1).drop(columns=["id", "kind"])
+    new["size"] = new["size"].astype(object)
+    new.loc[[1, 4], "size"] = ["unknown", "12,5"]
+    new.to_csv(tmp_path / "new.csv", index=False)
+    proc = run_cli_here("search.predict", str(tmp_path), str(tmp_path / "new.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert "note: column 'size': 2 text value(s) (e.g. 'unknown') in a number column treated as missing" in proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 7  # the header and a prediction for every row
