@@ -14,7 +14,7 @@ from pathlib import Path
 from search.cli import Parser, run_cli
 from search.cluster import check_local_resources, check_reachable
 from search.credentials import adopt_credentials, redact
-from search.data_args import DataChoice, add_data_arguments, choice_from_args
+from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked
 from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState
 from trainables.errors import UserError
 
@@ -231,9 +231,18 @@ def check_warm_start(args, study, root: Path) -> tuple[str, ...]:
     if study.grid is not None:
         raise UserError(f"{study.name} runs a fixed grid, which learns nothing from earlier trials; "
                         "warm-start a TPE study such as fashion_space")
-    from search.warm import resolve
+    from search.warm import check_sources, resolve
+    from spaces.study import SpaceContext
 
-    return tuple(str(p) for p in resolve(args.warm_start, root))
+    paths = resolve(args.warm_start, root)
+    s = study.settings
+    # The space uncapped (its example input, every backbone layer): what the capped space the
+    # study searches holds, it holds too. Read again once the data and the cluster are known.
+    ctx = SpaceContext(s.example_input, s.example_classes, None, 10 ** 6)
+    check_sources(paths, study.define, ctx, s.metric, s.mode, args.max_epochs or s.max_epochs,
+                  Path(args.warm_start_map).expanduser() if args.warm_start_map else None,
+                  dataset_asked(args, s.dataset))
+    return tuple(str(p) for p in paths)
 
 
 def new_request(args, study, root: Path, name: str, warm: tuple[str, ...] = ()) -> StudyRequest:

@@ -382,3 +382,93 @@ def test_text_in_a_number_column_at_predict_time_is_said(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "note: column 'size': 2 text value(s) (e.g. 'unknown') in a number column treated as missing" in proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 7  # the header and a prediction for every row
+
+
+# --- 7. warm-start mapping and grid CSV ----------------------------------------------------------
+
+def grid_csv(path: Path, **columns) -> Path:
+    """A GridSearchCV cv_results_ table: 4 points of learning_rate_init and batch_size (and
+    `columns` replacing or adding any)."""
+    import pandas as pd
+
+    table = {"param_learning_rate_init": [0.001, 0.01, 0.001, 0.01], "param_batch_size": [32, 32, 64, 64],
+             "split0_test_score": [0.80, 0.85, 0.82, 0.84], "mean_test_score": [0.80, 0.85, 0.82, 0.84],
+             **columns}
+    pd.DataFrame(table).to_csv(path, index=False)
+    return path
+
+
+def warm_run(tmp_path: Path, *args: str, space: str = "fashion_space"):
+    """search.run with a data folder that does not exist: a refusal that names the warm start came
+    before the data was looked for (and so before Ray could start)."""
+    return run_cli_here("search.run", space, *args, "--name", "warm", "--results-dir", str(tmp_path / "results"),
+                        "--data-dir", str(tmp_path / "no-data-here"))
+
+
+@pytest.mark.parametrize("mapping,message", [
+    ("params: {learning_rate_init: lr}\nepochs: [1, 2]\n", "epochs must be the epochs each grid point trained"),
+    ("params: {learning_rate_init: lr}\nepochs: .inf\n", "epochs must be the epochs each grid point trained"),
+    ("params: {learning_rate_init: lr}\nepochs: -3\n", "not -3"),
+    ("params: {learning_rate_init: {name: lr, values: 5}}\n", "the values of learning_rate_init must be a mapping"),
+    ("params: {learning_rate_init: lr}\nscore: [mean_test_score]\n", "score must name the grid's score column"),
+    ("params: {learning_rate_init: [lr]}\n", "learning_rate_init maps to ['lr'], which is not a parameter"),
+    ("# r\xe9glages\nparams: {learning_rate_init: lr}\n", "not UTF-8 text"),
+    ("params: {learning_rate_init: lr}\nepochs: batch\n", "epochs names 'batch', which is not a parameter"),
+])
+def test_a_bad_mapping_file_is_one_line_before_the_data_loads(tmp_path, mapping, message):
+    csv = grid_csv(tmp_path / "grid.csv")
+    (tmp_path / "map.yaml").write_bytes(mapping.encode("latin-1"))
+    one_line_refusal(warm_run(tmp_path, "--warm-start", str(csv), "--warm-start-map", str(tmp_path / "map.yaml")),
+                     message)
+    assert not (tmp_path / "results" / "warm").exists()
+
+
+@pytest.mark.parametrize("scores,message", [
+    ([0.8, float("inf"), 0.8, 0.8], "mean_test_score of row 1 is inf, not an accuracy between 0 and 1"),
+    ([0.8, 0.8, 1e308, 0.8], "mean_test_score of row 2 is 1e+308, not an accuracy"),
+    ([-1e308, 0.8, 0.8, 0.8], "mean_test_score of row 0 is -1e+308, not an accuracy"),
+    ([0.8, 0.8, 0.8, 57.3], "mean_test_score of row 3 is 57.3, not an accuracy"),
+    ([0.8, "good", 0.8, 0.8], "mean_test_score of row 1 is 'good'"),
+])
+def test_impossible_grid_scores_are_one_line_before_the_data_loads(tmp_path, scores, message):
+    csv = grid_csv(tmp_path / "grid.csv", mean_test_score=scores)
+    one_line_refusal(warm_run(tmp_path, "--warm-start", str(csv)), message)
+
+
+@pytest.mark.parametrize("values", [["fast", "slow", "fast", "slow"], [1e300, 1e300, 1e299, 1e299]])
+def test_mapped_values_the_space_cannot_take_are_one_line(tmp_path, values):
+    csv = grid_csv(tmp_path / "grid.csv", param_learning_rate_init=values)
+    (tmp_path / "map.yaml").write_text("params: {learning_rate_init: lr}\n")
+    one_line_refusal(warm_run(tmp_path, "--warm-start", str(csv), "--warm-start-map", str(tmp_path / "map.yaml")),
+                     "maps learning_rate_init to lr, but none of its values", "is one lr can take (0.0001 to 0.1")
+
+
+def test_grid_epochs_from_a_column_must_be_positive(tmp_path):
+    csv = grid_csv(tmp_path / "grid.csv", param_epochs=[5, -3, 5, 5])
+    (tmp_path / "map.yaml").write_text("params: {learning_rate_init: lr}\nepochs: epochs\n")
+    one_line_refusal(warm_run(tmp_path, "--warm-start", str(csv), "--warm-start-map", str(tmp_path / "map.yaml")),
+                     "row 1 says -3", "epochs must be positive numbers")
+
+
+def test_names_the_space_shares_are_taken_as_they_are_with_a_mapping_too_and_lost_values_are_counted(tmp_path):
+    from search.warm import load_sources
+    from spaces.registry import get_study
+    from spaces.study import SpaceContext
+
+    space = get_study("fashion_space")
+    csv = grid_csv(tmp_path / "grid.csv", param_lr=[0.001, 0.01, 1e300, 0.01], param_alpha=[1e-4] * 4)
+    (tmp_path / "map.yaml").write_text("params: {alpha: weight_decay}\n")
+    source, = load_sources([csv], space.define, SpaceContext((1, 28, 28), 10, 6_000_000), "val_accuracy", "max", 10,
+                           tmp_path / "map.yaml")
+    assert [sorted(t.params) for t in source.trials] == [["batch_size", "lr", "weight_decay"]] * 2 + \
+        [["batch_size", "weight_decay"]] + [["batch_size", "lr", "weight_decay"]]
+    assert source.dropped == ("learning_rate_init",)
+    assert "values this space cannot propose, left out: lr in 1 trial" in source.describe()
+
+
+def test_a_warm_start_from_a_study_of_other_data_is_one_line(tmp_path):
+    fashion = results_folder(tmp_path / "results")  # a fashion_space study on Fashion-MNIST
+    one_line_refusal(warm_run(tmp_path, "--warm-start", str(fashion), space="mnist_space"),
+                     "that study's trials were scored on fashion_mnist, this one runs on mnist")
+    one_line_refusal(warm_run(tmp_path, "--warm-start", str(fashion), "--dataset", "mnist"),
+                     "scored on fashion_mnist, this one runs on mnist")
