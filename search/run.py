@@ -11,6 +11,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from search.claim import claim, release_if_unused
 from search.cli import Parser, run_cli
 from search.cluster import check_local_resources, check_reachable
 from search.credentials import adopt_credentials, redact
@@ -212,9 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from search.study_run import StudyRun
 
-    state = resumed_state(args, study, study_dir) if args.resume else \
-        StudyState(new_request(args, study, root, name, warm))
-    return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=args.resume).execute()
+    if args.resume:
+        state = resumed_state(args, study, study_dir)
+        return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=True).execute()
+    claim(study_dir)  # before the data loads and Ray starts: of two studies of one name, one gets it
+    try:
+        state = StudyState(new_request(args, study, root, name, warm))
+        return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=False).execute()
+    except BaseException:
+        release_if_unused(study_dir)  # refused before it began: nothing is left behind
+        raise
 
 
 def check_warm_start(args, study, root: Path) -> tuple[str, ...]:

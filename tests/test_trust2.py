@@ -472,3 +472,39 @@ def test_a_warm_start_from_a_study_of_other_data_is_one_line(tmp_path):
                      "that study's trials were scored on fashion_mnist, this one runs on mnist")
     one_line_refusal(warm_run(tmp_path, "--warm-start", str(fashion), "--dataset", "mnist"),
                      "scored on fashion_mnist, this one runs on mnist")
+
+
+# --- 8. two studies started at once with one --name ----------------------------------------------
+
+def test_of_two_studies_started_at_once_with_one_name_one_is_refused_at_once(tmp_path):
+    import time
+
+    from tests.chaos import kill_tree, start_search
+
+    table_with_ids(400).drop(columns=["id"]).to_csv(tmp_path / "t.csv", index=False)
+    args = ("tabular_csv_space", "--data-file", str(tmp_path / "t.csv"), "--target", "kind", "--smoke",
+            "--name", "same", "--results-dir", str(tmp_path / "results"))
+    procs = [start_search(*args), start_search(*args)]
+    try:
+        started = time.monotonic()
+        while all(p.poll() is None for p in procs):
+            assert time.monotonic() - started < 240, "neither study ended"
+            time.sleep(0.2)
+        loser = next(p for p in procs if p.poll() is not None)
+        out, err = loser.communicate()
+        assert loser.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, out + err
+        assert "pass another --name" in err and str(tmp_path / "results" / "same") in err
+        winner = next(p for p in procs if p is not loser)
+        assert winner.poll() is None, winner.communicate()
+        assert (tmp_path / "results" / "same").is_dir()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_tree(p)
+
+
+def test_a_refused_new_study_gives_its_claimed_folder_back(tmp_path):
+    proc = run_cli_here("search.run", "tabular_csv_space", "--data-file", str(tmp_path / "missing.csv"),
+                        "--target", "kind", "--name", "gone", "--results-dir", str(tmp_path / "results"))
+    one_line_refusal(proc, "missing.csv not found")
+    assert list((tmp_path / "results").iterdir()) == []
