@@ -16,6 +16,7 @@ from search.cli import Parser, run_cli
 from search.cluster import check_local_resources, check_reachable
 from search.credentials import adopt_credentials, redact
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked
+from search.disk import study_writes
 from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState
 from trainables.errors import UserError
 
@@ -215,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.resume:
         state = resumed_state(args, study, study_dir)
-        return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=True).execute()
+        with study_writes(state):  # a full disk: one line saying what --resume will redo
+            return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=True).execute()
     claim(study_dir)  # before the data loads and Ray starts: of two studies of one name, one gets it
     try:
         state = StudyState(new_request(args, study, root, name, warm))
-        return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=False).execute()
+        with study_writes(state):
+            return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=False).execute()
     except BaseException:
         release_if_unused(study_dir)  # refused before it began: nothing is left behind
         raise

@@ -508,3 +508,116 @@ def test_a_refused_new_study_gives_its_claimed_folder_back(tmp_path):
                         "--target", "kind", "--name", "gone", "--results-dir", str(tmp_path / "results"))
     one_line_refusal(proc, "missing.csv not found")
     assert list((tmp_path / "results").iterdir()) == []
+
+
+# --- 9. a full disk, a read-only one -------------------------------------------------------------
+
+def namespaces() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k none /mnt"],
+                          capture_output=True, timeout=30).returncode == 0
+
+
+needs_small_disks = pytest.mark.skipif(not namespaces(), reason="a real full (or read-only) disk needs `unshare -rm` "
+                                       "to mount a small tmpfs, which this machine does not allow")
+
+
+def on_small_disk(disk: Path, setup: str, command: str, size: str = "2m") -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `command` run (in the repository) where `disk` is a fresh
+    tmpfs of `size`, in a mount namespace of its own, after `setup` (sh) prepared it."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    disk.mkdir(exist_ok=True)
+    script = f"set -e; mount -t tmpfs -o size={size} none {disk}; {setup}; set +e; {command}"
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+FILL = "dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null || true"  # every block taken: the next write fails
+LEFT = "echo; echo LEFT; find {disk}/study -name '.*' -type f"  # temp files left behind, if any
+
+
+@needs_small_disks
+@pytest.mark.parametrize("full", ["full", "read-only"])
+def test_search_report_on_a_full_or_read_only_disk_is_one_line_and_leaves_no_temp_file(tmp_path, full):
+    import sys
+
+    study = results_folder(tmp_path / "results")
+    disk = tmp_path / "disk"
+    fill = FILL.format(disk=disk) if full == "full" else f"mount -o remount,ro {disk}"
+    code, out, err = on_small_disk(disk, f"cp -r {study} {disk}/study; {fill}",
+                                   f"{sys.executable} -m search.report {disk}/study; echo rc=$?; "
+                                   + LEFT.format(disk=disk))
+    assert "rc=2" in out and "Traceback" not in err and len(err.strip().splitlines()) == 1, out + err
+    why = "the disk is full" if full == "full" else "the file system is read-only"
+    assert f"error: cannot write {disk}/study/report" in err and why in err and "MiB free on the disk holding" in err
+    assert "run the command again" in err
+    assert out.split("LEFT", 1)[1].strip() == "", out  # no temp file left
+
+
+FINAL_ON_A_FULL_DISK = """
+import json, sys
+from pathlib import Path
+from search.disk import study_writes
+from search.final import FinalSpec, retrain, save_model
+from search.request import StudyRequest, StudyState
+from search.trials_table import write_table
+from tests.test_final import CNN, brightness_images
+from trainables.datasets import Dataset, DatasetInfo
+from trainables.errors import UserError
+from trainables.model import NetConfig
+import pandas as pd
+disk, phase = Path(sys.argv[1]), sys.argv[2]
+request = StudyRequest(space="fashion_space", name="study", results_root=str(disk), data={"dataset": "fashion_mnist"},
+                       tracking_uri="sqlite:///x.db")
+request.folder.mkdir()
+state = StudyState(request, phase=phase)
+state.save()
+dataset = Dataset(DatasetInfo("toy", "", ("a", "b", "c", "d"), counts=(64, 16)), brightness_images(64, 0),
+                  brightness_images(16, 1), "toy")
+spec = FinalSpec(NetConfig.from_flat(CNN), epochs=1, seed=0, threads=1, precision="fp32")
+final = retrain(spec, dataset, on_ray=False)
+filler = open(disk / "filler", "wb", buffering=0)  # every block taken
+try:
+    while True:
+        filler.write(bytes(1 << 16))
+except OSError:
+    filler.close()
+try:
+    with study_writes(state):
+        if phase == "final":
+            save_model(final, spec, dataset, "toy_space", request.folder)
+        else:
+            write_table(pd.DataFrame({"trial": ["trial_001"] * 20000, "x": range(20000)}), request.folder)
+except UserError as e:
+    print(json.dumps({"error": str(e), "files": sorted(p.name for p in request.folder.iterdir())}))
+"""
+
+
+@needs_small_disks
+@pytest.mark.parametrize("phase,redo", [("final", "trains and tests the final model again"),
+                                        ("search", "continues the search from its last saved state")])
+def test_a_study_on_a_full_disk_says_what_resume_will_redo_and_leaves_no_temp_file(tmp_path, phase, redo):
+    import json
+    import sys
+
+    disk = tmp_path / "disk"
+    (tmp_path / "final.py").write_text(FINAL_ON_A_FULL_DISK)
+    from tests.conftest import REPO
+
+    code, out, err = on_small_disk(disk, "true", f"PYTHONPATH={REPO} {sys.executable} {tmp_path / 'final.py'} {disk} "
+                                   f"{phase}")
+    assert out.strip(), err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["files"] == ["study.json"], result  # no .model.pt.tmp, no half a table
+    message = result["error"]
+    assert "cannot write" in message and "the disk is full" in message and "MiB free on the disk holding" in message
+    assert f"python -m search.run fashion_space --name study --resume --results-dir {disk}" in message
+    assert redo in message

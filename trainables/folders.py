@@ -260,12 +260,13 @@ def _load_cached(path: Path) -> dict | None:
 
 
 def _save_cached(path: Path, arrays: dict) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)  # whole or not at all: a concurrent search never reads half a file
     except OSError as e:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written cache left to fill it further
         print(f"note: could not cache the decoded images in {path.parent} ({e.strerror}); the next search "
               "decodes them again", file=sys.stderr)
 
