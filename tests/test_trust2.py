@@ -621,3 +621,47 @@ def test_a_study_on_a_full_disk_says_what_resume_will_redo_and_leaves_no_temp_fi
     assert "cannot write" in message and "the disk is full" in message and "MiB free on the disk holding" in message
     assert f"python -m search.run fashion_space --name study --resume --results-dir {disk}" in message
     assert redo in message
+
+
+# --- 11. the tracking password stays in the driver -----------------------------------------------
+
+RAY_WITH_A_PASSWORD = """
+import json, os
+import psutil, ray
+from search.credentials import adopt_credentials
+from search.cluster import start_ray
+adopt_credentials("http://alice:hunter2-secret@127.0.0.1:1")  # what --tracking-uri does
+start_ray(None, 1, 0)
+@ray.remote
+def worker_env():
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_TRACKING")}, os.getpid()
+seen, pid = ray.get(worker_env.remote())
+found = {}
+for p in psutil.Process().children(recursive=True) + [psutil.Process(pid)]:
+    try:
+        found[f"{p.pid} {p.name()}"] = any("hunter2-secret" in v for v in p.environ().values())
+    except psutil.Error:
+        pass
+print(json.dumps({"worker": seen, "processes": found,
+                  "driver": os.environ.get("MLFLOW_TRACKING_PASSWORD")}))
+ray.shutdown()
+"""
+
+
+def test_the_tracking_password_is_not_in_the_environment_of_rays_processes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    proc = subprocess.run([sys.executable, "-c", RAY_WITH_A_PASSWORD], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["driver"] == "hunter2-secret"  # the driver alone talks to MLflow
+    assert seen["worker"] == {}
+    names = " ".join(seen["processes"])
+    assert "raylet" in names and "gcs_server" in names, seen
+    assert not any(seen["processes"].values()), seen
