@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler
 
+from search.resuming import own_tune_file
+
 STATE_FILE = "asha-rungs.json"
 
 
@@ -25,6 +27,7 @@ class PersistentASHA(ASHAScheduler):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.state_file = own_tune_file(self.state_file)  # the pickled path may be another folder's
         self._restored = {}
         self._load()
 

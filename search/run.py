@@ -18,6 +18,7 @@ from search.credentials import adopt_credentials, redact
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked
 from search.disk import study_writes
 from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState
+from search.resuming import restore_failures
 from trainables.errors import UserError
 
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.resume:
         state = resumed_state(args, study, study_dir)
-        with study_writes(state):  # a full disk: one line saying what --resume will redo
+        with study_writes(state), restore_failures():  # a full disk; a searcher Tune could not restore
             return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=True).execute()
     claim(study_dir)  # before the data loads and Ray starts: of two studies of one name, one gets it
     try:
@@ -280,10 +281,13 @@ def resumed_state(args, study, study_dir: Path) -> StudyState:
     import dataclasses
 
     from search.progress import say
+    from search.resuming import check_store, own_run
 
     state = StudyState.load(study_dir)
     if state.request.space != study.name:
         raise UserError(f"study {state.request.name!r} searched {state.request.space!r}, not {study.name!r}")
+    own_run(state, say)  # a copy of a study still in its original place: a run of its own
+    check_store(study_dir, tpe=study.grid is None)  # before the data loads and Ray starts
     s = study.settings
     choice = choice_from_args(args, s.dataset, s.needs_backbone, DataChoice.from_dict(state.request.data))
     uri = args.tracking_uri or state.request.tracking_uri

@@ -665,3 +665,69 @@ def test_the_tracking_password_is_not_in_the_environment_of_rays_processes(tmp_p
     names = " ".join(seen["processes"])
     assert "raylet" in names and "gcs_server" in names, seen
     assert not any(seen["processes"].values()), seen
+
+
+# --- 2. a resumed study takes nothing from another folder ----------------------------------------
+
+def db_files(folder: Path) -> list[Path]:
+    return [folder / name for name in ("optuna.db", "optuna.db-wal", "optuna.db-shm") if (folder / name).exists()]
+
+
+def test_a_restored_searcher_reconnects_to_its_own_folders_store_never_the_pickled_one(tmp_path):
+    """A copied study folder: Tune's saved searcher names the original's optuna.db. Without a
+    store of its own the copy is refused (not given the original's, not given a new one); with
+    its own, its trials land there and the original's store is left as it was."""
+    import shutil
+
+    from search.resuming import RestoreFailed
+    from search.searcher import resuming_in  # where search.tuner has always called it from
+    from search.store import Store
+    from tests.test_store import run_trial, searcher_in
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    searcher = searcher_in(original)
+    as_built = pickle.dumps(searcher)  # tuner.pkl
+    run_trial(searcher, "a", [1, 2, 3, 4], [0.6, 0.7, 0.8, 0.82])
+    assert searcher.suggest("b") is not None
+    searcher.save(str(original / "searcher.pkl"))
+    shutil.copytree(original, copy)
+    before = [(t.number, t.state) for t in Store.in_study_folder(original, "s").load(read_only=True).trials]
+    for f in db_files(copy):
+        f.unlink()
+    try:
+        resuming_in(copy)
+        with pytest.raises(RestoreFailed, match=f"its Optuna store {copy / 'optuna.db'} is missing"):
+            pickle.loads(as_built).restore(str(copy / "searcher.pkl"))
+        assert db_files(copy) == []  # no new, empty store either
+        for f in db_files(original):
+            shutil.copy(f, copy / f.name)  # the copy's own store back
+        restored = pickle.loads(as_built)
+        restored.restore(str(copy / "searcher.pkl"))
+    finally:
+        resuming_in(None)
+    restored.on_trial_complete("b", {"val_accuracy": 0.75, "epochs_seen": 4})
+    assert restored.suggest("c") is not None
+    assert [(t.number, t.state) for t in Store.in_study_folder(original, "s").load(read_only=True).trials] == before
+    assert len(Store.in_study_folder(copy, "s").load(read_only=True).trials) == 3
+
+
+def test_tune_files_and_the_study_folder_pickled_with_tune_are_the_resumed_folders(tmp_path):
+    """ASHA's rungs file and the MLflow logger's study folder, pickled in tuner.pkl with the
+    original's paths, are the copy's own once unpickled on a resume (and only then)."""
+    from search.resuming import resuming_in
+    from search.trial_logger import TrialLogger
+    from tests.test_asha import scheduler
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    asha = pickle.dumps(scheduler(original))
+    logger = pickle.dumps(TrialLogger("sqlite:///x.db", "e", "run", 3, 4, "val_accuracy", "max",
+                                      study_folder=str(original)))
+    assert pickle.loads(asha).state_file == str(original / "tune" / "asha-rungs.json")
+    try:
+        resuming_in(copy)
+        assert pickle.loads(asha).state_file == str(copy / "tune" / "asha-rungs.json")
+        assert pickle.loads(logger).study_folder == str(copy)
+    finally:
+        resuming_in(None)
+    assert pickle.loads(logger).study_folder == str(original)
