@@ -16,7 +16,7 @@ from search.best_config import BestConfig
 from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.front import DeviceLimits
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
-from search.request import check_fields
+from search.study_fields import check_fields
 from search.trials_table import params, with_prefix
 from trainables.errors import UserError
 

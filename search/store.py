@@ -14,7 +14,7 @@ import optuna
 
 from search.credentials import redact
 from search.files import OPTUNA_DB, STATE_FILE
-from search.request import check_fields
+from search.study_fields import check_fields
 from trainables.errors import UserError
 
 STEPS_PER_EPOCH = 100  # intermediate-value steps per epoch: step 25 is a quarter epoch, 300 epoch 3
