@@ -192,7 +192,8 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.bench.value", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="the results folder (parts already in it are skipped)")
-    p.add_argument("--data-dir", default=os.environ.get("HPSEARCH_DATA_DIR") or str(REPO.parent / "shared" / "datasets"))
+    p.add_argument("--data-dir", default=os.environ.get("HPSEARCH_DATA_DIR")
+                   or str(REPO.parent / "shared" / "datasets"))
     p.add_argument("--parts", default="a,b,c,d")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budgets", default=f"{DEFAULT_BUDGET_MIN:g}", help="minutes, comma-separated (c runs at the "
