@@ -187,6 +187,10 @@ class PromotingASHA(FIFOScheduler):
     # --- Tune's hooks ----------------------------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        # Tune resumes every unfinished trial as PENDING, which would run the paused ones at once:
+        # one paused at a rung stays paused (it is added in the state it has when this returns).
+        if trial.trial_id in self.rule.paused and trial.status == Trial.PENDING:
+            trial.set_status(Trial.PAUSED)
         self.rule.add(trial.trial_id)
         self._save()
 

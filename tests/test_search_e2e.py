@@ -173,3 +173,26 @@ def test_final_checkpoint_is_the_best_trials_own_weights(data_root, tmp_path):
     (state,) = [c for c in checkpoints if c["epoch"] == best.epochs]
     for name, tensor in saved["state_dict"].items():
         torch.testing.assert_close(tensor, state["model"][name], msg=name)
+
+
+def test_a_time_budget_stops_the_search_on_plan_and_stretches_the_final(data_root, tmp_path):
+    """`--time-budget`: the search (pause-and-promote, more samples than fit) stops at its share
+    of the budget, counted from the command's start, and says so; trials it ended are named as
+    the budget's, not the scheduler's; the final model trains for the time left (stretch)."""
+    proc = run_module("search.run", "fashion_space", "--smoke", "--samples", "50", "--max-epochs", "4",
+                      "--time-budget", "2", "--name", "budget", "--results-dir", str(tmp_path),
+                      "--data-dir", str(data_root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    stopped = json.loads((tmp_path / "budget" / "tune" / "budget.json").read_text())
+    assert stopped["final"] == "stretch" and stopped["stopped_search_after_s"] >= 60  # half of 2 minutes
+    table = pd.read_parquet(tmp_path / "budget" / "trials.parquet")
+    assert len(table) < 50 and "stopped_early" not in set(table["status"])
+    assert set(table["status"]) <= {"completed", "paused", "stopped_by_budget", "diverged"}
+    best = BestConfig.load(tmp_path / "budget" / "best.yaml")
+    # Normally the configuration trained for the time left; on a machine too slow for even that,
+    # the best trial's own weights, with the reason.
+    assert best.final["mode"] == "stretch" or (best.final["mode"] == "checkpoint" and best.final["note"])
+    if best.final["mode"] == "stretch":  # its schedule's horizon is the epochs it trained
+        assert best.epochs >= 1 and best.schedule_epochs == best.epochs
