@@ -62,8 +62,8 @@ def test_the_choice_is_the_best_trial_with_a_whole_epoch(table):
 
 
 def test_tpe_proposals_are_snapped_to_unused_recorded_configurations():
-    from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
     from search.bench.curves import configurations
+    from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
 
     configs = configurations(10, seed=0)
     assert configs[0] == TEXTBOOK_CNN and configs[1] == GRID_WINNER
