@@ -67,7 +67,7 @@ def user_error(match: str):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The cluster test takes about 25 minutes: it runs only when asked for by name (`-m cluster`),
+    """The cluster test takes about 30 minutes: it runs only when asked for by name (`-m cluster`),
     and is skipped, visibly, everywhere else (the default run, `-m "not slow"`)."""
     if "cluster" in (config.option.markexpr or ""):
         return

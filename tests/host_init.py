@@ -56,13 +56,20 @@ def start_sshd(address: str) -> subprocess.Popen:
 
 
 def stop(*_: object) -> None:
-    # As PID 1 of the namespace, kill(-1) reaches every process of this host and no other.
-    try:
-        os.kill(-1, signal.SIGTERM)
-        time.sleep(2)
-        os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    # As PID 1 of the namespace, kill(-1) reaches every process of this host and no other. Each one
+    # ends up a child of this one (orphans are re-parented here), so "no children left" means done.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(-1, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    time.sleep(0.05)
+            except ChildProcessError:
+                raise SystemExit(0) from None
     raise SystemExit(0)
 
 

@@ -15,7 +15,7 @@ from a fourth standing in for the user's laptop (tests/onprem.py), the way docs/
    folder: nothing lost or repeated;
 6. `ray down` leaves nothing running on any host.
 
-About 25 minutes on a 2-core machine, so it runs only when asked for: `pytest -m cluster`
+About 30 minutes on a 2-core machine, so it runs only when asked for: `pytest -m cluster`
 (docs/cluster.md has the command and the last result).
 """
 
