@@ -229,6 +229,9 @@ def test_onprem_cluster_launch_study_lost_hosts_and_teardown(lab, tmp_path, requ
     log(f"killed the head ({time.monotonic() - started:.0f} s)")
     assert not (folder / "best.yaml").exists()
     hosts[HEAD] = machine(lab, HEAD, venv, data_root, replacing=True)
+    # `ray down` first: the launcher's record on this machine still holds the lost head's state, and
+    # `ray up` alone would skip the new machine's setup.
+    laptop.ray(f"down -y {CONFIG}", timeout=600)
     (tmp_path / "ray-up-again.log").write_text(laptop.up().stdout)
     laptop.fetch_token()  # the new head made a new token
     laptop.open_dashboard()
