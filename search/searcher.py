@@ -45,6 +45,7 @@ class StoredSearch(OptunaSearch):
         self.max_epochs = max_epochs
         self.warm_trials = list(warm_trials or [])
         self._best: dict[str, tuple[float, float]] = {}  # trial id -> (best score, its epoch)
+        self._seen: dict[str, float] = {}  # trial id -> the most epochs it reported
         # Start points go into the store one at a time, as each is proposed: Ray's class enqueues
         # them all at once, and a study that stops (--samples) before reaching them all would leave
         # the rest WAITING in the store for good (in the dashboard, in a later warm start's source).
@@ -86,6 +87,7 @@ class StoredSearch(OptunaSearch):
         if trial is None or result.get("failed") or not _finite(value):
             return
         epochs = float(result.get("epochs_seen", result.get("epoch", 0)))
+        self._seen[trial_id] = max(epochs, self._seen.get(trial_id, 0.0))
         best = self._best.get(trial_id)
         if best is None or (value > best[0] if self._mode == "max" else value < best[0]):
             self._best[trial_id] = (float(value), epochs)
@@ -97,11 +99,17 @@ class StoredSearch(OptunaSearch):
         trial = self._ot_trials.get(trial_id)
         if trial is None or trial_id in self._completed_trials:
             return
+        # Tune ends a trial paused at a rung (the scheduler's end game) without a result: it
+        # reached what it last reported, and stays PRUNED at that fidelity.
+        paused = result is None and trial_id in self._seen
         result = result or {}
         self._record(trial_id, result)  # Tune hands a trial's last result here, not to on_trial_result
         epochs = float(result.get("epochs_seen", result.get("epoch", 0)) or 0)
+        epochs = max(epochs, self._seen.pop(trial_id, 0.0))
         best = self._best.pop(trial_id, None)
         attrs: dict[str, Any] = {"epochs_seen": epochs}
+        if paused:
+            attrs["paused"] = True
         if best is not None:
             attrs.update(best_score=best[0], best_epochs=best[1])
         for key, value in attrs.items():
@@ -139,6 +147,7 @@ class StoredSearch(OptunaSearch):
             state = pickle.load(f)  # Tune's own saved state, in the study folder: as trusted as tuner.pkl
         numbers: dict[str, int] = state.pop("_ot_trials")
         self.__dict__.update(state)
+        self.__dict__.setdefault("_seen", {})  # a state saved before it existed
         self.store = _resumed_store(self.store)
         self._storage = MirroredStorage(self.store.storage(), self.store.name)
         self._ot_study = optuna.load_study(study_name=self.store.name, storage=self._storage, sampler=self._sampler)
