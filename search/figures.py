@@ -176,29 +176,34 @@ def curves_figure(results: StudyResults, path: Path) -> Path | None:
     status = results.table.set_index("trial")["status"].to_dict()
     fig = _figure(9, 5.2)
     ax = fig.add_subplot()
-    stopped_label = None
-    if any(s == "stopped_early" for s in status.values()):
-        ax.scatter([], [], marker="X", s=45, color="0.45", label="stopped early by ASHA")
+    # Where a trial that did not train every epoch ended, and why (search.records.FINAL_STATUSES).
+    ends = {"stopped_early": ("X", "stopped at a rung by ASHA"), "paused": ("P", "left paused at a rung"),
+            "stopped_by_budget": ("D", "stopped by the time budget")}
+    for kind, (marker, label) in ends.items():
+        if any(s == kind for s in status.values()):
+            ax.scatter([], [], marker=marker, s=45, color="0.45", label=label)
     for trial, rows in h.sort_values("epoch").groupby("trial", sort=False):
         if trial in top:
             continue
         ax.plot(rows["epoch"], rows[results.metric], color="0.7", lw=1, zorder=1)
-        if status.get(trial) == "stopped_early":
-            ax.scatter(rows["epoch"].iloc[-1:], rows[results.metric].iloc[-1:], marker="X", s=45, color="0.45",
-                       zorder=2, label=stopped_label)
-            stopped_label = None
+        if status.get(trial) in ends:
+            ax.scatter(rows["epoch"].iloc[-1:], rows[results.metric].iloc[-1:], marker=ends[status[trial]][0], s=45,
+                       color="0.45", zorder=2)
     for rank, trial in enumerate(top, 1):
         rows = h[h["trial"] == trial].sort_values("epoch")
         line, = ax.plot(rows["epoch"], rows[results.metric], lw=2.2, marker="o", ms=4, zorder=3,
                         label=f"#{rank} {trial} ({rows[results.metric].max():.3f})")
-        if status.get(trial) == "stopped_early":
-            ax.scatter(rows["epoch"].iloc[-1:], rows[results.metric].iloc[-1:], marker="X", s=70,
+        if status.get(trial) in ends:
+            ax.scatter(rows["epoch"].iloc[-1:], rows[results.metric].iloc[-1:], marker=ends[status[trial]][0], s=70,
                        color=line.get_color(), zorder=4)
     settings = results.settings
     max_epochs = int(results.state.get("max_epochs") or (settings.max_epochs if settings else h["epoch"].max()))
-    if settings is not None and settings.scheduler == "asha":
-        rung, label = min(settings.grace_period, max_epochs), "ASHA rung (the worst trials stop here)"
-        while rung < max_epochs:
+    scheduler = (results.state.get("scheduler") or (settings.scheduler if settings else "fifo"))
+    if scheduler in ("promotion", "stopping", "asha"):
+        rung = min(settings.grace_period if settings else 1.0, max_epochs)
+        label = "rung: trials pause here, the best go on" if scheduler == "promotion" else \
+            "ASHA rung (the worst trials stop here)"
+        while settings is not None and rung < max_epochs:
             ax.axvline(rung, color="tab:red", ls=":", lw=1, label=label)
             label = None
             rung *= settings.reduction_factor
@@ -210,7 +215,7 @@ def curves_figure(results: StudyResults, path: Path) -> Path | None:
     ax.legend(loc="lower right", fontsize=8)
     others = h["trial"].nunique() - len(top)
     ax.set_title(f"{results.name}: learning curves (top {len(top)} in colour"
-                 f"{f', the other {others} grey' if others else ''}; X = stopped early)")
+                 f"{f', the other {others} grey' if others else ''})")
     return _save(fig, path)
 
 

@@ -23,10 +23,19 @@ from search.tracking import Tracker
 from trainables.datasets import Dataset, TrainingData
 from trainables.model import NetConfig
 from trainables.predictor import describe_input
-from trainables.train import CHECKPOINT_FILE, FinalResult, TrialSettings, evaluate_checkpoint, retrain_and_test
+from trainables.train import (
+    CHECKPOINT_FILE,
+    Deadline,
+    FinalResult,
+    TrialSettings,
+    evaluate_checkpoint,
+    retrain_and_test,
+)
 from trainables.transfer import Backbone
 
-FINAL_MODES = ("checkpoint", "retrain")
+# stretch: the best configuration retrained for the time the budget leaves, its schedule stretched
+# to it; retrain: for the best trial's own epochs of its schedule; checkpoint: its own weights.
+FINAL_MODES = ("stretch", "retrain", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -40,13 +49,21 @@ class FinalSpec:
     # epoch decays the learning rate exactly as the trial did (None: the schedule ends at epochs).
     schedule_epochs: int | None = None
     precision: str = "auto"
-    # "retrain": on all training images; "checkpoint": the best trial's own weights at its best epoch.
+    # "retrain", "stretch" (both on all training images) or "checkpoint" (the best trial's own
+    # weights at its best epoch); see FINAL_MODES.
     mode: str = "retrain"
+    # stretch: train until this wall-clock time (time.time()), the schedule stretched to it
+    # (trainables.train.Deadline); `epochs` is then the first plan.
+    deadline: float | None = None
+    # Why the final model is not what --final asked for (e.g. no time left to retrain), or "".
+    note: str = ""
+    asked: str = ""  # the mode --final asked for, where `note` says why it differs
 
     def describe(self, numerics: str) -> dict[str, Any]:
         """best.yaml's `final` entry."""
         return {"mode": self.mode, "epochs": self.epochs, "schedule_epochs": self.schedule_epochs or self.epochs,
-                "numerics": numerics, "precision": self.precision}
+                "numerics": numerics, "precision": self.precision,
+                **({"asked": self.asked, "note": self.note} if self.note else {})}
 
 
 def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> FinalResult:
@@ -55,7 +72,7 @@ def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone 
     args = (spec.config, dataset.for_final(), dataset.test,
             TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads, backbone=backbone,
                           precision=spec.precision),
-            spec.use_gpu, spec.schedule_epochs)
+            spec.use_gpu, spec.schedule_epochs, Deadline(spec.deadline) if spec.deadline is not None else None)
     if not on_ray:
         return retrain_and_test(*args)
     import ray

@@ -12,23 +12,30 @@ call `search` itself, so what they measure is what users run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
+import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from search.asha import promotions, stop_reasons
 from search.best_config import BestConfig
+from search.budget import BudgetPlan, budget_stopped
+from search.clock import command_started
 from search.data_args import DataChoice, load_choice
-from search.files import BEST_FILE, TUNE_DIR
+from search.files import BEST_FILE, OPTUNA_DB, TUNE_DIR
 from search.final import FinalResult, FinalSpec, from_checkpoint, log_final, retrain, save_model
 from search.progress import say
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, trial_records
 from search.request import SMOKE_TEST, SMOKE_TRAIN, StudyRequest
+from search.searcher import close_paused
 from search.store import Store
 from search.tracking import Tracker
 from search.trial_logger import TrialLogger
@@ -93,25 +100,46 @@ class SearchOutcome:
     results: Any  # Tune's ResultGrid: checkpoints and metrics per trial
     records: list[TrialRecord]
     interrupted: bool  # Ctrl-C: the state is saved and the study resumable
+    budget: dict | None = None  # what the time budget wrote when it ended the search (search.budget)
 
 
 def search(study: Study, plan: Plan, data: TrainingData, folder: Path, logger: TrialLogger,
-           backbone: Backbone | None = None, final_scale: float = 0.0, store: Store | None = None,
-           warm_trials: list | None = None, trainable=None, wrap_searcher=None) -> SearchOutcome:
+           backbone: Backbone | None = None, budget: BudgetPlan | None = None, store: Store | None = None,
+           warm_trials: list | None = None, trainable=None, wrap_searcher=None,
+           finished: bool = False) -> SearchOutcome:
     """Run the search in `folder` on the Ray session already started: a new one, or the saved
-    one continued. `final_scale`: seconds the final phase trains per second of the best trial's
-    training (search.budget keeps that room inside a time budget). `store`: the Optuna store
+    one continued. `budget`: how the study's time budget is spent (search.budget keeps the final
+    phase its room). `store`: the Optuna store
     (default: optuna.db in `folder`); `warm_trials`: earlier trials TPE starts from (search.warm),
     taken by a new search only. `trainable`, `wrap_searcher`: the scale benchmark's simulated
-    trials and proposal timer (search.tuner.build_tuner)."""
+    trials and proposal timer (search.tuner.build_tuner). `finished`: the search already ended
+    (the study reached its final phase): its results are read back, nothing runs."""
     if (folder / TUNE_DIR / "tuner.pkl").exists():
         tuner = restore_tuner(study, plan, data, folder, backbone, trainable)
     else:
-        tuner = build_tuner(study, plan, data, folder, logger, backbone, final_scale, store, warm_trials,
+        tuner = build_tuner(study, plan, data, folder, logger, backbone, budget, store, warm_trials,
                             trainable, wrap_searcher)
+    if finished:  # the search ended before (the driver died in the final phase): read it, run nothing
+        return ended(tuner.get_results(), folder, plan, store, interrupted=False)
     with CtrlC() as ctrl_c:
         results = tuner.fit()
-    return SearchOutcome(results, trial_records(results, plan.max_epochs), ctrl_c.pressed)
+    return ended(results, folder, plan, store, ctrl_c.pressed)
+
+
+def ended(results, folder: Path, plan: Plan, store: Store | None, interrupted: bool) -> SearchOutcome:
+    """The search's outcome: each trial's record, with why it ended where it ended (the scheduler's
+    own record, search.asha, and the budget's, search.budget). A search that ended (not one
+    interrupted, which resumes) closes the trials left paused at a rung as PRUNED in the store."""
+    tune_dir = folder / TUNE_DIR
+    reasons, fired = stop_reasons(tune_dir), budget_stopped(tune_dir)
+    if fired is not None:
+        reasons = {**{str((r.metrics or {}).get("trial_id")): "budget" for r in results}, **reasons}
+    records = trial_records(results, plan.max_epochs, reasons, promotions(tune_dir))
+    if not interrupted:
+        paused = {r.trial_id for r in records if r.status == "paused"}
+        if paused and (store is not None or (folder / OPTUNA_DB).exists()):
+            close_paused(store or Store.in_study_folder(folder, folder.name), paused)
+    return SearchOutcome(results, records, interrupted, fired)
 
 
 # --- choose -----------------------------------------------------------------------------------
@@ -128,13 +156,17 @@ class BestTrial:
 
 def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome) -> BestTrial | None:
     """The best trial with at least one whole epoch (one stopped inside its first epoch was
-    ranked, but has no epoch to retrain to) that fits the user's device (the table's `fits`:
-    --max-mmacs, --max-latency-ms), or None when no trial qualifies."""
+    ranked, but has no checkpoint to test) that fits the user's device (the table's `fits`:
+    --max-mmacs, --max-latency-ms), or None when no trial qualifies. A search that ended before
+    any trial trained a whole epoch (a short budget; pause-and-promote before its first
+    promotion) chooses the best at its first rung, which the final phase retrains."""
     s = study.settings
     if s.metric not in table:
         return None
     fits = table["fits"].astype(bool) if "fits" in table else True
-    scored = table[(table["status"] != "failed") & (table.get("best_epoch", 0) >= 1) & fits].dropna(subset=[s.metric])
+    candidates = table[(table["status"] != "failed") & fits].dropna(subset=[s.metric])
+    whole = candidates[candidates.get("best_epoch", 0) >= 1]
+    scored = whole if not whole.empty else candidates
     if scored.empty:
         return None
     row = scored.iloc[0]
@@ -160,6 +192,7 @@ class StudyContext:
     tracker: Tracker
     parent_run_id: str
     threads: int  # CPU threads of the final phase: a whole node's (nothing else runs then)
+    budget: BudgetPlan | None = None  # the study's time budget (search.budget), if it has one
 
 
 @dataclass(frozen=True)
@@ -168,6 +201,48 @@ class Finished:
     final: FinalResult
     spec: FinalSpec
     registered: str  # "NAME/VERSION" in the model registry, or ""
+
+
+def epoch_pace(record: TrialRecord) -> float:
+    """Seconds an epoch of the trial took: the median of its whole epochs, or, with none, its
+    first rung's seconds per epoch (a trial stopped inside its first epoch)."""
+    seconds = [float(h["epoch_seconds"]) for h in record.history if h.get("epoch_seconds")]
+    if seconds:
+        return statistics.median(seconds)
+    partial = [p for p in record.partials if p.get("epoch_seconds") and p.get("epochs_seen")]
+    return float(partial[0]["epoch_seconds"]) / float(partial[0]["epochs_seen"]) if partial else math.inf
+
+
+def final_spec(ctx: StudyContext, best: BestTrial) -> FinalSpec:
+    """What the final model will be: what --final asks for where the time budget allows it, else
+    the best trial's own checkpoint (with a note saying why). Under a budget, the retrain's
+    length comes from the pace the best trial trained at (the median of its epochs, scaled to the
+    final training set), and `stretch` trains until the budget's end less what follows training."""
+    request, plan, budget = ctx.request, ctx.plan, ctx.budget
+    base = FinalSpec(best.config, epochs=max(1, best.best_epoch), seed=request.seed, threads=ctx.threads,
+                     use_gpu=plan.gpus_per_trial > 0, schedule_epochs=plan.max_epochs, precision=request.precision,
+                     mode="retrain", asked=request.final)
+    checkpoint = dataclasses.replace(base, mode="checkpoint") if best.checkpoint is not None else None
+    if request.final == "checkpoint" and checkpoint is not None:
+        return checkpoint
+    if budget is None or request.final == "checkpoint":
+        return base  # stretch needs a time to stretch to; without a budget it is a retrain
+    pace = epoch_pace(best.record) * budget.scale
+    until = budget.train_until(command_started())
+    left = until - time.time()
+    if request.final == "stretch":
+        epochs = int(left / pace + 0.5)
+        if epochs >= max(1, best.best_epoch) or checkpoint is None:
+            return dataclasses.replace(base, mode="stretch", epochs=max(1, epochs), schedule_epochs=max(1, epochs),
+                                       deadline=until)
+        why = (f"the {max(left, 0) / 60:.1f} min left would train about {epochs} epochs, fewer than "
+               f"{best.record.name} trained: its own weights from epoch {best.best_epoch} are tested instead")
+    else:
+        if pace * best.best_epoch <= left or checkpoint is None:
+            return base
+        why = (f"retraining for {best.best_epoch} epochs would take {pace * best.best_epoch / 60:.1f} min, "
+               f"{max(left, 0) / 60:.1f} are left: {best.record.name}'s own weights are tested instead")
+    return dataclasses.replace(checkpoint, note=why)
 
 
 def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finished:
@@ -179,20 +254,26 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
     children = tracker.child_runs(parent)
     if record.trial_id in children:
         tracker.set_tags(children[record.trial_id].run_id, {"hpsearch.best": "true"})
-    mode = request.final if best.checkpoint is not None else "retrain"
-    spec = FinalSpec(best.config, epochs=best.best_epoch, seed=request.seed, threads=ctx.threads,
-                     use_gpu=ctx.plan.gpus_per_trial > 0, schedule_epochs=ctx.plan.max_epochs,
-                     precision=request.precision, mode=mode)
+    spec = final_spec(ctx, best)
+    if spec.note:
+        say(f"final model: {spec.note}")
     dataset = data.dataset
-    if mode == "checkpoint":
+    if spec.mode == "checkpoint":
         say(f"testing {record.name}'s own weights from epoch {spec.epochs} (chosen on validation) once on "
             f"{len(dataset.test)} images", flush=True)
         final = from_checkpoint(spec, best.checkpoint, data.search_data, dataset, data.backbone)
         # Tune keeps one best checkpoint; on a tie in score it names the epoch.
         spec = dataclasses.replace(spec, epochs=final.epoch)
+    elif spec.mode == "stretch":
+        say(f"training {record.name}'s configuration on all {len(dataset.train)} training images for the "
+            f"{(spec.deadline - time.time()) / 60:.1f} min the budget leaves (about {spec.epochs} epochs, its "
+            f"schedule stretched to them), then testing once on {len(dataset.test)} images", flush=True)
+        final = retrain(spec, dataset, on_ray=True, backbone=data.backbone)
+        trained = len(final.history)
+        spec = dataclasses.replace(spec, epochs=trained, schedule_epochs=trained)
     else:
         say(f"retraining {record.name} on all {len(dataset.train)} training images for {spec.epochs} epochs "
-            f"of its {ctx.plan.max_epochs}-epoch schedule, then testing once on {len(dataset.test)} images",
+            f"of its {spec.schedule_epochs}-epoch schedule, then testing once on {len(dataset.test)} images",
             flush=True)
         final = retrain(spec, dataset, on_ray=True, backbone=data.backbone)
     folder = request.folder
@@ -201,7 +282,7 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
     choice = DataChoice.from_dict(request.data)
     config = BestConfig(
         space=ctx.study.name, dataset=choice.spec.dataset, hyperparameters=best.config.to_flat(), epochs=spec.epochs,
-        schedule_epochs=ctx.plan.max_epochs, final=spec.describe(final.numerics),
+        schedule_epochs=spec.schedule_epochs or spec.epochs, final=spec.describe(final.numerics),
         data=choice.to_dict(), classes=list(dataset.info.classes),
         seed=request.seed, val_fraction=s.val_fraction,
         metrics={**best.scores, "test_accuracy": final.test_accuracy, "test_loss": final.test_loss},

@@ -52,8 +52,11 @@ class Progress:
     BAR = 24
 
     def __init__(self, total: int, metric: str, mode: str, max_epochs: int = 0, stream=None,
-                 level: Verbosity | None = None, clock=time.monotonic):
+                 level: Verbosity | None = None, clock=time.monotonic, budget_min: float | None = None):
+        """`budget_min`: the study's time budget; the bar then shows the time spent of it instead
+        of an ETA (under a budget the time, not the trials, ends the search)."""
         self.total = total
+        self.budget_min = budget_min
         self.metric = metric
         self.sign = 1.0 if mode == "max" else -1.0
         self.max_epochs = max_epochs
@@ -68,11 +71,16 @@ class Progress:
         self.seen: dict[str, float] = {}  # per trial, how far it has trained (epochs)
         self.best: float | None = None
         self.running: dict[str, int] = {}
+        self.paused: set[str] = set()
         self.drawn = False
 
     # --- figures -------------------------------------------------------------------------
 
     def _minutes(self) -> float:
+        if self.budget_min:  # the budget's clock: the command's, from its start
+            from search.clock import command_started
+
+            return (time.time() - command_started()) / 60
         return (self.clock() - self.started) / 60
 
     def _fmt(self, value) -> str:
@@ -95,11 +103,14 @@ class Progress:
         eta = self.eta_minutes()
         eta_text = "done" if self.done >= self.total else "ETA ?" if eta is None else \
             f"ETA {eta:.0f} min" if eta >= 1 else "ETA <1 min"
+        if self.budget_min:
+            eta_text = f"of {self.budget_min:g}"
+        paused = f"  paused {len(self.paused)}" if self.paused else ""
         running = ", ".join(f"{n.removeprefix('trial_')}:e{e:g}" for n, e in sorted(self.running.items()))
         line = (f"[{'#' * filled}{'.' * (self.BAR - filled)}] {self.done}/{self.total} trials  "
                 f"best {self._fmt(self.best)}  {self._minutes():.1f} min  "
                 f"{eta_text}"
-                f"{f'  running {running}' if running else ''}")
+                f"{f'  running {running}' if running else ''}{paused}")
         # Wider than the terminal, the line would wrap and \r could no longer redraw it.
         return line if len(line) < width else line[: max(width - 2, 10)] + "…"
 
@@ -146,9 +157,29 @@ class Progress:
         elif self.live:
             self._draw()
 
+    def on_pause(self, name: str, result: dict) -> None:
+        """Pause-and-promote: the trial waits at a rung; it counts as done unless it is promoted."""
+        self.paused.add(name)
+        self.on_finish(name, "paused", result)
+
+    def on_promote(self, name: str, result: dict) -> None:
+        self.paused.discard(name)
+        self.done -= 1
+        self.running[name] = int(result.get("epoch", 0))
+        if self.level == Verbosity.QUIET:
+            return
+        if self.live and self.level < Verbosity.VERBOSE:
+            self._draw()
+            return
+        self._line(f"{'':9}{name} promoted      from {float(result.get('epochs_seen', 0)):g} epochs  "
+                   f"{self.metric} {self._fmt(result.get(self.metric))}")
+
     def on_finish(self, name: str, status: str, result: dict) -> None:
         if self.done_before is None:
             self.done_before = self.done
+        if status != "paused" and name in self.paused:  # a paused trial ended at the search's end
+            self.paused.discard(name)
+            return
         self.done += 1
         self.running.pop(name, None)
         if self.level == Verbosity.QUIET:

@@ -11,15 +11,23 @@ from pathlib import Path
 from trainables.crossval import is_fold_metric
 from trainables.latency import LATENCY_METRICS
 
-FINAL_STATUSES = ("completed", "stopped_early", "diverged", "failed")
+# completed: trained every epoch; stopped_early: the stopping scheduler ended it at a rung; paused:
+# pause-and-promote left it paused at a rung when the search ended (it was not among the best
+# there); stopped_by_budget: the study's time budget ended the search while it trained.
+FINAL_STATUSES = ("completed", "stopped_early", "paused", "stopped_by_budget", "diverged", "failed")
+# Why a trial that did not train every epoch ended, where it was not the scheduler's stop rule:
+# search.asha.stop_reasons ("paused") and the time budget ("budget").
+REASON_STATUS = {"paused": "paused", "budget": "stopped_by_budget", "asha": "stopped_early"}
 
 
-def trial_status(epochs_done: int, max_epochs: int, diverged: bool, failed: bool) -> str:
+def trial_status(epochs_done: int, max_epochs: int, diverged: bool, failed: bool, reason: str = "") -> str:
     if failed:
         return "failed"
     if diverged:
         return "diverged"
-    return "completed" if epochs_done >= max_epochs else "stopped_early"
+    if epochs_done >= max_epochs:
+        return "completed"
+    return REASON_STATUS.get(reason, "stopped_early")
 
 
 def trial_name(number: int) -> str:
@@ -51,7 +59,7 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_second
 # Under cross-validation also the spread and per-fold scores (trainables.crossval.is_fold_metric).
 # A report made inside an epoch (an early ASHA rung, e.g. after a quarter epoch) carries
 # `partial: 1` and `epochs_seen`; it is not an epoch of the history.
-PARTIAL_KEYS = ("epochs_seen", "train_loss", "val_loss", "val_accuracy", "timestamp")
+PARTIAL_KEYS = ("epochs_seen", "train_loss", "val_loss", "val_accuracy", "timestamp", "epoch_seconds")
 
 
 def _flag(value) -> bool:
@@ -74,6 +82,7 @@ class TrialRecord:
     error: str = ""
     partials: list[dict] = field(default_factory=list)  # reports inside an epoch (PARTIAL_KEYS)
     numerics: str = ""  # trainables.numerics.Accel.name the trial ran in
+    promotions: int = 0  # rungs pause-and-promote resumed it past
 
     @property
     def epochs(self) -> int:
@@ -95,7 +104,11 @@ class TrialRecord:
         return out
 
 
-def trial_records(results, max_epochs: int) -> list[TrialRecord]:
+def trial_records(results, max_epochs: int, reasons: dict[str, str] | None = None,
+                  promotions: dict[str, int] | None = None) -> list[TrialRecord]:
+    """`reasons`: why trials that stopped early stopped (search.asha.stop_reasons, and "budget"
+    for the ones the time budget ended); `promotions`: how often each was promoted."""
+    reasons, promotions = reasons or {}, promotions or {}
     records = []
     for result in results:
         metrics = result.metrics or {}
@@ -117,7 +130,8 @@ def trial_records(results, max_epochs: int) -> list[TrialRecord]:
         records.append(TrialRecord(
             trial_id=trial_id, name=trial_name(number) if number is not None else trial_id,
             config=dict(result.config or {}), history=history,
-            status=trial_status(epochs, max_epochs, diverged, failed), error=error,
+            status=trial_status(epochs, max_epochs, diverged, failed, reasons.get(trial_id, "")), error=error,
             partials=[by_point[p] for p in sorted(by_point)], numerics=numerics,
+            promotions=promotions.get(trial_id, 0),
         ))
     return sorted(records, key=lambda r: r.name)

@@ -57,8 +57,10 @@ CAPTIONS = {
                 "conditional hyperparameter the trial did not have (e.g. a layer it lacks).",
     "importance": "Hyperparameter importance: Optuna's PED-ANOVA evaluator on the recorded trials "
                   "(how much each hyperparameter matters for reaching the top scores).",
-    "curves": "Learning curves: {metric} per epoch. The top trials are in colour; the rest are grey, and "
-              "an X marks where ASHA stopped a trial that was not keeping up.",
+    "curves": "Learning curves: {metric} per epoch. The top trials are in colour; the rest are grey. A "
+              "trial that did not train every epoch ends in a mark saying why: P where it was left paused at "
+              "a rung (pause-and-promote resumes only the best of each rung), X where the stopping scheduler "
+              "stopped it, a diamond where the time budget ended the search.",
     "front": "Accuracy against cost: each trial that trained at least a whole epoch is a dot at its best "
              "{metric} and its multiply-adds per image (log scale) and, where measured, its inference "
              "latency at batch 1 on the device and in the numerics that trained it (the median of a few timed "

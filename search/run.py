@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import os
-import re
-import sys
-import tempfile
-import warnings
-from pathlib import Path
+import time
 
-from search.claim import claim, release_if_unused
-from search.cli import Parser, run_cli
-from search.cluster import check_local_resources, check_reachable
-from search.credentials import adopt_credentials, redact
-from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked
-from search.disk import study_writes
-from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState
-from search.resuming import restore_failures
-from trainables.errors import UserError
+# A time budget covers the whole command: its clock starts here, before the imports.
+COMMAND_STARTED = time.time()
+
+import datetime as dt  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from search.claim import claim, release_if_unused  # noqa: E402
+from search.cli import Parser, run_cli  # noqa: E402
+from search.cluster import check_local_resources, check_reachable  # noqa: E402
+from search.credentials import adopt_credentials, redact  # noqa: E402
+from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked  # noqa: E402
+from search.disk import study_writes  # noqa: E402
+from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState  # noqa: E402
+from search.resuming import restore_failures  # noqa: E402
+from trainables.errors import UserError  # noqa: E402
 
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;
 # tests check they match trainables.numerics.PRECISIONS and search.final.FINAL_MODES.
 PRECISIONS = ("auto", "bf16", "fp32")
-FINAL_MODES = ("checkpoint", "retrain")
+FINAL_MODES = ("stretch", "retrain", "checkpoint")
+SCHEDULERS = ("promotion", "stopping", "fifo")
 
 
 def build_parser() -> Parser:
@@ -59,9 +65,16 @@ def build_parser() -> Parser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
                         "channels-last always), bf16 or fp32; weights are saved as fp32 either way")
-    p.add_argument("--final", choices=FINAL_MODES, default="retrain",
-                   help="the final model: retrain (default: on all training images, following the best trial's "
-                        "schedule to its best epoch) or checkpoint (the best trial's own weights at its best epoch)")
+    p.add_argument("--final", choices=FINAL_MODES, default="stretch",
+                   help="the final model: stretch (default: the best configuration trained on all training images "
+                        "for the time the budget leaves, its learning-rate schedule stretched to that length; "
+                        "without a time budget, as retrain), retrain (on all training images, following the best "
+                        "trial's schedule to its best epoch) or checkpoint (the best trial's own weights at its "
+                        "best epoch)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+                   help="how trials are cut short (default: the study's, promotion): promotion pauses a trial at "
+                        "each rung and resumes the best, stopping (Ray's ASHA) stops poor trials at a rung for "
+                        "good, fifo runs every trial to --max-epochs")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="score each trial by K-fold stratified cross-validation on the training data (the mean "
                         "over folds, its spread recorded) instead of one validation split: K times the compute "
@@ -213,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from search.clock import mark_command_start
     from search.study_run import StudyRun
 
+    mark_command_start(COMMAND_STARTED)
     if args.resume:
         state = resumed_state(args, study, study_dir)
         with study_writes(state), restore_failures():  # a full disk; a searcher Tune could not restore
@@ -267,6 +282,7 @@ def new_request(args, study, root: Path, name: str, warm: tuple[str, ...] = ()) 
         tracking_uri=args.tracking_uri or default_tracking_uri(root), samples=args.samples,
         max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
         register_model=args.register_model, precision=args.precision, final=args.final, cv=args.cv,
+        scheduler=args.scheduler,
         max_mmacs=args.max_mmacs, max_latency_ms=args.max_latency_ms, optuna_storage=args.optuna_storage,
         warm_start=warm,
         warm_start_map=str(Path(args.warm_start_map).expanduser().resolve()) if args.warm_start_map else None,

@@ -52,6 +52,7 @@ class StoredSearch(OptunaSearch):
         self.max_epochs = max_epochs
         self.warm_trials = list(warm_trials or [])
         self._best: dict[str, tuple[float, float]] = {}  # trial id -> (best score, its epoch)
+        self._seen: dict[str, float] = {}  # trial id -> the most epochs it reported
         # Start points go into the store one at a time, as each is proposed: Ray's class enqueues
         # them all at once, and a study that stops (--samples) before reaching them all would leave
         # the rest WAITING in the store for good (in the dashboard, in a later warm start's source).
@@ -93,6 +94,7 @@ class StoredSearch(OptunaSearch):
         if trial is None or result.get("failed") or not _finite(value):
             return
         epochs = float(result.get("epochs_seen", result.get("epoch", 0)))
+        self._seen[trial_id] = max(epochs, self._seen.get(trial_id, 0.0))
         best = self._best.get(trial_id)
         if best is None or (value > best[0] if self._mode == "max" else value < best[0]):
             self._best[trial_id] = (float(value), epochs)
@@ -104,11 +106,17 @@ class StoredSearch(OptunaSearch):
         trial = self._ot_trials.get(trial_id)
         if trial is None or trial_id in self._completed_trials:
             return
+        # Tune ends a trial paused at a rung (the scheduler's end game) without a result: it
+        # reached what it last reported, and stays PRUNED at that fidelity.
+        paused = result is None and trial_id in self._seen
         result = result or {}
         self._record(trial_id, result)  # Tune hands a trial's last result here, not to on_trial_result
         epochs = float(result.get("epochs_seen", result.get("epoch", 0)) or 0)
+        epochs = max(epochs, self._seen.pop(trial_id, 0.0))
         best = self._best.pop(trial_id, None)
         attrs: dict[str, Any] = {"epochs_seen": epochs}
+        if paused:
+            attrs["paused"] = True
         if best is not None:
             attrs.update(best_score=best[0], best_epochs=best[1])
         for key, value in attrs.items():
@@ -157,6 +165,7 @@ class StoredSearch(OptunaSearch):
             state = pickle.load(f)  # Tune's own saved state, in the study folder: as trusted as tuner.pkl
         numbers: dict[str, int] = state.pop("_ot_trials")
         self.__dict__.update(state)
+        self.__dict__.setdefault("_seen", {})  # a state saved before it existed
         # The study's own store, from its own folder: never the one pickled with the state, which
         # may be another folder's (a copy's original) and would take this study's trials.
         self.store = own_store(resumed_folder(), self.store)
@@ -188,3 +197,26 @@ def _finite(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def close_paused(store: Store, trial_ids: set[str]) -> int:
+    """Trials left paused at a rung when the search ended (pause-and-promote) become PRUNED in the
+    store, with what they reached (their intermediate values are there already), as a trial the
+    stopping scheduler ended at that rung would be: the store then holds no trial forever
+    RUNNING, and a later warm start or the report reads them at their fidelity. Returns how many."""
+    if not trial_ids:
+        return 0
+    study = store.load()
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("tune_trial_id") not in trial_ids or not trial.intermediate_values:
+            continue
+        values = trial.intermediate_values
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        best_step = max(values, key=lambda step: sign * values[step])
+        for key, value in (("epochs_seen", max(values) / STEPS_PER_EPOCH), ("best_score", values[best_step]),
+                           ("best_epochs", best_step / STEPS_PER_EPOCH), ("paused", True)):
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        study.tell(trial.number, state=TrialState.PRUNED)
+        closed += 1
+    return closed

@@ -9,12 +9,14 @@ phase if the search had finished.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from search import faults
+from search.budget import BudgetPlan
 from search.cluster import Cluster, start_ray
 from search.credentials import redact
 from search.delivery import reconcile
@@ -54,8 +56,12 @@ class StudyRun:
     """`state`: a new study's request (phase "search", no MLflow run yet) or a saved one's."""
 
     def __init__(self, study: Study, state: StudyState, resources: Resources, resuming: bool):
-        self.study, self.state, self.resources, self.resuming = study, state, resources, resuming
+        self.state, self.resources, self.resuming = state, resources, resuming
         self.request = state.request
+        if self.request.scheduler:  # --scheduler: the study as it is, cut short another way
+            study = dataclasses.replace(study, settings=dataclasses.replace(study.settings,
+                                                                            scheduler=self.request.scheduler))
+        self.study = study
         self.dir = self.request.folder
 
     def execute(self) -> int:
@@ -72,12 +78,13 @@ class StudyRun:
                                user_cap=self.request.max_mmacs is not None)
             warm = self._warm_sources(plan, prepared)  # bad sources refused before the study folder exists
             parent = self._start(tracker, plan, prepared)
-            final_scale = self._final_scale(prepared)
+            budget = self._budget(plan, prepared)
             logger = TrialLogger(self.request.tracking_uri, self.study.name, parent, plan.max_epochs,
                                  plan.num_samples, self.study.settings.metric, self.study.settings.mode,
-                                 MAX_FAILED_FRACTION, study_folder=str(self.dir))
+                                 MAX_FAILED_FRACTION, study_folder=str(self.dir),
+                                 budget_min=plan.time_budget_s / 60 if plan.time_budget_s else None)
             outcome = search(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
-                             final_scale, self.request.store, trials_of(warm))
+                             budget, self.request.store, trials_of(warm), finished=self.state.phase != "search")
             if not self._deliver(tracker, parent, outcome.records):
                 return 1
             if self.state.phase == "done":  # finished earlier but for MLflow, which is now up to date
@@ -99,8 +106,8 @@ class StudyRun:
                 return self._too_many_failures(tracker, parent, outcome.records)
             self._phase("final")
             threads = int(max(1, min(cluster.max_node_cpus, self.resources.cpus or cluster.max_node_cpus)))
-            finished = finalize(StudyContext(self.study, self.request, prepared, plan, tracker, parent, threads),
-                                best, table)
+            finished = finalize(StudyContext(self.study, self.request, prepared, plan, tracker, parent, threads,
+                                             budget), best, table)
             report = self._report(tracker, parent)
             tracker.set_tags(parent, {"hpsearch.status": "completed"})
             tracker.end_run(parent)
@@ -177,14 +184,15 @@ class StudyRun:
         say("warm start: TPE starts from " + "; ".join(s.describe() for s in sources))
         return sources
 
-    def _final_scale(self, prepared: Prepared) -> float:
-        """A retrain trains on all training images; the checkpoint final trains nothing."""
-        if self.request.final != "retrain":
-            return 0.0
+    def _budget(self, plan: Plan, prepared: Prepared) -> BudgetPlan | None:
+        """How the study's time budget is spent (search.budget), or None without one. The final
+        training's pace is the best trial's per image: it trains on all training images."""
+        if plan.time_budget_s is None:
+            return None
         data = prepared.search_data
         # Under cross-validation a trial's epoch trains k networks, each on k-1 of the k folds.
         trained = len(data.train) * (data.folds.k - 1) if data.folds is not None else len(data.train)
-        return len(prepared.dataset.train) / trained
+        return BudgetPlan(plan.time_budget_s, final=self.request.final, scale=len(prepared.dataset.train) / trained)
 
     def _deliver(self, tracker: Tracker, parent: str, records: list[TrialRecord]) -> bool:
         """Every result into MLflow, waiting out a store that is down; False when it stays down

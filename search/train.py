@@ -25,6 +25,10 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m search.train", description=__doc__.splitlines()[0])
     p.add_argument("config", help="a best.yaml exported by search.run")
     p.add_argument("--epochs", type=int, default=None, help="override the epoch count in the file")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="instead of a number of epochs: train for as many as fit in MIN minutes (the whole "
+                        "command: loading, training, testing, saving), the learning-rate schedule stretched "
+                        "to them")
     p.add_argument("--seed", type=int, default=None, help="override the seed in the file")
     p.add_argument("--cpus", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -42,7 +46,9 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_positive(args, ("epochs", "cpus"))
+    check_positive(args, ("epochs", "cpus", "time_budget"))
+    if args.epochs is not None and args.time_budget is not None:
+        raise UserError("--epochs and --time-budget both set the training's length; pass one")
     check_name(args.name)
     check_seed(args.seed)
     check_local_resources(args.cpus, args.gpus)
@@ -73,22 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         dataset = dataset.sliced(SMOKE_TRAIN, SMOKE_TEST, seed)
     epochs = args.epochs or best.epochs
-    # The exported trial's schedule, unless --epochs asks for a run of another length.
-    schedule = best.schedule_epochs if args.epochs is None else None
+    # The exported trial's schedule, unless --epochs (or --time-budget) asks for a run of another length.
+    schedule = best.schedule_epochs if args.epochs is None and args.time_budget is None else None
+    deadline = None
+    if args.time_budget is not None:
+        from search.budget import AFTER_FINAL_S
+        from search.clock import command_started
+
+        # The first plan, until the first epochs measure the pace (trainables.train.Deadline).
+        deadline = command_started() + args.time_budget * 60 - AFTER_FINAL_S
     args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     uri = args.tracking_uri or default_tracking_uri(root)
     tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
     threads = args.cpus or os.cpu_count() or 1
     spec = FinalSpec(NetConfig.from_flat(best.hyperparameters), epochs=epochs, seed=seed, threads=threads,
                      use_gpu=torch.cuda.is_available() and args.gpus != 0, schedule_epochs=schedule,
-                     precision=args.precision)
+                     precision=args.precision, mode="stretch" if deadline else "retrain", deadline=deadline)
     out_dir.mkdir(parents=True)
     run_id = tracker.start_run(name, {"config_file": str(Path(args.config).resolve()), "epochs": epochs, "seed": seed,
                                       "smoke": args.smoke, "data_source": dataset.source, **best.hyperparameters},
                                {"hpsearch.space": best.space, "hpsearch.kind": "retrain"})
-    print(f"retraining {args.config} ({best.space}) on {len(dataset.train)} images for {epochs} epochs, "
+    length = f"{args.time_budget:g} min (the schedule stretched to the epochs that fit)" if deadline else \
+        f"{epochs} epochs"
+    print(f"retraining {args.config} ({best.space}) on {len(dataset.train)} images for {length}, "
           f"then testing once on {len(dataset.test)} images", flush=True)
     final = retrain(spec, dataset, on_ray=False, backbone=backbone)
+    if deadline:
+        epochs = schedule = len(final.history)
+        spec = dataclasses.replace(spec, epochs=epochs, schedule_epochs=epochs)
     save_model(final, spec, dataset, best.space, out_dir, backbone)
     log_final(tracker, run_id, final, spec, dataset, out_dir, backbone)
     result = dataclasses.replace(

@@ -27,12 +27,12 @@ class TrialLogger(tune.Callback):
 
     def __init__(self, uri: str, experiment: str, parent_id: str, max_epochs: int, total: int,
                  metric: str, mode: str, max_failed_fraction: float = 0.5, min_finished: int = 4,
-                 study_folder: str | None = None):
+                 study_folder: str | None = None, budget_min: float | None = None):
         """`study_folder`: where study.json is; a resumed search takes the tracking store and parent
         run from it (they may have changed since Tune pickled this callback), not from `uri`."""
         self._start(dict(uri=uri, experiment=experiment, parent_id=parent_id, max_epochs=max_epochs,
                          total=total, metric=metric, mode=mode, max_failed_fraction=max_failed_fraction,
-                         min_finished=min_finished, study_folder=study_folder))
+                         min_finished=min_finished, study_folder=study_folder, budget_min=budget_min))
 
     def __getstate__(self) -> dict:
         return self.settings
@@ -49,9 +49,10 @@ class TrialLogger(tune.Callback):
 
         self.settings = settings
         self.study_folder = None  # callbacks pickled before it was a setting
+        self.budget_min = None
         for key, value in settings.items():
             setattr(self, key, value)
-        self.progress = Progress(self.total, self.metric, self.mode, self.max_epochs)
+        self.progress = Progress(self.total, self.metric, self.mode, self.max_epochs, budget_min=self.budget_min)
         self.tracker: Tracker | None = None
         self.queue: DeliveryQueue | None = None
         self.children: dict[str, ChildRun] = {}
@@ -60,6 +61,7 @@ class TrialLogger(tune.Callback):
         self.failed = 0
         self.counted = False
         self.over_budget = False
+        self.statuses: dict[str, str] = {}  # Tune's status of each trial at the last step
 
     def setup(self, **info) -> None:
         if self.study_folder is not None and (Path(self.study_folder) / STATE_FILE).is_file():
@@ -87,6 +89,22 @@ class TrialLogger(tune.Callback):
         self.failed = sum(t.status == "ERROR" or bool((t.last_result or {}).get("failed")) for t in done)
         self.progress.resumed(len(done))
         self.over_budget = too_many_failures(self.failed, self.finished, self.max_failed_fraction, self.min_finished)
+
+    def on_step_end(self, iteration, trials, **info):
+        """Pause-and-promote (search.asha): a trial paused at a rung, or resumed from one, is said
+        in the progress and on its MLflow run (Tune has no callback for either)."""
+        for trial in trials:
+            before, now = self.statuses.get(trial.trial_id), trial.status
+            self.statuses[trial.trial_id] = now
+            if before == now or trial.trial_id not in self.children:
+                continue
+            child = self.children[trial.trial_id]
+            if now == "PAUSED" and before == "RUNNING":
+                self.queue.put(Batch(child, tags={"hpsearch.status": "paused"}))
+                self.progress.on_pause(child.name, self.last.get(trial.trial_id, {}))
+            elif before == "PAUSED" and now in ("PENDING", "RUNNING"):
+                self.queue.put(Batch(child, tags={"hpsearch.status": "running"}))
+                self.progress.on_promote(child.name, self.last.get(trial.trial_id, {}))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.children:

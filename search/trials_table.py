@@ -69,7 +69,8 @@ def short_names(table: pd.DataFrame) -> pd.DataFrame:
 def trials_table(records: list[TrialRecord], metric: str, mode: str,
                  input_shape: tuple[int, int, int], num_classes: int, backbone=None,
                  limits: DeviceLimits | None = None) -> pd.DataFrame:
-    """One row per trial, best first: status, epochs, its best epoch's scores, cost (multiply-adds
+    """One row per trial, best first: status, epochs, how often pause-and-promote resumed it past
+    a rung (`promotions`), its best epoch's scores, cost (multiply-adds
     and measured latency), whether it `fits` the user's device `limits`, and every hyperparameter
     as `config/NAME` (absent conditional ones are empty)."""
     sign = 1.0 if mode == "max" else -1.0
@@ -77,7 +78,8 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
     for record in records:
         row: dict[str, Any] = {"trial": record.name, "trial_id": record.trial_id,
                                "status": record.status, "epochs": record.epochs,
-                               "epochs_seen": round(record.epochs_seen, 4), "numerics": record.numerics}
+                               "epochs_seen": round(record.epochs_seen, 4), "promotions": record.promotions,
+                               "numerics": record.numerics}
         scored = [h for h in record.history if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
         early = [h for h in record.partials if isinstance(h.get(metric), float) and math.isfinite(h[metric])]
         if not scored and early:

@@ -19,14 +19,15 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.stopper import CombinedStopper
 
 from search.asha import STATE_FILE as ASHA_STATE
-from search.asha import PersistentASHA
-from search.budget import FailureBudget, StudyBudget
+from search.asha import PacedSearch, PersistentASHA, PromotingASHA
+from search.budget import BUDGET_FILE, BudgetPlan, FailureBudget, StudyBudget
 from search.cores import CoreSharing, start_ledger
 from search.files import TUNE_DIR
 from search.progress import Verbosity, verbosity
+from search.rungs import milestones
+from search.sampler import make_sampler
 from search.searcher import StoredSearch, resuming_in
 from search.store import Store
-from search.tpe_fast import use_vectorised_log_ndtr
 from search.trial import tune_trial
 from search.trial_logger import TrialLogger
 from search.warm import not_yet_evaluated
@@ -134,12 +135,14 @@ class GridSearcher(Searcher):
 
 
 def make_searcher(study: Study, plan: Plan, data: TrainingData, store: Store, backbone: Backbone | None = None,
-                  warm_trials: list[optuna.trial.FrozenTrial] | None = None):
+                  warm_trials: list[optuna.trial.FrozenTrial] | None = None, scheduler_state: str = ""):
     """`store`: where the Optuna study is kept (search.searcher); `warm_trials`: earlier trials TPE
-    starts from (search.warm). A grid has neither: it runs its points in order."""
+    starts from (search.warm). A grid has neither: it runs its points in order. Under
+    pause-and-promote (`scheduler_state`: its state file) new trials are proposed only when a
+    worker would otherwise idle (search.asha.PacedSearch)."""
     if study.grid is not None:
         searcher = GridSearcher(study.grid_points()[: plan.num_samples], study.settings.metric, study.settings.mode)
-        return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
+        return _limited(study, plan, searcher, scheduler_state)
     ctx = SpaceContext(data.input_shape, data.num_classes, plan.max_macs,
                        backbone.body_layers if backbone is not None else 0)
     start_points = not_yet_evaluated([dict(p) for p in study.start_points if _within_cap(p, ctx, backbone)],
@@ -150,19 +153,14 @@ def make_searcher(study: Study, plan: Plan, data: TrainingData, store: Store, ba
         space=functools.partial(study.define, ctx=ctx), metric=study.settings.metric,
         mode=study.settings.mode, sampler=sampler, points_to_evaluate=start_points or None,
     )
+    return _limited(study, plan, searcher, scheduler_state)
+
+
+def _limited(study: Study, plan: Plan, searcher: Searcher, scheduler_state: str) -> Searcher:
+    """At most `plan.concurrency` trials running at once (paused ones, under pause-and-promote, not counted)."""
+    if study.settings.scheduler == "promotion":
+        return PacedSearch(searcher, plan.concurrency, scheduler_state)
     return ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency)
-
-
-def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name != "tpe":
-        raise ValueError(f"unknown sampler {name!r}")
-    # Optuna 5 changed TPESampler's defaults; every choice is spelled out. group=True lets the
-    # multivariate model handle the conditional (define-by-run) parameters.
-    use_vectorised_log_ndtr()  # proposals that stay cheap as trials accumulate (search.tpe_fast)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
-                                      multivariate=True, group=True, constant_liar=True)
 
 
 COST_PROBES = 32  # networks sampled to tell a space that fits the cost cap from one that cannot
@@ -211,22 +209,30 @@ TIME_ATTR = "epochs_seen"
 
 
 def asha_rungs(study: Study, plan: Plan) -> list[float]:
-    """Every rung of every bracket, in epochs, as Ray's ASHA computes them."""
+    """Every rung of every bracket, in epochs (search.rungs: as Ray's ASHA computes them)."""
     s = study.settings
-    if s.scheduler != "asha":
+    if s.scheduler == "fifo":
         return []
     grace = min(s.grace_period, plan.max_epochs)
-    count = int(math.log(plan.max_epochs / grace) / math.log(s.reduction_factor) + 1e-9) + 1
-    return sorted({grace * s.reduction_factor ** k for k in range(count + s.brackets)
-                   if grace * s.reduction_factor ** k < plan.max_epochs})
+    return sorted({m for b in range(s.brackets) for m in milestones(grace, s.reduction_factor, plan.max_epochs, b)})
 
 
-def make_scheduler(study: Study, plan: Plan, storage: Path | None = None):
-    """ASHA (its rungs saved beside Tune's state in `storage`, so a resume keeps them) or FIFO."""
+def scheduler_state_file(storage: Path | None) -> str:
+    """Where ASHA saves its rungs: beside Tune's state in the study folder `storage`."""
+    return str((storage or Path(tempfile.mkdtemp(prefix="hpsearch-asha-"))) / TUNE_DIR / ASHA_STATE)
+
+
+def make_scheduler(study: Study, plan: Plan, storage: Path | None = None, state_file: str | None = None):
+    """ASHA, pause-and-promote or stopping (its rungs saved beside Tune's state in `storage`, so a
+    resume keeps them), or FIFO."""
     s = study.settings
     if s.scheduler == "fifo":
         return FIFOScheduler()
-    state_file = str((storage or Path(tempfile.mkdtemp(prefix="hpsearch-asha-"))) / TUNE_DIR / ASHA_STATE)
+    state_file = state_file or scheduler_state_file(storage)
+    if s.scheduler == "promotion":
+        return PromotingASHA(time_attr=TIME_ATTR, max_t=plan.max_epochs,
+                             grace_period=min(s.grace_period, plan.max_epochs), reduction_factor=s.reduction_factor,
+                             brackets=s.brackets, state_file=state_file)
     return PersistentASHA(
         time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=min(s.grace_period, plan.max_epochs),
         reduction_factor=s.reduction_factor, brackets=s.brackets, state_file=state_file,
@@ -261,13 +267,13 @@ def trial_resources(plan: Plan) -> dict[str, float]:
     return {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
 
 
-def stoppers(study: Study, plan: Plan, logger: TrialLogger, final_scale: float):
+def stoppers(study: Study, logger: TrialLogger, budget: BudgetPlan | None, storage: Path | None = None):
     """Too many failures end the search; so does the study's time budget (search.budget)."""
     failures = FailureBudget(logger)
-    if plan.time_budget_s is None:
+    if budget is None:
         return failures
-    budget = StudyBudget(plan.time_budget_s, study.settings.metric, study.settings.mode, final_scale)
-    return CombinedStopper(failures, budget)
+    record = str(storage / TUNE_DIR / BUDGET_FILE) if storage is not None else None
+    return CombinedStopper(failures, StudyBudget(budget, study.settings.metric, study.settings.mode, record))
 
 
 class NoTensorboard(TBXLoggerCallback):
@@ -290,11 +296,11 @@ class NoTensorboard(TBXLoggerCallback):
 
 
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
-                backbone: Backbone | None = None, final_scale: float = 0.0, store: Store | None = None,
+                backbone: Backbone | None = None, budget: BudgetPlan | None = None, store: Store | None = None,
                 warm_trials: list[optuna.trial.FrozenTrial] | None = None, trainable=None,
                 wrap_searcher: Callable[[Searcher], Searcher] | None = None) -> tune.Tuner:
-    """`final_scale`: how long the final phase trains per second of the best trial's training
-    (search.budget), so a time budget leaves it room. `store`: the Optuna store (default: the
+    """`budget`: how the study's time budget is spent (search.budget), so it leaves the final
+    phase its room. `store`: the Optuna store (default: the
     SQLite file in `storage`, the study folder). `trainable` and `wrap_searcher` are for the
     scale benchmark only (search.bench.scale): a Tune trainable to run instead of search.trial's
     (its simulated trials, which need no data), and a wrapper around the searcher that times
@@ -307,14 +313,15 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
     if ledger is not None:
         start_ledger(ledger)
         callbacks.append(CoreSharing(ledger, plan.num_samples))
-    searcher = make_searcher(study, plan, data, store, backbone, warm_trials)
+    state_file = scheduler_state_file(storage)
+    searcher = make_searcher(study, plan, data, store, backbone, warm_trials, state_file)
     return tune.Tuner(
         trainable or make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
             metric=study.settings.metric,
             mode=study.settings.mode,
             search_alg=wrap_searcher(searcher) if wrap_searcher is not None else searcher,
-            scheduler=make_scheduler(study, plan, storage),
+            scheduler=make_scheduler(study, plan, storage, state_file),
             num_samples=plan.num_samples,
             max_concurrent_trials=plan.concurrency,
             # Trials have identical resources: one worker process serves many trials, saving
@@ -325,7 +332,7 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
             name=TUNE_DIR,
             storage_path=str(storage),
             callbacks=callbacks,
-            stop=stoppers(study, plan, logger, final_scale),
+            stop=stoppers(study, logger, budget, storage),
             verbose=2 if verbosity() >= Verbosity.VERBOSE else 0,
             # The best epoch's checkpoint (for the final model) and, always, the latest (to resume).
             checkpoint_config=tune.CheckpointConfig(

@@ -16,7 +16,11 @@ class StudySettings:
     mode: str = "max"
     num_samples: int = 20
     max_epochs: int = 10
-    scheduler: str = "asha"  # "asha" stops poor trials early; "fifo" runs every trial to max_epochs
+    # "promotion": asynchronous successive halving that pauses a trial at each rung and resumes the
+    # best (search.rungs); "stopping": Ray's ASHA, which stops a trial below a rung's cutoff for
+    # good ("asha" is the same); "fifo": every trial runs to max_epochs. The default was chosen by
+    # the scheduler replay (python -m search.bench.schedulers; docs/benchmarks.md).
+    scheduler: str = "promotion"
     # ASHA's first rung, in epochs; below 1, trials report inside their first epoch so poor
     # ones are dropped after a fraction of it (rungs follow at grace x reduction_factor^k).
     grace_period: float = 1.0
@@ -50,8 +54,10 @@ class StudySettings:
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
-        if self.scheduler not in ("asha", "fifo"):
-            raise ValueError(f"scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
+        if self.scheduler == "asha":
+            object.__setattr__(self, "scheduler", "stopping")
+        if self.scheduler not in ("promotion", "stopping", "fifo"):
+            raise ValueError(f"scheduler must be 'promotion', 'stopping' or 'fifo', got {self.scheduler!r}")
         if not 0 < self.grace_period <= self.max_epochs:
             raise ValueError(f"grace_period must be in (0, max_epochs={self.max_epochs}], got {self.grace_period}")
         if self.brackets < 1:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import optuna
 import pytest
 
 from search.store import Store
@@ -46,8 +47,11 @@ def test_searcher_is_seeded_tpe_limited_to_the_concurrency(tmp_path):
     searcher = make_searcher(get_study("fashion_space"), plan(cluster_cpus=4), toy_data(),
                              Store.in_study_folder(tmp_path, "s"))
     assert searcher.max_concurrent == 2
+    assert type(searcher).__name__ == "PacedSearch"  # pause-and-promote: paused trials are not running
     sampler = searcher.searcher._sampler
-    assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 6
+    # TPE that sees a reported trial at the fidelity it reached (search/sampler.py)
+    assert isinstance(sampler, optuna.samplers.TPESampler) and type(sampler).__name__ == "FidelityAwareTPE"
+    assert sampler._n_startup_trials == 6
 
 
 def test_more_cpus_per_trial_than_the_cluster_has():
@@ -87,17 +91,23 @@ def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
 
 
 def test_asha_compares_epochs_seen_with_a_quarter_epoch_first_rung():
+    import dataclasses
+
     from search.tuner import TIME_ATTR, asha_rungs
 
-    study = get_study("fashion_space")
+    promoting = get_study("fashion_space")
+    stopping = dataclasses.replace(promoting, settings=dataclasses.replace(promoting.settings, scheduler="stopping"))
     p = plan(time_budget_min=1.5, max_epochs=10)
     assert p.time_budget_s == 90.0
-    scheduler = make_scheduler(study, p)
+    scheduler = make_scheduler(stopping, p)
     assert scheduler._max_t == 10 and scheduler._time_attr == TIME_ATTR == "epochs_seen"
-    rungs = asha_rungs(study, p)
-    assert rungs[0] == study.settings.grace_period < 1  # a poor trial is dropped inside its first epoch
+    rungs = asha_rungs(stopping, p)
+    assert rungs[0] == stopping.settings.grace_period < 1  # a poor trial is judged inside its first epoch
     ray_rungs = sorted({m for bracket in scheduler._brackets for m, _ in bracket._rungs})
     assert rungs == [m for m in ray_rungs if m < 10]
+    promoter = make_scheduler(promoting, p)  # the same rungs, paused at rather than stopped at
+    assert promoter.max_t == 10 and promoter.time_attr == TIME_ATTR
+    assert asha_rungs(promoting, p) == rungs == [r.milestone for r in promoter.rule.rungs[0]]
 
 
 def test_trials_report_only_at_rungs_inside_an_epoch():

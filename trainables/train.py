@@ -49,6 +49,32 @@ class TrialSettings:
     report_points: tuple[float, ...] = ()
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """Train until a wall-clock time (`time.time()`, so a Ray task on another process of the
+    machine keeps it) instead of for a fixed number of epochs: after each of the first two
+    epochs the number of epochs becomes what fits in the time left at the measured pace
+    (rounded to the nearest whole epoch); after later ones it can only shrink, if the pace
+    slows. The learning-rate schedule's horizon follows the planned epochs, so the schedule is
+    stretched to the time there is (a cosine decays to its end at the deadline); re-planned
+    that early, the horizon moves a cosine's factor by under 1% (0.951 at 2/14 against 0.943
+    at 2/13)."""
+
+    at: float
+    min_epochs: int = 1
+
+    def epochs(self, done: int, seconds: list[float], planned: int) -> int:
+        """The epochs to train in all, after `done` epochs that took `seconds` each."""
+        if not seconds:
+            return planned
+        # The median, not the last: one epoch slowed by another process must not cut the plan;
+        # and past the first, which also builds the model and warms the caches.
+        pace = float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+        fits = done + int((self.at - time.time()) / max(pace, 1e-6) + 0.5)
+        best = fits if done <= 2 else min(planned, fits)
+        return max(self.min_epochs, done, best)
+
+
 @dataclass
 class FitResult:
     model: nn.Module
@@ -288,6 +314,7 @@ def fit(
     schedule_epochs: int | None = None,
     report_points: tuple[float, ...] = (),
     on_partial: Callable[[dict[str, float]], None] | None = None,
+    deadline: Deadline | None = None,
 ) -> FitResult:
     """Train `cfg` for `epochs` epochs, evaluating on `data.val` after each if present.
 
@@ -304,6 +331,8 @@ def fit(
     `on_partial(metrics)` is called with validation scores at each of `report_points` (in epochs,
     e.g. 0.25) that falls inside an epoch; those results carry `partial: 1`.
     `accel` defaults to what suits `device` (see `trainables.numerics.accelerator`).
+    `deadline`: train until then instead (`epochs` is the first plan, and the schedule's horizon
+    follows the plan; see `Deadline`); the result's history says how many epochs it became.
     """
     accel = accel or accelerator(device)
     learners = _learners(cfg, data, seed, device, accel, backbone, schedule_epochs or epochs)
@@ -333,7 +362,9 @@ def fit(
             return {**common, "folds": [learner.state() for learner in learners]}
         return {**learners[0].state(), **common}
 
-    for epoch in range(len(result.history) + 1, epochs + 1):
+    epoch = len(result.history)
+    while epoch < epochs:
+        epoch += 1
         if before_epoch is not None:
             before_epoch(epoch, learners[0].model)
         started = time.perf_counter()
@@ -349,20 +380,26 @@ def fit(
             on_epoch(metrics, snapshot)
         if result.diverged:
             break
+        if deadline is not None:
+            epochs = deadline.epochs(epoch, [h["epoch_seconds"] for h in result.history], epochs)
+            for learner in learners:
+                learner.horizon = epochs
     return result
 
 
 # --- the final model -----------------------------------------------------------------------
 
 def retrain_and_test(cfg: NetConfig, data: TrainingData, test: Split, settings: TrialSettings,
-                     use_gpu: bool = False, schedule_epochs: int | None = None) -> FinalResult:
+                     use_gpu: bool = False, schedule_epochs: int | None = None,
+                     deadline: Deadline | None = None) -> FinalResult:
     """Retrain on all training images for `settings.max_epochs` (following a learning-rate
-    schedule of `schedule_epochs`, default the same), then evaluate once on `test`."""
+    schedule of `schedule_epochs`, default the same), or until `deadline` with the schedule
+    stretched to it, then evaluate once on `test`."""
     torch.set_num_threads(max(1, settings.threads))
     device = pick_device(use_gpu)
     started = time.perf_counter()
     result = fit(cfg, data, settings.max_epochs, settings.seed, device, backbone=settings.backbone,
-                 accel=accelerator(device, settings.precision), schedule_epochs=schedule_epochs)
+                 accel=accelerator(device, settings.precision), schedule_epochs=schedule_epochs, deadline=deadline)
     return _tested(result.model, data, test, device, result.accel, result.history, result.diverged, started)
 
 
