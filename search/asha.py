@@ -30,6 +30,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from search.resuming import own_tune_file
 from search.rungs import PAUSE, PromotionRule
 
 STATE_FILE = "asha-rungs.json"
@@ -93,6 +94,7 @@ class PersistentASHA(ASHAScheduler):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.state_file = own_tune_file(self.state_file)  # the pickled path may be another folder's
         self._restored = {}
         self.stopped = []
         self._load()
@@ -187,6 +189,10 @@ class PromotingASHA(FIFOScheduler):
     # --- Tune's hooks ----------------------------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        # Tune resumes every unfinished trial as PENDING, which would run the paused ones at once:
+        # one paused at a rung stays paused (it is added in the state it has when this returns).
+        if trial.trial_id in self.rule.paused and trial.status == Trial.PENDING:
+            trial.set_status(Trial.PAUSED)
         self.rule.add(trial.trial_id)
         self._save()
 

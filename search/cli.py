@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from trainables.errors import UserError
@@ -63,10 +64,18 @@ def quiet_libraries() -> None:
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
     show_notes()
     quiet_libraries()
+    from search.disk import refused_write
+
     try:
         code = main() or 0
     except UserError as e:
         print(f"error: {explain(e)}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # a full disk or a read-only one is bad luck, not a bug: no traceback
+        refused = refused_write(e, Path(e.filename or ".").parent, "run the command again")
+        if refused is None:
+            raise
+        print(f"error: {refused}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

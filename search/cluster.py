@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from search.credentials import withheld
 from trainables.errors import UserError
 
 
@@ -56,13 +57,15 @@ def start_ray(address: str | None, cpus: int | None, gpus: int | None) -> Cluste
     if address:
         check_reachable(address)
         try:
-            ray.init(address=address, **quiet)
+            with withheld():
+                ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot join the Ray cluster at {address!r} ({str(e).splitlines()[0]}); "
                             "check the address, or drop --address to run locally") from None
     else:
         have_cpus, have_gpus = check_local_resources(cpus, gpus)
-        ray.init(num_cpus=cpus or have_cpus, num_gpus=have_gpus if gpus is None else gpus, **quiet)
+        with withheld():  # the processes Ray starts here (and the workers they spawn) get no MLflow password
+            ray.init(num_cpus=cpus or have_cpus, num_gpus=have_gpus if gpus is None else gpus, **quiet)
     total = ray.cluster_resources()
     node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     cluster = Cluster(total.get("CPU", 0), total.get("GPU", 0), max(node_cpus or [0]), started_here=not address)

@@ -1,12 +1,16 @@
-"""Credentials never leave the process: a tracking URI given as `http://user:pass@host` is split,
+"""Credentials never leave the driver: a tracking URI given as `http://user:pass@host` is split,
 the user name and password go to the variables MLflow reads for basic auth
-(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), and only the bare URI is printed, saved in
-study.json and best.yaml, or logged. A resumed study needs the credentials again, the same way."""
+(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD) in the driver's own environment, and only
+the bare URI is printed, saved in study.json and best.yaml, or logged. A resumed study needs the
+credentials again, the same way. The driver alone talks to MLflow, so the Ray processes it starts
+(gcs_server, raylet, the trial workers they spawn) are started without those variables
+(`withheld`), whoever set them."""
 
 from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 # user:password@ inside any URL-looking word, e.g. in the command line that is logged
@@ -43,3 +47,18 @@ def adopt_credentials(uri: str | None) -> str | None:
 def redact(text: str) -> str:
     """`text` with the user info of every URL in it replaced by `***`."""
     return _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
+# MLflow's credential variables: the basic-auth pair and a bearer token.
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+@contextmanager
+def withheld():
+    """MLflow's credentials out of the environment for the duration (processes started meanwhile
+    inherit none), then back for the driver's MLflow client."""
+    saved = {k: os.environ.pop(k) for k in CREDENTIAL_VARIABLES if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

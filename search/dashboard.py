@@ -4,7 +4,8 @@ study's Optuna store (written by search.searcher as trials run), so a search can
 STUDY is a study folder or a study's name in the results directory. The store is the folder's
 optuna.db, or the database the study was started with (`--optuna-storage`, kept in study.json).
 optuna-dashboard has no login and its API renames and deletes studies, tells trials and writes
-notes. So the server listens on 127.0.0.1 only (remote users tunnel, ssh -L), and it is read-only
+notes. So the server listens on 127.0.0.1 only (remote users tunnel, ssh -L), answers only
+requests addressed to 127.0.0.1 or localhost (a rebound DNS name is refused), and it is read-only
 unless started with --allow-edits: a viewer beside a running search, or any local process that
 finds the port, cannot change the study the search is writing.
 
@@ -82,6 +83,25 @@ def read_only(app):
     return guarded
 
 
+def own_host_only(app, port: int):
+    """`app` answering only requests addressed to this server by its loopback name. A web page
+    from another site that rebinds its DNS name to 127.0.0.1 reaches the port with its own name
+    in the Host header (DNS rebinding); refused, it cannot read the study through the victim's
+    browser."""
+    allowed = {f"{host}:{port}" for host in (LOOPBACK, "localhost")} | \
+        ({LOOPBACK, "localhost"} if port == 80 else set())
+
+    def guarded(environ, start_response):
+        host = environ.get("HTTP_HOST", "").strip().lower()
+        if host in allowed:
+            return app(environ, start_response)
+        body = json.dumps({"reason": f"this dashboard answers only http://{LOOPBACK}:{port} or "
+                                     f"http://localhost:{port}, not a request for host {host[:100]!r}"}).encode()
+        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return guarded
+
+
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     # The page polls while a slow request (a plot over many trials) is served; threads keep it live.
     daemon_threads = True
@@ -141,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     app = optuna_dashboard.wsgi(storage)
     if not args.allow_edits:
         app = read_only(app)
+    app = own_host_only(app, port)
     try:
         httpd = make_server(LOOPBACK, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler)
     except OSError as e:

@@ -87,6 +87,15 @@ def _folder_instead(default_dataset: str, given: dict) -> bool:
     return looks_like_image_folder(data_dir)
 
 
+def dataset_asked(args, default_dataset: str) -> str:
+    """The dataset `choice_from_args` takes for a new study, found without saying so."""
+    if args.dataset:
+        return args.dataset
+    given = {"data_dir": args.data_dir, "data_file": args.data_file, "image_size": args.image_size,
+             "channels": args.channels, "invert": args.invert}
+    return IMAGE_FOLDER if _folder_instead(default_dataset, given) else default_dataset
+
+
 @dataclass(frozen=True)
 class DataChoice:
     """A run's data and, for transfer studies, its backbone file."""
@@ -101,8 +110,12 @@ class DataChoice:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataChoice":
+        if not isinstance(d, dict):
+            raise UserError(f"bad data settings {str(d)[:80]!r}: expected a mapping (dataset, data_dir, ...)")
         d = dict(d)
         weights, arch = d.pop("weights", None), d.pop("arch", None)
+        if not all(v is None or isinstance(v, str) for v in (weights, arch)):
+            raise UserError(f"bad data settings: weights and arch must be text, not {weights!r}, {arch!r}"[:200])
         try:
             return cls(DataSpec.from_dict(d), weights, arch)
         except TypeError as e:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.atomic import atomic_write
 from search.front import COSTS, counted, pareto_front
 from search.replay import optuna_study, searched
 from search.results import StudyResults
@@ -28,10 +29,7 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI))
 
 
 def _metric_label(metric: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from search.atomic import atomic_write_text
+from search.atomic import atomic_write, atomic_write_text, save_torch
 from search.files import CONFUSION_FILE, MODEL_FILE
 from search.tracking import Tracker
 from trainables.datasets import Dataset, TrainingData
@@ -94,9 +94,7 @@ def from_checkpoint(spec: FinalSpec, checkpoint_dir: Path, search_data: Training
 def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str, out_dir: Path,
                backbone: Backbone | None = None) -> Path:
     data = dataset.for_final()
-    path = out_dir / MODEL_FILE
-    tmp = out_dir / f".{MODEL_FILE}.tmp"
-    torch.save({
+    blob = {
         # The weights include the normalisation (the first layer's buffers): the network takes raw input.
         "state_dict": final.state_dict, "config": spec.config.to_flat(), "space": space,
         "dataset": dataset.info.name, "classes": data.classes, "input_shape": data.input_shape,
@@ -109,12 +107,12 @@ def save_model(final: FinalResult, spec: FinalSpec, dataset: Dataset, space: str
         "test_accuracy": final.test_accuracy, "label_map": dataset.label_map,
         # A transfer model is rebuilt from this description (its weights are all in state_dict).
         "backbone": backbone.describe() if backbone is not None else None,
-    }, tmp)
-    tmp.replace(path)
+    }
+    atomic_write(out_dir / MODEL_FILE, lambda tmp: save_torch(blob, tmp))
     rows = [",".join(["true\\predicted", *data.classes])]
     rows += [",".join([name, *map(str, counts)]) for name, counts in zip(data.classes, final.confusion)]
     atomic_write_text(out_dir / CONFUSION_FILE, "\n".join(rows) + "\n")
-    return path
+    return out_dir / MODEL_FILE
 
 
 def log_final(tracker: Tracker, run_id: str, final: FinalResult, spec: FinalSpec, dataset: Dataset,

@@ -156,13 +156,17 @@ class BestTrial:
 
 def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome) -> BestTrial | None:
     """The best trial with at least one whole epoch (one stopped inside its first epoch was
-    ranked, but has no epoch to retrain to) that fits the user's device (the table's `fits`:
-    --max-mmacs, --max-latency-ms), or None when no trial qualifies."""
+    ranked, but has no checkpoint to test) that fits the user's device (the table's `fits`:
+    --max-mmacs, --max-latency-ms), or None when no trial qualifies. A search that ended before
+    any trial trained a whole epoch (a short budget; pause-and-promote before its first
+    promotion) chooses the best at its first rung, which the final phase retrains."""
     s = study.settings
     if s.metric not in table:
         return None
     fits = table["fits"].astype(bool) if "fits" in table else True
-    scored = table[(table["status"] != "failed") & (table.get("best_epoch", 0) >= 1) & fits].dropna(subset=[s.metric])
+    candidates = table[(table["status"] != "failed") & fits].dropna(subset=[s.metric])
+    whole = candidates[candidates.get("best_epoch", 0) >= 1]
+    scored = whole if not whole.empty else candidates
     if scored.empty:
         return None
     row = scored.iloc[0]
@@ -199,34 +203,42 @@ class Finished:
     registered: str  # "NAME/VERSION" in the model registry, or ""
 
 
+def epoch_pace(record: TrialRecord) -> float:
+    """Seconds an epoch of the trial took: the median of its whole epochs, or, with none, its
+    first rung's seconds per epoch (a trial stopped inside its first epoch)."""
+    seconds = [float(h["epoch_seconds"]) for h in record.history if h.get("epoch_seconds")]
+    if seconds:
+        return statistics.median(seconds)
+    partial = [p for p in record.partials if p.get("epoch_seconds") and p.get("epochs_seen")]
+    return float(partial[0]["epoch_seconds"]) / float(partial[0]["epochs_seen"]) if partial else math.inf
+
+
 def final_spec(ctx: StudyContext, best: BestTrial) -> FinalSpec:
     """What the final model will be: what --final asks for where the time budget allows it, else
     the best trial's own checkpoint (with a note saying why). Under a budget, the retrain's
     length comes from the pace the best trial trained at (the median of its epochs, scaled to the
     final training set), and `stretch` trains until the budget's end less what follows training."""
     request, plan, budget = ctx.request, ctx.plan, ctx.budget
-    base = FinalSpec(best.config, epochs=best.best_epoch, seed=request.seed, threads=ctx.threads,
+    base = FinalSpec(best.config, epochs=max(1, best.best_epoch), seed=request.seed, threads=ctx.threads,
                      use_gpu=plan.gpus_per_trial > 0, schedule_epochs=plan.max_epochs, precision=request.precision,
                      mode="retrain", asked=request.final)
-    if best.checkpoint is None:  # nothing else to fall back on
-        return base
-    checkpoint = dataclasses.replace(base, mode="checkpoint")
-    if request.final == "checkpoint":
+    checkpoint = dataclasses.replace(base, mode="checkpoint") if best.checkpoint is not None else None
+    if request.final == "checkpoint" and checkpoint is not None:
         return checkpoint
-    if budget is None:
+    if budget is None or request.final == "checkpoint":
         return base  # stretch needs a time to stretch to; without a budget it is a retrain
-    seconds = [float(h["epoch_seconds"]) for h in best.record.history if h.get("epoch_seconds")]
-    pace = statistics.median(seconds) * budget.scale if seconds else math.inf
+    pace = epoch_pace(best.record) * budget.scale
     until = budget.train_until(command_started())
     left = until - time.time()
     if request.final == "stretch":
         epochs = int(left / pace + 0.5)
-        if epochs >= max(1, best.best_epoch):
-            return dataclasses.replace(base, mode="stretch", epochs=epochs, schedule_epochs=epochs, deadline=until)
+        if epochs >= max(1, best.best_epoch) or checkpoint is None:
+            return dataclasses.replace(base, mode="stretch", epochs=max(1, epochs), schedule_epochs=max(1, epochs),
+                                       deadline=until)
         why = (f"the {max(left, 0) / 60:.1f} min left would train about {epochs} epochs, fewer than "
                f"{best.record.name} trained: its own weights from epoch {best.best_epoch} are tested instead")
     else:
-        if pace * best.best_epoch <= left:
+        if pace * best.best_epoch <= left or checkpoint is None:
             return base
         why = (f"retraining for {best.best_epoch} epochs would take {pace * best.best_epoch / 60:.1f} min, "
                f"{max(left, 0) / 60:.1f} are left: {best.record.name}'s own weights are tested instead")

@@ -59,7 +59,7 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_second
 # Under cross-validation also the spread and per-fold scores (trainables.crossval.is_fold_metric).
 # A report made inside an epoch (an early ASHA rung, e.g. after a quarter epoch) carries
 # `partial: 1` and `epochs_seen`; it is not an epoch of the history.
-PARTIAL_KEYS = ("epochs_seen", "train_loss", "val_loss", "val_accuracy", "timestamp")
+PARTIAL_KEYS = ("epochs_seen", "train_loss", "val_loss", "val_accuracy", "timestamp", "epoch_seconds")
 
 
 def _flag(value) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from search.atomic import atomic_write_text
 from search.files import STATE_FILE
+from search.study_fields import check_fields
 from trainables.errors import UserError
 
 SMOKE_TRAIN, SMOKE_TEST = 3000, 1000  # --smoke: a slice of the data, 2 trials, 1 epoch
@@ -104,6 +105,9 @@ class StudyState:
     parent_run_id: str = ""  # the study's MLflow run
     phase: str = "search"  # search -> final -> done
     delivered: bool = True  # False while MLflow lacks results that a --resume must still deliver
+    # Not saved: the folder the loaded study.json was written in (its results_root / name), which
+    # differs from where it is now for a folder moved or copied since (search.resuming).
+    saved_in: str = dataclasses.field(default="", compare=False)
 
     def save(self) -> None:
         body = {**dataclasses.asdict(self.request), "parent_run_id": self.parent_run_id, "phase": self.phase,
@@ -120,10 +124,14 @@ class StudyState:
             raise UserError(f"{folder / STATE_FILE} is damaged ({e}); start a new study with another --name") from None
         if not isinstance(body, dict):
             raise UserError(f"{folder / STATE_FILE} is damaged (not a mapping); start a new study with another --name")
+        check_fields(body, folder / STATE_FILE)
+        if "warm_start" in body:
+            body["warm_start"] = tuple(body["warm_start"])
         progress = {k: body.pop(k) for k in ("parent_run_id", "phase", "delivered") if k in body}
+        saved_in = str(Path(body["results_root"]) / body["name"]) if {"results_root", "name"} <= set(body) else ""
         # The folder may have moved since it was written: where it is now is where it resumes.
         body.update(results_root=str(folder.parent), name=folder.name)
         try:
-            return cls(StudyRequest(**body), **progress)
+            return cls(StudyRequest(**body), **progress, saved_in=saved_in)
         except TypeError as e:
             raise UserError(f"{folder / STATE_FILE} is damaged ({e}); start a new study with another --name") from None

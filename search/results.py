@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from search.best_config import BestConfig
 from search.files import BEST_FILE, CONFUSION_FILE, HISTORY_FILE, STATE_FILE, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
 from search.front import DeviceLimits
 from search.records import HISTORY_KEYS, trial_name, trial_number_from_path
+from search.study_fields import check_fields
 from search.trials_table import params, with_prefix
 from trainables.errors import UserError
 
@@ -108,6 +110,7 @@ def load(folder: str | Path) -> StudyResults:
         raise UserError(f"{folder / STATE_FILE} is damaged ({e})") from None
     if not isinstance(state, dict):
         raise _not_a_study(folder, f"{STATE_FILE} is not a mapping")
+    check_fields(state, folder / STATE_FILE)
     if (folder / TRIALS_PARQUET).is_file():
         table = _read_table(folder / TRIALS_PARQUET, pd.read_parquet)
     elif (folder / TRIALS_CSV).is_file():
@@ -116,9 +119,8 @@ def load(folder: str | Path) -> StudyResults:
         raise UserError(f"{folder} has no trials table yet: its search has not finished "
                         f"(resume it with search.run --resume --name {folder.name})")
     best = BestConfig.load(folder / BEST_FILE) if (folder / BEST_FILE).is_file() else None
-    confusion = None
-    if (folder / CONFUSION_FILE).is_file():
-        confusion = pd.read_csv(folder / CONFUSION_FILE, index_col=0)
+    confusion = _read_optional(folder / CONFUSION_FILE, "the confusion matrix is left out",
+                               lambda path: pd.read_csv(path, index_col=0))
     results = StudyResults(folder, state, table, _history(folder), best, confusion)
     results.table = with_prefix(table, results.metric)  # a folder from before the config/ prefix
     return results
@@ -136,9 +138,26 @@ def _read_table(path: Path, reader) -> pd.DataFrame:
     return table
 
 
+def _read_optional(path: Path, instead: str, reader) -> pd.DataFrame | None:
+    """A file the study's pages can do without (the table and best.yaml they cannot), or None
+    when absent; damaged (cut short, emptied, another encoding), a note says what is done instead."""
+    if not path.is_file():
+        return None
+    try:
+        return reader(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        print(f"note: {path} is damaged ({type(e).__name__}); {instead}", file=sys.stderr)
+        return None
+
+
 def _history(folder: Path) -> pd.DataFrame:
-    if (folder / HISTORY_FILE).is_file():
-        return pd.read_csv(folder / HISTORY_FILE)
+    instead = f"the epochs are read from Tune's logs in {folder / TUNE_DIR}"
+    history = _read_optional(folder / HISTORY_FILE, instead, pd.read_csv)
+    if history is not None and {"trial", "epoch"} <= set(history.columns):
+        return history
+    if history is not None:
+        print(f"note: {folder / HISTORY_FILE} is not a history table (no trial and epoch columns); {instead}",
+              file=sys.stderr)
     # Studies run before history.csv existed: Tune's own per-trial logs hold the same epochs.
     rows = []
     for log in sorted((folder / TUNE_DIR).glob("*/result.json")):

@@ -16,11 +16,14 @@ import tempfile  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from search.claim import claim, release_if_unused  # noqa: E402
 from search.cli import Parser, run_cli, show_notes  # noqa: E402
 from search.cluster import check_local_resources, check_reachable  # noqa: E402
 from search.credentials import adopt_credentials, redact  # noqa: E402
-from search.data_args import DataChoice, add_data_arguments, choice_from_args  # noqa: E402
+from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked  # noqa: E402
+from search.disk import study_writes  # noqa: E402
 from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState  # noqa: E402
+from search.resuming import restore_failures  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;
@@ -135,6 +138,12 @@ def check_cv(k: int | None, final: str) -> None:
 
 def results_root(arg: str | None) -> Path:
     root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
+    for place in (root, *root.parents):
+        if place.exists() and not place.is_dir():
+            what = "is a file" if place == root else f"is inside {place}, which is a file"
+            fix = "set HPSEARCH_RESULTS_DIR to" if not arg and os.environ.get("HPSEARCH_RESULTS_DIR") else \
+                "pass --results-dir"
+            raise UserError(f"results directory {root} {what}, not a folder; {fix} a folder (new or existing)")
     try:
         root.mkdir(parents=True, exist_ok=True)
         # A name of its own: two searches started at once into one root must not unlink each other's probe.
@@ -224,9 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     from search.study_run import StudyRun
 
     mark_command_start(COMMAND_STARTED)
-    state = resumed_state(args, study, study_dir) if args.resume else \
-        StudyState(new_request(args, study, root, name, warm))
-    return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=args.resume).execute()
+    if args.resume:
+        state = resumed_state(args, study, study_dir)
+        with study_writes(state), restore_failures():  # a full disk; a searcher Tune could not restore
+            return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=True).execute()
+    claim(study_dir)  # before the data loads and Ray starts: of two studies of one name, one gets it
+    try:
+        state = StudyState(new_request(args, study, root, name, warm))
+        with study_writes(state):
+            return StudyRun(study, state, Resources(args.address, args.cpus, args.gpus), resuming=False).execute()
+    except BaseException:
+        release_if_unused(study_dir)  # refused before it began: nothing is left behind
+        raise
 
 
 def check_warm_start(args, study, root: Path) -> tuple[str, ...]:
@@ -243,9 +261,18 @@ def check_warm_start(args, study, root: Path) -> tuple[str, ...]:
     if study.grid is not None:
         raise UserError(f"{study.name} runs a fixed grid, which learns nothing from earlier trials; "
                         "warm-start a TPE study such as fashion_space")
-    from search.warm import resolve
+    from search.warm import check_sources, resolve
+    from spaces.study import SpaceContext
 
-    return tuple(str(p) for p in resolve(args.warm_start, root))
+    paths = resolve(args.warm_start, root)
+    s = study.settings
+    # The space uncapped (its example input, every backbone layer): what the capped space the
+    # study searches holds, it holds too. Read again once the data and the cluster are known.
+    ctx = SpaceContext(s.example_input, s.example_classes, None, 10 ** 6)
+    check_sources(paths, study.define, ctx, s.metric, s.mode, args.max_epochs or s.max_epochs,
+                  Path(args.warm_start_map).expanduser() if args.warm_start_map else None,
+                  dataset_asked(args, s.dataset))
+    return tuple(str(p) for p in paths)
 
 
 def new_request(args, study, root: Path, name: str, warm: tuple[str, ...] = ()) -> StudyRequest:
@@ -273,10 +300,13 @@ def resumed_state(args, study, study_dir: Path) -> StudyState:
     import dataclasses
 
     from search.progress import say
+    from search.resuming import check_store, own_run
 
     state = StudyState.load(study_dir)
     if state.request.space != study.name:
         raise UserError(f"study {state.request.name!r} searched {state.request.space!r}, not {study.name!r}")
+    own_run(state, say)  # a copy of a study still in its original place: a run of its own
+    check_store(study_dir, tpe=study.grid is None)  # before the data loads and Ray starts
     s = study.settings
     choice = choice_from_args(args, s.dataset, s.needs_backbone, DataChoice.from_dict(state.request.data))
     uri = args.tracking_uri or state.request.tracking_uri

@@ -14,18 +14,25 @@ What the store holds per trial, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from search.files import OPTUNA_DB
+from search.credentials import redact
 from search.mirror import MirroredStorage
+from search.resuming import (
+    START_OVER,
+    RestoreFailed,
+    own_store,
+    resumed_folder,
+    resuming_in,  # noqa: F401 - search.tuner imports it from here
+)
 from search.store import STEPS_PER_EPOCH, Store
 
 
@@ -45,6 +52,7 @@ class StoredSearch(OptunaSearch):
         self.max_epochs = max_epochs
         self.warm_trials = list(warm_trials or [])
         self._best: dict[str, tuple[float, float]] = {}  # trial id -> (best score, its epoch)
+        self._seen: dict[str, float] = {}  # trial id -> the most epochs it reported
         # Start points go into the store one at a time, as each is proposed: Ray's class enqueues
         # them all at once, and a study that stops (--samples) before reaching them all would leave
         # the rest WAITING in the store for good (in the dashboard, in a later warm start's source).
@@ -86,6 +94,7 @@ class StoredSearch(OptunaSearch):
         if trial is None or result.get("failed") or not _finite(value):
             return
         epochs = float(result.get("epochs_seen", result.get("epoch", 0)))
+        self._seen[trial_id] = max(epochs, self._seen.get(trial_id, 0.0))
         best = self._best.get(trial_id)
         if best is None or (value > best[0] if self._mode == "max" else value < best[0]):
             self._best[trial_id] = (float(value), epochs)
@@ -97,11 +106,17 @@ class StoredSearch(OptunaSearch):
         trial = self._ot_trials.get(trial_id)
         if trial is None or trial_id in self._completed_trials:
             return
+        # Tune ends a trial paused at a rung (the scheduler's end game) without a result: it
+        # reached what it last reported, and stays PRUNED at that fidelity.
+        paused = result is None and trial_id in self._seen
         result = result or {}
         self._record(trial_id, result)  # Tune hands a trial's last result here, not to on_trial_result
         epochs = float(result.get("epochs_seen", result.get("epoch", 0)) or 0)
+        epochs = max(epochs, self._seen.pop(trial_id, 0.0))
         best = self._best.pop(trial_id, None)
         attrs: dict[str, Any] = {"epochs_seen": epochs}
+        if paused:
+            attrs["paused"] = True
         if best is not None:
             attrs.update(best_score=best[0], best_epochs=best[1])
         for key, value in attrs.items():
@@ -135,13 +150,36 @@ class StoredSearch(OptunaSearch):
             pickle.dump(self.__getstate__(), f)
 
     def restore(self, checkpoint_path: str) -> None:
+        try:
+            self._restore(checkpoint_path)
+        except RestoreFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever it is, Tune would swallow it and hang (search.resuming)
+            why = str(e).splitlines()[0] if str(e) else ""
+            raise RestoreFailed(f"cannot restore the search in {resumed_folder()} ({type(e).__name__}"
+                                f"{': ' + why[:200] if why else ''}); its saved state is damaged: {START_OVER}"
+                                ) from None
+
+    def _restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)  # Tune's own saved state, in the study folder: as trusted as tuner.pkl
         numbers: dict[str, int] = state.pop("_ot_trials")
         self.__dict__.update(state)
-        self.store = _resumed_store(self.store)
-        self._storage = MirroredStorage(self.store.storage(), self.store.name)
-        self._ot_study = optuna.load_study(study_name=self.store.name, storage=self._storage, sampler=self._sampler)
+        self.__dict__.setdefault("_seen", {})  # a state saved before it existed
+        # The study's own store, from its own folder: never the one pickled with the state, which
+        # may be another folder's (a copy's original) and would take this study's trials.
+        self.store = own_store(resumed_folder(), self.store)
+        if self.store.in_folder and not self.store.file.is_file():  # never a new, empty store
+            raise RestoreFailed(f"cannot resume {resumed_folder().name}: its Optuna store {self.store.file} is "
+                                f"missing; {START_OVER}")
+        storage = self.store.storage()
+        name = self.store.study_name(storage)  # a folder renamed since: its file's one study
+        if name is None:
+            raise RestoreFailed(f"cannot resume {resumed_folder().name}: its Optuna store {redact(self.store.url)} "
+                                f"holds no study {self.store.name!r}; {START_OVER}")
+        self.store = dataclasses.replace(self.store, name=name)
+        self._storage = MirroredStorage(storage, name)
+        self._ot_study = optuna.load_study(study_name=name, storage=self._storage, sampler=self._sampler)
         by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
         self._ot_trials = {tid: optuna.Trial(self._ot_study, by_number[n]._trial_id)
                            for tid, n in numbers.items() if n in by_number}
@@ -152,23 +190,6 @@ class StoredSearch(OptunaSearch):
         for t in by_number.values():
             if t.state == TrialState.RUNNING and t.number not in known:
                 self._ot_study.tell(t.number, state=TrialState.FAIL)
-
-
-# The study folder a resumed search runs in. Tune restores this searcher from a staging copy of
-# its state, so the folder cannot be found from the pickle's path; a study folder that moved
-# since would otherwise send the searcher to its old place.
-_resume_folder: Path | None = None
-
-
-def resuming_in(folder: Path) -> None:
-    global _resume_folder
-    _resume_folder = Path(folder)
-
-
-def _resumed_store(store: Store) -> Store:
-    if store.in_folder and _resume_folder is not None and (_resume_folder / OPTUNA_DB).exists():
-        return Store.in_study_folder(_resume_folder, store.name)
-    return store
 
 
 def _finite(value) -> bool:

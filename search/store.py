@@ -14,6 +14,7 @@ import optuna
 
 from search.credentials import redact
 from search.files import OPTUNA_DB, STATE_FILE
+from search.study_fields import check_fields
 from trainables.errors import UserError
 
 STEPS_PER_EPOCH = 100  # intermediate-value steps per epoch: step 25 is a quarter epoch, 300 epoch 3
@@ -46,6 +47,7 @@ class Store:
             raise UserError(f"{Path(folder) / STATE_FILE} is unreadable or damaged ({e})") from None
         if not isinstance(state, dict):
             raise UserError(f"{Path(folder) / STATE_FILE} is damaged (not a mapping)")
+        check_fields(state, Path(folder) / STATE_FILE)
         return cls.for_study(Path(folder), str(state.get("name") or Path(folder).name), state.get("optuna_storage"))
 
     @property

@@ -143,7 +143,7 @@ class StudyRun:
         """The study folder and its MLflow run (both already there on a resume); says what runs."""
         if not self.resuming:
             check_new_store(self.request.store)
-            self.dir.mkdir(parents=True)
+            self.dir.mkdir(parents=True, exist_ok=True)  # claimed (empty) by search.run before anything ran
             self.state.save()  # first, so that even a driver killed right now can --resume
         if self.state.parent_run_id and not tracker.has_run(self.state.parent_run_id):
             say(f"tracking store {self.request.tracking_uri} has no run {self.state.parent_run_id}: the study gets "

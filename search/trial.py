@@ -64,15 +64,17 @@ def tune_trial(config: dict, settings: TrialSettings, data: TrainingData, core_l
     # node_id: which cluster node ran the epoch (nodes can share one IP and hostname).
     where = {"node_id": ray.get_runtime_context().get_node_id(), "numerics": accel.name}
 
-    latency_measured = False
+    # A trial resumed from a whole epoch (promoted from a pause, or restarted after a crash)
+    # measured its latency in its first run, at epoch 1: the architecture, numerics and threads
+    # set it, not the weights, so it is not measured (nor logged) again.
+    latency_measured = epochs_done >= 1
 
     def report(metrics: dict[str, float], snapshot: Callable[[], dict]) -> None:
         nonlocal epochs_done, latency_measured
         epochs_done = int(metrics["epoch"])
         if not latency_measured and network:
-            # Once, after the first whole epoch this worker ran: the architecture, device,
-            # numerics and threads set the latency, not the weights, so one measurement holds for
-            # the whole trial, and a trial ASHA stops at its first whole-epoch rung has it too.
+            # Once, after the trial's first whole epoch: one measurement holds for the whole
+            # trial, and a trial stopped or paused at its first whole-epoch rung has it too.
             # (Trials stopped inside their first epoch have none; they never reach the front.)
             latency_measured = True
             metrics = {**metrics, **measure_latency(network[0], data.input_shape, device, accel).metrics()}

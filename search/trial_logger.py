@@ -13,6 +13,7 @@ from ray import tune
 from search.delivery import MAX_PARAMS, Batch, DeliveryQueue, RunCall
 from search.files import STATE_FILE
 from search.records import finite, too_many_failures, trial_name, trial_number, trial_status
+from search.resuming import own_study_folder
 from search.tracking import TRIAL_TAG, ChildRun, Tracker, epoch_metrics
 
 
@@ -29,15 +30,21 @@ class TrialLogger(tune.Callback):
                  study_folder: str | None = None, budget_min: float | None = None):
         """`study_folder`: where study.json is; a resumed search takes the tracking store and parent
         run from it (they may have changed since Tune pickled this callback), not from `uri`."""
-        self.settings = dict(uri=uri, experiment=experiment, parent_id=parent_id, max_epochs=max_epochs,
-                             total=total, metric=metric, mode=mode, max_failed_fraction=max_failed_fraction,
-                             min_finished=min_finished, study_folder=study_folder, budget_min=budget_min)
-        self.__setstate__(self.settings)
+        self._start(dict(uri=uri, experiment=experiment, parent_id=parent_id, max_epochs=max_epochs,
+                         total=total, metric=metric, mode=mode, max_failed_fraction=max_failed_fraction,
+                         min_finished=min_finished, study_folder=study_folder, budget_min=budget_min))
 
     def __getstate__(self) -> dict:
         return self.settings
 
     def __setstate__(self, settings: dict) -> None:
+        # Unpickled from Tune's state on a resume: the study folder is the one resumed, wherever
+        # the pickled path points (a copy's would be its original's, and its MLflow run with it).
+        if settings.get("study_folder") is not None:
+            settings = {**settings, "study_folder": own_study_folder(settings["study_folder"])}
+        self._start(settings)
+
+    def _start(self, settings: dict) -> None:
         from search.progress import Progress
 
         self.settings = settings

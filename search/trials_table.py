@@ -10,14 +10,12 @@ drop the prefix (`short_names`)."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search.atomic import _umask_mode, atomic_write_text
+from search.atomic import atomic_write, atomic_write_text
 from search.files import HISTORY_FILE, TRIALS_CSV, TRIALS_PARQUET
 from search.front import DeviceLimits
 from search.records import TrialRecord
@@ -114,11 +112,7 @@ def trials_table(records: list[TrialRecord], metric: str, mode: str,
 
 def write_table(table: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
     parquet, csv = folder / TRIALS_PARQUET, folder / TRIALS_CSV
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".parquet")
-    os.close(fd)
-    table.to_parquet(tmp, index=False)
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, parquet)
+    atomic_write(parquet, lambda tmp: table.to_parquet(tmp, index=False))
     atomic_write_text(csv, table.to_csv(index=False))
     return parquet, csv
 

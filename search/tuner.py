@@ -303,6 +303,7 @@ def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, log
     its proposals; everything else (searcher, store, scheduler, callbacks, checkpoints) stays
     the service's own."""
     store = store or Store.in_study_folder(storage, storage.name)
+    resuming_in(None)  # a new search: no pickled path is mapped to a folder resumed earlier in this process
     ledger = ledger_name(plan, storage) if trainable is None else None
     callbacks: list[tune.Callback] = [logger, *result_loggers()]
     if ledger is not None:

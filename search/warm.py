@@ -21,10 +21,13 @@ A grid's parameter names rarely match the space's: a small YAML file (`--warm-st
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import yaml
@@ -50,11 +53,15 @@ class WarmSource:
     trials: tuple[FrozenTrial, ...]
     skipped: int  # its trials left out: none of their parameters is in this space, or they failed
     dropped: tuple[str, ...] = ()  # its parameters this space does not have
+    # (parameter, how many trials lost its value): values this space cannot propose (lr 1e300)
+    outside: tuple[tuple[str, int], ...] = ()
 
     def describe(self) -> str:
         extra = f", {self.skipped} left out" if self.skipped else ""
         dropped = f"; not in this space: {', '.join(self.dropped)}" if self.dropped else ""
-        return f"{self.label} ({self.kind}, {len(self.trials)} trials{extra}{dropped})"
+        outside = "; values this space cannot propose, left out: " + ", ".join(
+            f"{name} in {n} trial{'s' if n > 1 else ''}" for name, n in self.outside) if self.outside else ""
+        return f"{self.label} ({self.kind}, {len(self.trials)} trials{extra}{dropped}{outside})"
 
 
 # --- which sources ------------------------------------------------------------------------------
@@ -89,10 +96,28 @@ def load_sources(paths: list[Path], define, ctx, metric: str, mode: str, max_epo
     sources = []
     for path in paths:
         if path.is_file():
-            sources.append(grid_source(path, dists, max_epochs, read_mapping(mapping, dists)))
+            sources.append(grid_source(path, dists, max_epochs, read_mapping(mapping, dists), metric))
         else:
             sources.append(study_source(path, dists, metric, mode))
     return sources
+
+
+def check_sources(paths: list[Path], define, ctx, metric: str, mode: str, max_epochs: int,
+                  mapping: Path | None, dataset: str) -> None:
+    """Every source read as the study will read it, before its data loads and Ray starts (the
+    study reads them again then, in the space as the cluster caps it): a bad mapping, a grid's
+    impossible scores or a study of another dataset cost one line, not a minute. `ctx`: the space
+    uncapped (its example input), which holds every value a capped one holds."""
+    from search.results import load
+
+    for path in paths:
+        if path.is_dir():
+            data = load(path).state.get("data") or {}
+            theirs = data.get("dataset") if isinstance(data, dict) else None
+            if theirs is not None and theirs != dataset:
+                raise UserError(f"--warm-start {path}: that study's trials were scored on {theirs}, this one runs on "
+                                f"{dataset}; warm-start only from studies of the same data")
+    load_sources(paths, define, ctx, metric, mode, max_epochs, mapping)
 
 
 def trials_of(sources: list[WarmSource]) -> list[FrozenTrial]:
@@ -137,13 +162,14 @@ def from_store(stored: list[FrozenTrial], label: str, path: Path, dists: dict[st
 
 
 def _source(label: str, path: Path, kind: str, candidates, dists: dict[str, Any]) -> WarmSource:
-    trials, skipped, dropped = [], 0, set()
+    trials, skipped, dropped, outside = [], 0, set(), Counter()
     for params, state, best, intermediate, epochs in candidates:
         if state not in (TrialState.COMPLETE, TrialState.PRUNED) or best is None:
             skipped += 1
             continue
         dropped |= {k for k in params if k not in dists}
         kept = {k: coerce(dists[k], v) for k, v in params.items() if k in dists and contains(dists[k], v)}
+        outside.update(k for k in params if k in dists and k not in kept)
         if not kept:
             skipped += 1
             continue
@@ -153,7 +179,8 @@ def _source(label: str, path: Path, kind: str, candidates, dists: dict[str, Any]
             intermediate_values={int(k): float(v) for k, v in intermediate.items()} or None,
             user_attrs={FROM: label, "best_score": float(best), "epochs_seen": epochs},
         ))
-    return WarmSource(label, str(path), kind, tuple(trials), skipped, tuple(sorted(dropped)))
+    return WarmSource(label, str(path), kind, tuple(trials), skipped, tuple(sorted(dropped)),
+                      tuple(sorted(outside.items())))
 
 
 # --- an old scikit-learn grid -------------------------------------------------------------------
@@ -172,25 +199,43 @@ def read_mapping(path: Path | None, dists: dict[str, Any]) -> GridMap | None:
     if path is None:
         return None
     try:
-        body = load_yaml(Path(path).read_text()) or {}  # no aliases: a few bytes cannot expand into gigabytes
+        body = load_yaml(Path(path).read_bytes().decode("utf-8")) or {}  # no aliases: no gigabytes from a few bytes
+    except UnicodeDecodeError as e:
+        raise UserError(f"--warm-start-map {path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+                        ) from None
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"--warm-start-map {path}: cannot read it ({str(e).splitlines()[0]})") from None
     if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
         raise UserError(f"--warm-start-map {path}: expected a mapping with 'params: {{GRID_NAME: SPACE_NAME}}'")
+    unknown = set(body) - {"params", "epochs", "score"}
+    if unknown:
+        raise UserError(f"--warm-start-map {path}: unknown keys {', '.join(sorted(map(str, unknown)))} "
+                        "(expected params, epochs, score)")
     params, values = {}, {}
     for grid_name, target in (body.get("params") or {}).items():
         name = target.get("name") if isinstance(target, dict) else target
-        if name not in dists:
+        if not isinstance(name, str) or name not in dists:
             raise UserError(f"--warm-start-map {path}: {grid_name} maps to {name!r}, which is not a parameter of "
                             f"this space ({', '.join(sorted(dists))})")
         params[str(grid_name)] = name
-        if isinstance(target, dict) and target.get("values"):
-            values[str(grid_name)] = {str(k): v for k, v in dict(target["values"]).items()}
-    unknown = set(body) - {"params", "epochs", "score"}
-    if unknown:
-        raise UserError(f"--warm-start-map {path}: unknown keys {', '.join(sorted(unknown))} "
-                        "(expected params, epochs, score)")
-    return GridMap(params, values, body.get("epochs"), str(body.get("score", GRID_SCORE)))
+        given = target.get("values") if isinstance(target, dict) else None
+        if given is not None and not isinstance(given, dict):
+            raise UserError(f"--warm-start-map {path}: the values of {grid_name} must be a mapping "
+                            f"{{GRID_VALUE: SPACE_VALUE}}, not {given!r}"[:300])
+        if given:
+            values[str(grid_name)] = {str(k): v for k, v in given.items()}
+    epochs = body.get("epochs")
+    if not (epochs is None or isinstance(epochs, str) or _positive_number(epochs)):
+        raise UserError(f"--warm-start-map {path}: epochs must be the epochs each grid point trained (a positive "
+                        f"number) or the name of the grid parameter holding them, not {epochs!r}"[:300])
+    score = body.get("score", GRID_SCORE)
+    if not isinstance(score, str):
+        raise UserError(f"--warm-start-map {path}: score must name the grid's score column, not {score!r}"[:300])
+    return GridMap(params, values, epochs, score)
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def read_grid(path: Path, score: str = GRID_SCORE) -> pd.DataFrame:
@@ -216,16 +261,47 @@ def grid_epochs(table: pd.DataFrame, mapping: GridMap | None, max_epochs: int) -
         column = epochs if epochs.startswith("param_") else f"param_{epochs}"
         if column not in table:
             raise UserError(f"--warm-start-map: epochs names {epochs!r}, which is not a parameter of the grid")
-        return pd.to_numeric(table[column], errors="coerce").fillna(max_epochs)
+        found = pd.to_numeric(table[column], errors="coerce")
+        bad = found.notna() & ~(np.isfinite(found) & (found > 0))
+        if bad.any():
+            row = int(bad.idxmax())
+            raise UserError(f"--warm-start-map: epochs come from {column}, whose row {row} says "
+                            f"{_shown(table[column][row])}; epochs must be positive numbers")
+        return found.fillna(max_epochs)
     return pd.Series(float(epochs if epochs is not None else max_epochs), index=table.index)
 
 
-def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: GridMap | None) -> WarmSource:
+def _shown(value) -> str:
+    """A cell as the user wrote it: text quoted, numbers plain (not numpy's repr)."""
+    return repr(value) if isinstance(value, str) else f"{value:g}"
+
+
+def grid_scores(table: pd.DataFrame, score: str, metric: str, path: Path) -> pd.Series:
+    """The grid's scores (NaN: a point that failed), each one a score `metric` can have: finite,
+    and an accuracy between 0 and 1 (57.3 is a percentage; 1e308 no score at all)."""
+    raw = table[score]
+    values = pd.to_numeric(raw, errors="coerce")
+    text = values.isna() & raw.notna() & (raw.astype(str).str.strip().str.lower() != "nan")
+    bad = text | (values.notna() & ~np.isfinite(values))
+    if "accuracy" in metric:
+        bad |= values.notna() & ((values < 0) | (values > 1))
+    if bad.any():
+        row = int(bad.idxmax())
+        what = "an accuracy between 0 and 1" if "accuracy" in metric else "a finite number"
+        raise UserError(f"--warm-start {path}: {score} of row {row} is {_shown(raw[row])}, not {what} "
+                        f"({int(bad.sum())} such row(s)); TPE would take the grid's scores for {metric}s of its own")
+    return values
+
+
+def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: GridMap | None,
+                metric: str = "val_accuracy") -> WarmSource:
     score = mapping.score if mapping else GRID_SCORE
     table = read_grid(path, score)
     names = {c.removeprefix("param_"): c for c in table.columns if c.startswith("param_")}
-    rename = mapping.params if mapping is not None else {n: n for n in names if n in dists}
     epochs_param = mapping.epochs if mapping is not None and isinstance(mapping.epochs, str) else None
+    # The grid's names that are the space's are taken as they are; the mapping adds (or redirects) others.
+    mapped = mapping.params if mapping is not None else {}
+    rename = {**{n: n for n in names if n in dists and n not in mapped.values() and n != epochs_param}, **mapped}
     if not rename:
         raise UserError(f"--warm-start {path}: none of the grid's parameters ({', '.join(sorted(names))}) is a "
                         f"parameter of this space; map them with --warm-start-map FILE (see the README)")
@@ -234,9 +310,10 @@ def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: Gri
         raise UserError(f"--warm-start-map names {', '.join(missing)}, which the grid in {path} does not have "
                         f"(it has {', '.join(sorted(names))})")
     epochs = grid_epochs(table, mapping, max_epochs)
+    scores = grid_scores(table, score, metric, path)
     candidates = []
     for i, row in table.iterrows():
-        value = pd.to_numeric(pd.Series([row[score]]), errors="coerce").iloc[0]
+        value = scores[i]
         if pd.isna(value):
             continue  # a grid point that failed (GridSearchCV records NaN)
         params = {}
@@ -249,7 +326,23 @@ def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: Gri
         candidates.append((params, TrialState.COMPLETE, float(value), {round(e * STEPS_PER_EPOCH): float(value)}, e))
     dropped = tuple(sorted(n for n in names if n not in rename and n != (epochs_param or "").removeprefix("param_")))
     source = _source(path.name, path, "grid", candidates, dists)
+    lost = dict(source.outside)
+    for grid_name, space_name in mapped.items():
+        tried = sum(space_name in params for params, *_ in candidates)
+        if tried and lost.get(space_name, 0) == tried:
+            shown = sorted({str(v) for v in table[names[grid_name]].dropna()})
+            raise UserError(f"--warm-start-map maps {grid_name} to {space_name}, but none of its values "
+                            f"({', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}) is one {space_name} can take "
+                            f"({describe_distribution(dists[space_name])}); map its values (values: {{GRID: SPACE}})")
     return dataclasses.replace(source, dropped=dropped, skipped=source.skipped + len(table) - len(candidates))
+
+
+def describe_distribution(dist) -> str:
+    import optuna
+
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return ", ".join(map(str, dist.choices))
+    return f"{dist.low:g} to {dist.high:g}{' on a log scale' if getattr(dist, 'log', False) else ''}"
 
 
 def grid_curve(path: Path, mapping_path: Path | None, max_epochs: int, mode: str = "max") -> pd.DataFrame:

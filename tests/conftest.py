@@ -64,3 +64,14 @@ def user_error(match: str):
     with pytest.raises(UserError) as info:
         yield info
     assert re.search(match, explain(info.value)), explain(info.value)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The cluster test takes about 30 minutes: it runs only when asked for by name (`-m cluster`),
+    and is skipped, visibly, everywhere else (the default run, `-m "not slow"`)."""
+    if "cluster" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="the on-prem cluster test runs only with `pytest -m cluster` (docs/cluster.md)")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)

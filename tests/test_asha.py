@@ -54,8 +54,13 @@ class Controller:
         self.stopped.append(trial.trial_id)
 
 
+class FakeTrial(SimpleNamespace):
+    def set_status(self, status: str) -> None:
+        self.status = status
+
+
 def trial(name: str, status: str = Trial.RUNNING):
-    return SimpleNamespace(trial_id=name, status=status)
+    return FakeTrial(trial_id=name, status=status)
 
 
 def test_a_resumed_search_stops_the_trials_an_uninterrupted_one_would(tmp_path):
@@ -145,6 +150,22 @@ def test_paused_trials_and_promotions_survive_a_resume(tmp_path):
             assert sch.on_trial_result(tc2, t, result(0.25, 0.1)) == TrialScheduler.PAUSE
         assert sch.rule.next_promotion() == "t3"  # 8 recorded: the top 2 are t1 (gone on) and t3 (.7)
     assert promotions(tmp_path / "tune") == {"t1": 1}
+
+
+def test_tune_resumes_paused_trials_as_pending_and_they_stay_paused(tmp_path):
+    s = scheduler(tmp_path, "promotion")
+    at_start = pickle.dumps(s)
+    tc = Controller([trial(f"t{i}") for i in range(3)])
+    for t, score in zip(tc.trials, [0.5, 0.9, 0.6]):
+        s.on_trial_add(tc, t)
+        assert s.on_trial_result(tc, t, result(0.25, score)) == TrialScheduler.PAUSE
+    restored = pickle.loads(at_start)
+    # Tune's restore: every unfinished trial comes back PENDING, a new one too.
+    again = Controller([trial(f"t{i}", Trial.PENDING) for i in range(3)] + [trial("new", Trial.PENDING)])
+    for t in again.trials:
+        restored.on_trial_add(again, t)
+    assert [t.status for t in again.trials] == [Trial.PAUSED] * 3 + [Trial.PENDING]
+    assert restored.choose_trial_to_run(again).trial_id == "new"  # nothing promotable with 3 < eta
 
 
 def test_the_end_of_a_search_promotes_the_best_then_leaves_the_rest_paused(tmp_path):

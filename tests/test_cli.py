@@ -128,7 +128,7 @@ def test_results_dir_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     proc = run_module("search.run", "fashion_space", "--results-dir", str(blocker / "results"))
-    assert_user_error(proc, "is not writable", "--results-dir")
+    assert_user_error(proc, f"is inside {blocker}, which is a file", "--results-dir")
 
 
 def test_existing_study_name_is_refused_and_left_intact(tmp_path, fake_root):

@@ -227,3 +227,17 @@ def test_pods_and_image_run_unprivileged():
     assert tag and tag[0].isdigit() and tag.count(".") >= 2 or "@sha256:" in base, base  # an exact release
     users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
+
+
+def test_onprem_file_names_each_machine_once():
+    """A user fills in the addresses under `provider` and nothing else: the head's address reaches
+    Ray's start, MLflow and the drivers from the copy of the file `ray up` puts on the head (the
+    on-prem launch found it written out twice more, once per place that needs it)."""
+    config = load("cluster-onprem.yaml")
+    text = "\n".join(line for line in (REPO / "cluster-onprem.yaml").read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    for address in [config["provider"]["head_ip"], *config["provider"]["worker_ips"]]:
+        assert text.count(address) == 1, address
+    head = "\n".join(config["head_setup_commands"] + config["head_start_ray_commands"])
+    assert "ray_bootstrap_config.yaml')))['provider']['head_ip']" in head
+    assert "--node-ip-address=$(cat ~/mlflow/head_ip)" in head and '--host "$2"' in head

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import gzip
+import io
+import pickle
 import struct
 
 import numpy as np
@@ -156,16 +158,43 @@ def test_plain_and_regzipped_copies_of_the_published_data_pass(tmp_path, data_ro
 
 # --- CIFAR-10 ----------------------------------------------------------------------------------
 
-def write_cifar_batches(folder, per_batch=20, seed=0):
-    import pickle
+class Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote the published CIFAR-10 batches (protocol 2): bytes and
+    text as Python 2 strings (BINSTRING), numpy's array functions under their numpy 1 names."""
 
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_py2_string(self, obj) -> None:
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        self.write((pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256 else
+                    pickle.BINSTRING + struct.pack("<i", len(raw))) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = dispatch[str] = save_py2_string
+
+    def save_global(self, obj, name=None) -> None:
+        module = {"numpy._core.multiarray": "numpy.core.multiarray"}.get(obj.__module__, obj.__module__)
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
+def cifar_batch_bytes(batch: dict) -> bytes:
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(batch)
+    return buffer.getvalue()
+
+
+def write_cifar_batches(folder, per_batch=20, seed=0):
+    """Batches in the published format: {b"batch_label", b"labels" (ints), b"data" (N x 3072
+    uint8), b"filenames"}, pickled as Python 2 pickled them."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, per_batch))}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
+        batch = {b"batch_label": f"{name} of the test set".encode(),
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"filenames": [f"image_{i}.png".encode() for i in range(per_batch)]}
+        (folder / name).write_bytes(cifar_batch_bytes(batch))
     return rng
 
 

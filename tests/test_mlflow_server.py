@@ -15,7 +15,7 @@ from tests.conftest import run_module
 pytestmark = pytest.mark.slow
 SAMPLES, EPOCHS, NAME, MODEL = 2, 2, "served", "hpsearch-fashion-test"
 CHROMIUM = Path("/usr/bin/chromium")
-STATUSES = {"completed", "stopped_early", "diverged", "failed"}
+STATUSES = {"completed", "stopped_early", "paused", "stopped_by_budget", "diverged", "failed"}
 
 
 @pytest.fixture(scope="module")

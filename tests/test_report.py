@@ -222,7 +222,7 @@ def test_a_trials_table_from_before_the_config_prefix_still_reads(studies, tmp_p
     old = tmp_path / "old"
     shutil.copytree(results / "space", old)
     table = pd.read_parquet(old / "trials.parquet")
-    later = ["latency_ms_b1", "latency_ms_b256", "fits"]  # columns that came after the prefix
+    later = ["latency_ms_b1", "latency_ms_b256", "fits", "promotions"]  # columns that came after the prefix
     table = table.drop(columns=later)
     table.columns = [c.removeprefix("config/") for c in table.columns]
     table.to_parquet(old / "trials.parquet", index=False)

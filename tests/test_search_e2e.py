@@ -29,11 +29,16 @@ def test_outputs_and_progress(study):
     folder = results / "tiny"
     for name in ("best.yaml", "trials.parquet", "trials.csv", "model.pt", "confusion_matrix.csv"):
         assert (folder / name).is_file(), name
-    assert proc.stdout.count("] trial_") == SAMPLES
+    # A line per trial as it ends or pauses at a rung (pause-and-promote), one more when promoted.
+    named = {line.split()[2] for line in proc.stdout.splitlines() if line.startswith("[") and "] trial_" in line}
+    assert named == {f"trial_{i:03d}" for i in range(1, SAMPLES + 1)}
     assert "top 5 trials" in proc.stdout
     table = pd.read_parquet(folder / "trials.parquet")
     assert len(table) == SAMPLES
-    assert set(table["status"]) <= {"completed", "stopped_early", "diverged"}
+    # 4 trials at the quarter-epoch rung: the best goes on; with no new trial to come the best of
+    # the next rung goes on too (to the end); the rest are left paused.
+    assert set(table["status"]) <= {"completed", "paused", "diverged"} and "paused" in set(table["status"])
+    assert table["promotions"].sum() >= 1 and (table["status"] == "completed").sum() >= 1
     assert table["val_accuracy"].is_monotonic_decreasing
     assert (pd.read_csv(folder / "trials.csv")["trial"] == table["trial"]).all()
     # Tune's own CSV and JSON results per trial (resume and the trials table read them), no TensorBoard files.
@@ -58,8 +63,9 @@ def test_the_optuna_store_holds_every_trial_with_its_fidelity(study):
     for t in stored:
         row = table.loc[t.user_attrs["tune_trial_id"]]
         assert t.user_attrs["epochs_seen"] == pytest.approx(row["epochs_seen"])
-        # Finished every epoch: COMPLETE with its best score; stopped early by ASHA: PRUNED.
+        # Finished every epoch: COMPLETE with its best score; left paused at a rung: PRUNED.
         assert t.state == (TrialState.COMPLETE if row["epochs_seen"] >= EPOCHS else TrialState.PRUNED)
+        assert t.user_attrs.get("paused", False) == (row["status"] == "paused")
         assert t.user_attrs["best_score"] == pytest.approx(row["val_accuracy"])
 
 
@@ -67,7 +73,9 @@ def test_best_yaml_and_test_accuracy(study):
     results, _ = study
     best = BestConfig.load(results / "tiny" / "best.yaml")
     table = pd.read_parquet(results / "tiny" / "trials.parquet")
-    top = table.iloc[0]
+    # The best trial with a whole epoch (a trial paused after a quarter epoch may score higher).
+    top = table[table["best_epoch"] >= 1].iloc[0]
+    assert best.search["best_trial"] == top["trial"]
     assert best.metrics["val_accuracy"] == pytest.approx(top["val_accuracy"])
     assert best.epochs == top["best_epoch"]
     assert best.search["trials"] == SAMPLES
@@ -90,7 +98,9 @@ def test_mlflow_parent_and_child_runs(study):
     parent = parents[0]
     assert parent.data.tags["hpsearch.space"] == "fashion_space"
     assert parent.data.params["samples"] == str(SAMPLES)
-    assert parent.data.params["precision"] == "auto" and parent.data.params["final"] == "retrain"
+    # --final stretch (the default) without a time budget (--samples given) is a retrain.
+    assert parent.data.params["precision"] == "auto" and parent.data.params["final"] == "stretch"
+    assert parent.data.params["scheduler"] == "promotion"
     assert float(parent.data.params["max_latency_ms"]) == LATENCY_LIMIT_MS
     assert parent.data.tags["hpsearch.final"] == "retrain"
     assert parent.data.metrics["test_accuracy"] == pytest.approx(best.metrics["test_accuracy"])
@@ -102,7 +112,7 @@ def test_mlflow_parent_and_child_runs(study):
     assert len(children) == SAMPLES
     assert {c.info.run_name for c in children} == {f"trial_{i:03d}" for i in range(1, SAMPLES + 1)}
     for child in children:
-        assert child.data.tags["hpsearch.status"] in {"completed", "stopped_early", "diverged"}
+        assert child.data.tags["hpsearch.status"] in {"completed", "paused", "diverged"}
         assert "conv_layers" in child.data.params and "lr" in child.data.params
         assert "precision" not in child.data.params  # a run setting, never a hyperparameter
         assert child.data.tags["hpsearch.numerics"].endswith("+channels_last")
@@ -165,7 +175,8 @@ def test_final_checkpoint_is_the_best_trials_own_weights(data_root, tmp_path):
     assert "best trial's own weights" in proc.stdout
     best = BestConfig.load(tmp_path / "ckpt" / "best.yaml")
     assert best.final["mode"] == "checkpoint" and best.final["numerics"] == "fp32+channels_last"
-    top = pd.read_parquet(tmp_path / "ckpt" / "trials.parquet").iloc[0]
+    table = pd.read_parquet(tmp_path / "ckpt" / "trials.parquet")
+    top = table[table["trial"] == best.search["best_trial"]].iloc[0]
     assert best.epochs == top["best_epoch"] and best.schedule_epochs == 2
     saved = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=True)
     assert saved["final"]["mode"] == "checkpoint"
@@ -174,3 +185,26 @@ def test_final_checkpoint_is_the_best_trials_own_weights(data_root, tmp_path):
     (state,) = [c for c in checkpoints if c["epoch"] == best.epochs]
     for name, tensor in saved["state_dict"].items():
         torch.testing.assert_close(tensor, state["model"][name], msg=name)
+
+
+def test_a_time_budget_stops_the_search_on_plan_and_stretches_the_final(data_root, tmp_path):
+    """`--time-budget`: the search (pause-and-promote, more samples than fit) stops at its share
+    of the budget, counted from the command's start, and says so; trials it ended are named as
+    the budget's, not the scheduler's; the final model trains for the time left (stretch)."""
+    proc = run_module("search.run", "fashion_space", "--smoke", "--samples", "50", "--max-epochs", "4",
+                      "--time-budget", "2", "--name", "budget", "--results-dir", str(tmp_path),
+                      "--data-dir", str(data_root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    stopped = json.loads((tmp_path / "budget" / "tune" / "budget.json").read_text())
+    assert stopped["final"] == "stretch" and stopped["stopped_search_after_s"] >= 60  # half of 2 minutes
+    table = pd.read_parquet(tmp_path / "budget" / "trials.parquet")
+    assert len(table) < 50 and "stopped_early" not in set(table["status"])
+    assert set(table["status"]) <= {"completed", "paused", "stopped_by_budget", "diverged"}
+    best = BestConfig.load(tmp_path / "budget" / "best.yaml")
+    # Normally the configuration trained for the time left; on a machine too slow for even that,
+    # the best trial's own weights, with the reason.
+    assert best.final["mode"] == "stretch" or (best.final["mode"] == "checkpoint" and best.final["note"])
+    if best.final["mode"] == "stretch":  # its schedule's horizon is the epochs it trained
+        assert best.epochs >= 1 and best.schedule_epochs == best.epochs

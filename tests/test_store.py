@@ -69,8 +69,11 @@ def test_a_restored_searcher_continues_the_stored_study(tmp_path):
             (tmp_path / name).rename(moved / name)
 
     resuming_in(moved)
-    restored = pickle.loads(as_built)  # Tune unpickles the tuner's searcher, then restores its state
-    restored.restore(str(state))
+    try:
+        restored = pickle.loads(as_built)  # Tune unpickles the tuner's searcher, then restores its state
+        restored.restore(str(state))
+    finally:
+        resuming_in(None)  # other tests unpickle without resuming
     assert restored.store.url.endswith("moved/optuna.db")
     restored.on_trial_result("b", {"val_accuracy": 0.75, "epochs_seen": 2})
     restored.on_trial_complete("b", {"val_accuracy": 0.75, "epochs_seen": 4})

@@ -35,6 +35,7 @@ class DataSpec:
     invert: bool = False  # image folders: dark-on-light images turned light-on-dark
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.dataset not in KINDS:
             raise UserError(f"unknown dataset {self.dataset!r}; known: {', '.join(KINDS)}")
         if self.dataset in CSV_KINDS and not self.data_file:
@@ -60,6 +61,28 @@ class DataSpec:
                             fix="DIR (one sub-folder of images per class)")
         ImageFormat(self.image_size or (1, 1), self.channels or 1)  # the same checks, before any decoding
 
+    def _check_types(self) -> None:
+        """Saved settings (study.json, best.yaml) may have been edited: a wrong type is named
+        here, not met as a traceback deep in loading."""
+        def ints(n: int):
+            return lambda v: isinstance(v, tuple) and len(v) == n and all(_whole(x) for x in v)
+
+        rules = {
+            **{k: (lambda v: v is None or isinstance(v, str), "text") for k in (
+                "data_dir", "data_file", "test_file", "target")},
+            "dataset": (lambda v: isinstance(v, str), "text"),
+            "image_shape": (lambda v: v is None or ints(3)(v), "three whole numbers C,H,W"),
+            "image_size": (lambda v: v is None or ints(2)(v), "two whole numbers H,W"),
+            "classes": (lambda v: v is None or (isinstance(v, tuple) and all(isinstance(c, str) for c in v)),
+                        "a list of class names"),
+            "channels": (lambda v: v is None or _whole(v), "1 or 3"),
+            "invert": (lambda v: isinstance(v, bool), "true or false"),
+        }
+        for name, (ok, what) in rules.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise UserError(f"bad data settings: {name} must be {what}, not {value!r}"[:200])
+
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
                 if v is not None and not (k == "invert" and not v)}
@@ -68,9 +91,13 @@ class DataSpec:
     def from_dict(cls, d: dict) -> "DataSpec":
         d = dict(d)
         for key in ("image_shape", "classes", "image_size"):
-            if d.get(key) is not None:
+            if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def load_data(spec: DataSpec) -> Dataset:

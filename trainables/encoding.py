@@ -21,6 +21,10 @@ from trainables.errors import UserError
 log = logging.getLogger(__name__)
 
 NUMBER, TEXT = "number", "text"
+# A text column with more distinct values than this is an identifier (a name, an id, free text),
+# not a category: one-hot encoded it would be a feature per row (a 582 KB file with an id column
+# of 20,000 values became 16,001 features and 5.5 GB). It is left out, and the note says so.
+MAX_CATEGORIES = 100
 
 
 def sorted_values(values: pd.Series) -> list:
@@ -67,8 +71,15 @@ class Column:
     def encode(self, values: pd.Series) -> np.ndarray:
         """(N, width) float32."""
         if self.kind == NUMBER:
-            # Text in a number column (a typo, "n/a") is a missing value, as an empty cell is.
-            numbers = _finite(pd.to_numeric(values, errors="coerce"), self.name)
+            # Text in a number column (a typo, "n/a") is a missing value, as an empty cell is; said,
+            # as infinities are.
+            coerced = pd.to_numeric(values, errors="coerce")
+            text = coerced.isna() & values.notna()
+            if text.any():
+                example = str(values[text].iloc[0])[:40]
+                log.warning("note: column %r: %d text value(s) (e.g. %r) in a number column treated as missing "
+                            "(filled with %g)", self.name, int(text.sum()), example, self.fill)
+            numbers = _finite(coerced, self.name)
             return numbers.fillna(self.fill).to_numpy(np.float32)[:, None]
         text = _as_text(values)
         if not self.categories:
@@ -105,14 +116,26 @@ class TabularEncoder:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame) -> "TabularEncoder":
-        columns = []
+        columns, identifiers = [], []
         for name in frame.columns:
             values = frame[name]
             if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
                 finite = _finite(values, str(name), note=False)  # transform notes them
                 columns.append(Column(str(name), NUMBER, fill=float(finite.mean()) if finite.notna().any() else 0.0))
-            else:
-                columns.append(Column(str(name), TEXT, categories=tuple(sorted_values(_as_text(values)))))
+                continue
+            text = _as_text(values)
+            distinct = int(text.nunique())
+            if distinct > MAX_CATEGORIES:
+                identifiers.append(f"{name!r} ({distinct:,} values)")
+                continue
+            columns.append(Column(str(name), TEXT, categories=tuple(sorted_values(text))))
+        if not columns:
+            raise UserError(f"no feature columns are left: {', '.join(identifiers)} have more than {MAX_CATEGORIES} "
+                            "distinct values, too many to be categories; add columns the target depends on")
+        if identifiers:
+            log.warning("note: text column(s) %s have more than %d distinct values: read as identifiers, not "
+                        "categories, and left out (group the values into fewer categories to use one)",
+                        ", ".join(identifiers), MAX_CATEGORIES)
         return cls(tuple(columns))
 
     @property

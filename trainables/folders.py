@@ -23,7 +23,7 @@ import numpy as np
 
 from trainables.datasets import IMAGE_FOLDER, Dataset, DatasetInfo, Split, held_out
 from trainables.errors import UserError
-from trainables.images import IMAGE_SUFFIXES, MAX_SIDE, ImageFormat, prepare
+from trainables.images import IMAGE_SUFFIXES, MAX_SIDE, ImageFormat, image_header, prepare
 from trainables.readers import cache_root
 
 MIN_SIDE = 8  # a default size keeps at least this many pixels on the short side
@@ -58,16 +58,47 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _images_under(folder: Path) -> list[Path]:
+# Links in a data folder are not followed where they could lead out of it or loop: a link to a
+# folder never (`a/loop -> ..` would relabel every other class's images as `a`, and two such links
+# make the scan exponential), a link to a file only when the file is inside the folder. What is
+# skipped is said (`scan`), never silently dropped.
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its links resolved, is an existing file inside `root`."""
+    target = path.resolve()
+    return target.is_file() and target.is_relative_to(root.resolve())
+
+
+def _images_under(folder: Path, root: Path, skipped: list[str]) -> list[Path]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if _is_image(f)]
+    for dirpath, dirnames, filenames in os.walk(folder):  # links to folders are listed, not entered
+        here = Path(dirpath)
+        skipped += [str((here / d).relative_to(root)) for d in sorted(dirnames)
+                    if (here / d).is_symlink() and not d.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d).is_symlink())
+        for f in sorted(filenames):
+            if not _is_image(f):
+                continue
+            if (here / f).is_symlink() and not _inside(here / f, root):
+                skipped.append(str((here / f).relative_to(root)))
+                continue
+            found.append(here / f)
     return found
 
 
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_folders(folder: Path, skipped: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    entries = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if skipped is not None:
+        skipped += [str(p.relative_to(root or folder)) for p in sorted(entries) if p.is_symlink()]
+    return sorted(p for p in entries if not p.is_symlink())
+
+
+def _no_linked_split(root: Path) -> None:
+    for part in ("train", "test"):
+        if (root / part).is_symlink():
+            raise UserError(f"{root / part} is a link (to {(root / part).resolve()}); hpsearch follows no links to "
+                            "folders inside a data folder, which could lead out of it or loop: replace the link with "
+                            "the folder itself", option="data_dir", fix="DIR whose train/ and test/ are folders")
 
 
 def _split_layout(root: Path) -> bool:
@@ -88,14 +119,14 @@ def looks_like_image_folder(folder: str | Path) -> bool:
     return len(classes) >= 2 and all(any(_is_image(f.name) for f in c.iterdir() if f.is_file()) for c in classes)
 
 
-def _scan(folder: Path, root: Path, what: str) -> FolderFiles:
-    classes = _class_folders(folder)
+def _scan(folder: Path, root: Path, what: str, skipped: list[str]) -> FolderFiles:
+    classes = _class_folders(folder, skipped, root)
     if not classes:
         loose = sum(_is_image(f.name) for f in folder.iterdir() if f.is_file())
         problem = f"its {loose} images are not in class folders" if loose else "it holds no images"
         raise UserError(f"{what} {folder} has no class folders ({problem}); an image folder needs {LAYOUT}",
                         option="data_dir", fix="DIR laid out so")
-    found = {c: _images_under(c) for c in classes}
+    found = {c: _images_under(c, root, skipped) for c in classes}
     if not any(found.values()):
         raise UserError(f"{what} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders "
                         f"({', '.join(c.name for c in classes[:5])}{' ...' if len(classes) > 5 else ''})",
@@ -115,14 +146,21 @@ def scan(data_dir: str | Path) -> FolderLayout:
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist", option="data_dir", fix=f"DIR with {LAYOUT}")
-    if not _split_layout(root):
-        if (root / "test").is_dir():
-            raise UserError(f"{root} has a test/ folder but no train/ folder of class folders; an image folder "
-                            f"needs {LAYOUT}", option="data_dir", fix="DIR laid out so")
-        train, test = _scan(root, root, "image folder"), None
-    else:
-        train = _scan(root / "train", root, "training folder")
-        test = _scan(root / "test", root, "test folder") if (root / "test").is_dir() else None
+    _no_linked_split(root)
+    skipped: list[str] = []
+    try:
+        if not _split_layout(root):
+            if (root / "test").is_dir():
+                raise UserError(f"{root} has a test/ folder but no train/ folder of class folders; an image folder "
+                                f"needs {LAYOUT}", option="data_dir", fix="DIR laid out so")
+            train, test = _scan(root, root, "image folder", skipped), None
+        else:
+            train = _scan(root / "train", root, "training folder", skipped)
+            test = _scan(root / "test", root, "test folder", skipped) if (root / "test").is_dir() else None
+    finally:  # said before any refusal: a class folder may be empty only because its links were skipped
+        if skipped:
+            log.warning("note: %s: %d link(s) not followed (to a folder, or to a file outside %s): %s%s", root,
+                        len(skipped), root, ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
     layout = FolderLayout(root, train, test)
     if len(layout.classes) < 2:
         raise UserError(f"{root} has one class folder ({layout.classes[0]}); a classifier needs two or more")
@@ -149,17 +187,12 @@ def default_format(root: Path, paths: tuple[str, ...], size: tuple[int, int] | N
     (`_grey_content` then looks at the pixels: grey pictures stored as colour are common)."""
     if size is not None and channels is not None:
         return ImageFormat(size, channels, invert)
-    from PIL import Image
-
     sizes: Counter[tuple[int, int]] = Counter()
     grey = True
     for rel in paths:
-        try:
-            with Image.open(root / rel) as image:
-                sizes[(image.height, image.width)] += 1
-                grey = grey and image.mode in GREY_MODES
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds; each means the file cannot be read
-            raise UserError(f"cannot read image {root / rel}: {e}") from None
+        h, w, mode = image_header(root / rel)
+        sizes[(h, w)] += 1
+        grey = grey and mode in GREY_MODES
     return ImageFormat(size or scaled_size(*sizes.most_common(1)[0][0]), channels or (1 if grey else 3), invert)
 
 
@@ -183,7 +216,12 @@ def decode(root: Path, paths: tuple[str, ...], fmt: ImageFormat) -> np.ndarray:
     """Every image as (N, C, H, W) uint8, decoded by a thread pool (PIL releases the GIL while it
     decodes and resizes); a file that cannot be read stops it with one line naming the path."""
     h, w = fmt.size
-    x = np.empty((len(paths), fmt.channels, h, w), dtype=np.uint8)
+    try:
+        x = np.empty((len(paths), fmt.channels, h, w), dtype=np.uint8)
+    except MemoryError:
+        raise UserError(f"{len(paths)} images of {fmt.channels}x{h}x{w} pixels need "
+                        f"{len(paths) * fmt.channels * h * w / 2 ** 30:.1f} GiB, more memory than this machine gives",
+                        option="image_size", fix="a smaller H,W (e.g. 64,64)") from None
     loud = len(paths) > PROGRESS_FROM
     step = max(1, len(paths) // 10)
 
@@ -223,12 +261,13 @@ def _load_cached(path: Path) -> dict | None:
 
 
 def _save_cached(path: Path, arrays: dict) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)  # whole or not at all: a concurrent search never reads half a file
     except OSError as e:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written cache left to fill it further
         log.warning("note: could not cache the decoded images in %s (%s); the next search decodes them again",
                     path.parent, e.strerror)
 

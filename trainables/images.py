@@ -15,6 +15,11 @@ from trainables.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 MAX_SIDE = 128  # the default size never exceeds this: small CNNs on CPU, not photo classifiers
+# An image file is a few bytes of header saying how large it decodes: a 48 KB PNG can claim
+# 20000 x 20000 pixels. hpsearch decodes at most this many (a 36-megapixel camera's photos pass),
+# well below PIL's own limit (89 million, an error only at twice that), and says so by name first.
+MAX_PIXELS = 40_000_000
+MAX_ASKED_SIDE = 1024  # --image-size at most this a side: every image of a folder is held at that size
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,10 @@ class ImageFormat:
         if len(self.size) != 2 or min(self.size) < 1:
             raise UserError(f"image size must be two positive integers H,W, got {self.size}", option="image_size",
                             fix="H,W (e.g. 28,28)")
+        if max(self.size) > MAX_ASKED_SIDE:
+            raise UserError(f"image size {self.size[0]},{self.size[1]} is more than {MAX_ASKED_SIDE} pixels a side "
+                            "(every image is held in memory at that size; the networks here take small images)",
+                            option="image_size", fix=f"H,W of at most {MAX_ASKED_SIDE} each (e.g. 64,64)")
         if self.channels not in (1, 3):
             raise UserError(f"images have 1 (grey) or 3 (colour) channels, not {self.channels}", option="channels",
                             fix="1 or 3")
@@ -42,12 +51,50 @@ class ImageFormat:
         return cls(tuple(int(v) for v in d["size"]), int(d["channels"]), bool(d.get("invert", False)))
 
 
-def open_image(path: str | Path):
-    """A PIL image with its pixels read (so a truncated file fails here, naming the path)."""
-    from PIL import Image, UnidentifiedImageError
+def _too_large(path: str | Path, pixels: int | None) -> UserError:
+    claimed = f" ({pixels / 1e6:,.0f} megapixels)" if pixels else ""
+    return UserError(f"image {path} is larger than hpsearch decodes{claimed}: at most {MAX_PIXELS / 1e6:g} "
+                     "megapixels; shrink it (the networks here take images of at most a few hundred pixels a side) "
+                     "or leave it out")
+
+
+def _opened(path: str | Path):
+    """PIL's image of `path`, its header read and its size checked before any pixel is decoded."""
+    import warnings
+
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise _too_large(path, None) from None
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        image.close()
+        raise _too_large(path, w * h)
+    return image
+
+
+def image_header(path: str | Path) -> tuple[int, int, str]:
+    """(height, width, PIL mode) from the file's header (nothing decoded); one line naming the
+    file when it cannot be read or is too large."""
+    try:
+        with _opened(path) as image:
+            return image.height, image.width, image.mode
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds; each means the file cannot be read
+        raise UserError(f"cannot read image {path}: {e}") from None
+
+
+def open_image(path: str | Path):
+    """A PIL image with its pixels read (so a truncated file fails here, naming the path)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with _opened(path) as image:
             image.load()
             return image.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -189,6 +189,54 @@ def load_cifar10(info: DatasetInfo, data_dir: str | None) -> Dataset:
     return _cifar_download(info)
 
 
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+
+    # The published batches were pickled by Python 2's numpy (numpy.core...); numpy 2 is numpy._core.
+    return {
+        **{(module, "_reconstruct"): _reconstruct for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+        **{(module, "_frombuffer"): _frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """CIFAR-10's batches are pickles, and a pickle may name any callable to run while it loads
+    (a `__reduce__` calling os.system). A batch holds a dict of bytes, lists of ints and bytes,
+    and one uint8 array: the opcodes build the first three, and the only callables admitted are
+    the ones numpy's array pickles name. Anything else is refused before it is called."""
+
+    _allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        found = self._allowed.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds; "
+                                         "nothing in it was run")
+        return found
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file as (images N x 3 x 32 x 32 uint8, labels int64), read without running
+    anything the file names (see _BatchUnpickler)."""
+    try:
+        with path.open("rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
+        x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(batch[b"labels"], dtype=np.int64).reshape(-1)
+    except (pickle.UnpicklingError, KeyError, ValueError, TypeError, IndexError, EOFError, AttributeError) as e:
+        why = f": {e}" if isinstance(e, (pickle.UnpicklingError, TypeError)) else ""
+        raise UserError(f"{path}: not a CIFAR-10 batch file ({type(e).__name__}{why}); replace it with the "
+                        "published one") from None
+    if len(x) != len(y):
+        raise UserError(f"{path}: {len(x)} images but {len(y)} labels; replace it with the published one")
+    return x, y
+
+
 def _cifar_batches(info: DatasetInfo, folder: Path) -> Dataset:
     def read(names: list[str]) -> Split:
         xs, ys = [], []
@@ -196,13 +244,9 @@ def _cifar_batches(info: DatasetInfo, folder: Path) -> Dataset:
             path = folder / name
             if not path.is_file():
                 raise UserError(f"{path} is missing; the CIFAR-10 folder is incomplete")
-            try:
-                with path.open("rb") as f:
-                    batch = pickle.load(f, encoding="bytes")
-                xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
-                raise UserError(f"{path}: not a CIFAR-10 batch file ({type(e).__name__}); replace it") from None
+            x, y = read_cifar_batch(path)
+            xs.append(x)
+            ys.append(y)
         return Split(np.concatenate(xs), np.concatenate(ys))
 
     return Dataset(info, read([f"data_batch_{i}" for i in range(1, 6)]), read(["test_batch"]), str(folder))
