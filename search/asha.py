@@ -167,6 +167,7 @@ class PromotingASHA(FIFOScheduler):
         # A new driver (Tuner.restore unpickles the scheduler as it was at the start): the rungs
         # and who is paused come from the saved file.
         self.__dict__.update(state)
+        self.state_file = own_tune_file(self.state_file)  # the pickled path may be another folder's
         self.rule = PromotionRule(**self.settings, mode=self._mode or "max")
         saved = _read_json(Path(self.state_file))
         if saved.get("rule"):
@@ -257,7 +258,7 @@ class PromotingASHA(FIFOScheduler):
 
     @classmethod
     def of(cls, state_file: str) -> "PromotingASHA | None":
-        return _LIVE.get(state_file)
+        return _LIVE.get(own_tune_file(state_file))  # a searcher unpickled on resume names the old path
 
 
 class PacedSearch(ConcurrencyLimiter):

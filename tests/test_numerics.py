@@ -31,10 +31,15 @@ def test_unknown_precision_names_the_bad_value() -> None:
 
 
 def test_cli_choices_match_the_library() -> None:
-    from search import run
+    from search import run, study_fields
+    from search.asha import SCHEDULERS
     from search.final import FINAL_MODES
 
-    assert run.PRECISIONS == PRECISIONS and run.FINAL_MODES == FINAL_MODES
+    assert run.PRECISIONS == PRECISIONS and run.FINAL_MODES == FINAL_MODES and set(run.SCHEDULERS) <= set(SCHEDULERS)
+    # study.json's rules take every value a run may write
+    for field, values in (("precision", PRECISIONS), ("final", FINAL_MODES), ("scheduler", run.SCHEDULERS)):
+        ok, _ = study_fields._FIELDS[field]
+        assert all(ok(v) for v in values) and not ok("nonsense")
 
 
 @pytest.mark.parametrize("accel", [Accel(None, True), Accel(torch.bfloat16, True)], ids=lambda a: a.name)

@@ -316,7 +316,9 @@ def test_looping_links_cannot_make_the_scan_explode(tmp_path):
     from tests.conftest import REPO
 
     root = linked_folder(tmp_path, loops=2)
-    code = f"from trainables.folders import scan; print(len(scan({str(root)!r}).train.paths))"
+    # A library logs its notes; a program shows them (the CLIs with search.cli.show_notes)
+    code = ("import logging; logging.basicConfig(); from trainables.folders import scan; "
+            f"print(len(scan({str(root)!r}).train.paths))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "9", proc.stderr
     assert "4 link(s) not followed" in proc.stderr and "square/loop1" in proc.stderr, proc.stderr
