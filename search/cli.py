@@ -24,11 +24,38 @@ def explain(e: UserError) -> str:
     return f"{e}; pass {flag(e.option)}{' ' + e.fix if e.fix else ''}"
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's formatter, but a description's or epilog's paragraphs stay paragraphs (argparse
+    would run them together into one)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(super(Formatter, self)._fill_text(part, width, indent) for part in text.split("\n\n"))
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line (exit status 2), as for any user error."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def describe(doc: str | None) -> str:
+    """A command's --help description: its module docstring, paragraphs reflowed. The docstring of
+    a command's module is written for its users; its first line is the summary `hpsearch --help`
+    lists."""
+    return "\n\n".join(" ".join(p.split()) for p in (doc or "").strip().split("\n\n"))
+
+
+def entry_prog(module: str) -> str:
+    """The command as its user typed it, for usage lines: `python -m search.train` when run as a
+    module, the console script's name (hpsearch-train) when run as one. `hpsearch VERB` passes
+    its own."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return f"python -m {module}" if not name or name.endswith(".py") or name in ("-m", "-c") else name
 
 
 class _Stderr(logging.StreamHandler):

@@ -1,5 +1,10 @@
-"""`python -m search.compare RESULTS_A RESULTS_B`: two studies side by side (e.g. the grid against
-TPE + ASHA): a table in the terminal, and compare.html with both anytime curves on one axis."""
+"""Compare two studies side by side: a table and a page of curves.
+
+STUDY_A and STUDY_B are studies' names in the results directory, or their folders (e.g. a grid
+study against a TPE one). The table prints here; compare.html, with both studies' best score
+against the compute spent on one axis and where their best configurations differ, goes to
+--output. Also `python -m search.compare`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from search.atomic import atomic_write_text
-from search.cli import Parser, run_cli
+from search.cli import Parser, describe, entry_prog, run_cli
 from search.figures import _figure, _metric_label, _save, anytime_figure
 from search.files import REPORT_FILE
 from search.report import _format
@@ -104,18 +109,27 @@ def _relative(target: Path, start: Path) -> str:
     return os.path.relpath(target.resolve(), start.resolve())
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.compare", description=__doc__.splitlines()[0])
-    p.add_argument("results_a", help="a study's results folder, as printed by search.run")
-    p.add_argument("results_b", help="another study's results folder")
-    p.add_argument("--output", default=None, metavar="DIR",
+PROG = "python -m search.compare"
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    from search.locate import RESULTS_DIR_HELP, STUDY_HELP
+
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("study_a", metavar="STUDY_A", help=STUDY_HELP)
+    p.add_argument("study_b", metavar="STUDY_B", help="another study, given the same way")
+    p.add_argument("--output", "-o", default=None, metavar="DIR",
                    help="where compare.html and its figure go (default: compare-A-vs-B beside study A)")
+    p.add_argument("--results-dir", default=None, help=RESULTS_DIR_HELP)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    a, b = load(args.results_a), load(args.results_b)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    from search.locate import find_study
+
+    args = build_parser(prog).parse_args(argv)
+    folders = [find_study(s, args.results_dir) for s in (args.study_a, args.study_b)]  # both found before either loads
+    a, b = (load(folder) for folder in folders)
     if a.folder.resolve() == b.folder.resolve():
         raise UserError(f"both arguments are {a.folder}; pass two different studies")
     out = Path(args.output) if args.output else a.folder.parent / f"compare-{a.folder.name}-vs-{b.folder.name}"
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(lambda: main(prog=entry_prog("search.compare")))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,21 @@
-"""`python -m search.dashboard STUDY [--port 8080] [--results-dir DIR]`: optuna-dashboard on a
-study's Optuna store (written by search.searcher as trials run), so a search can be watched live.
+"""Watch a study's trials live in optuna-dashboard (read-only).
 
-STUDY is a study folder or a study's name in the results directory. The store is the folder's
-optuna.db, or the database the study was started with (`--optuna-storage`, kept in study.json).
-optuna-dashboard has no login and its API renames and deletes studies, tells trials and writes
-notes. So the server listens on 127.0.0.1 only (remote users tunnel, ssh -L), answers only
-requests addressed to 127.0.0.1 or localhost (a rebound DNS name is refused), and it is read-only
-unless started with --allow-edits: a viewer beside a running search, or any local process that
-finds the port, cannot change the study the search is writing.
-
-This module imports neither Ray nor torch (search.store needs neither), so the view starts in a
-second beside a running search, on a laptop that only has the results folder.
+STUDY is a study's name in the results directory, or its folder; its trials show as they run,
+from the Optuna store the search writes (the folder's optuna.db, or the database given to
+`hpsearch run --optuna-storage`). optuna-dashboard has no login and its page can rename and
+delete studies, so the server listens on 127.0.0.1 only (from another machine, tunnel: ssh -L
+8080:127.0.0.1:8080 HOST), answers only requests addressed to 127.0.0.1 or localhost, and changes
+nothing unless started with --allow-edits. Also `python -m search.dashboard`.
 """
+
+# Read-only by default: a viewer beside a running search, or any local process that finds the
+# port, cannot change the study the search is writing; a rebound DNS name is refused.
+# This module imports neither Ray nor torch (search.store needs neither), so the view starts in a
+# second beside a running search, on a laptop that only has the results folder.
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -24,29 +23,15 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from search.cli import Parser, run_cli
+from search.cli import Parser, describe, entry_prog, run_cli
 from search.credentials import redact
-from search.files import STATE_FILE
+from search.locate import RESULTS_DIR_HELP, STUDY_HELP, find_study
 from search.store import Store
 from trainables.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
 VIEWING = frozenset({"GET", "HEAD", "OPTIONS"})  # every optuna-dashboard route that changes a study is another method
-
-
-def find_study(study: str, results_dir: str | None) -> Path:
-    """A study folder given as a path, or by its name in the results directory (as search.run's)."""
-    given = Path(study).expanduser()
-    if (given / STATE_FILE).is_file():
-        return given.resolve()
-    root = Path(results_dir or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser()
-    if Path(study).name == study and study not in (".", "..") and (root / study / STATE_FILE).is_file():
-        return (root / study).resolve()
-    if given.is_dir():
-        raise UserError(f"{given} is not a study folder (it has no {STATE_FILE})")
-    raise UserError(f"no study {study!r}: neither a study folder nor a study in {root}",
-                    option="results_dir", fix="the results directory the study was run with, or give its folder")
 
 
 def study_store(folder: Path) -> Store:
@@ -135,14 +120,14 @@ def check_host(host: str | None) -> None:
                         f"ssh -L 8080:{LOOPBACK}:8080 THIS_HOST, then open http://{LOOPBACK}:8080")
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.dashboard",
-               description="optuna-dashboard on a study's Optuna store: its trials live, as they run. "
-                           f"Listens on {LOOPBACK} only (use an SSH tunnel for remote access).")
-    p.add_argument("study", help="a study's results folder, or its name in the results directory")
+PROG = "python -m search.dashboard"
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {LOOPBACK} (default {DEFAULT_PORT})")
-    p.add_argument("--results-dir", default=None,
-                   help="where to find STUDY by name (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
+    p.add_argument("--results-dir", default=None, help=RESULTS_DIR_HELP)
     p.add_argument("--host", default=None, help=f"only {LOOPBACK} (or localhost) is accepted; the default")
     p.add_argument("--allow-edits", action="store_true",
                    help="let the page change the study (notes, renames, deletion, telling trials); "
@@ -150,8 +135,8 @@ def build_parser() -> Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     check_host(args.host)
     port = check_port(args.port)
     store = study_store(find_study(args.study, args.results_dir))
@@ -184,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(lambda: main(prog=entry_prog("search.dashboard")))
 
 
 if __name__ == "__main__":

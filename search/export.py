@@ -1,7 +1,13 @@
-"""`python -m search.export RESULTS_DIR [--top K | --pareto [--cost C]] [--format yaml|json] [--output FILE]`:
-the best (or the top K) configurations of a finished study, or its accuracy-cost front (search.front),
-as best.yaml entries; a single one loads in `search.train`. The files themselves are written by
-search.best_config and search.trials_table."""
+"""Export a study's best configurations, or its accuracy-cost front.
+
+STUDY is a finished study: its name in the results directory, or its folder. By default the best
+configuration alone, as the best.yaml that `hpsearch train` retrains; with --top K the K best as a
+list; with --pareto every trial that no other beats on both score and cost (multiply-adds or
+latency), cheapest first. YAML or JSON, to standard output or to --output. Also
+`python -m search.export`.
+"""
+
+# The entries are search.best_config's BestConfig; the front is search.front's.
 
 from __future__ import annotations
 
@@ -92,18 +98,18 @@ def render(configs: list[BestConfig], fmt: str, single: bool) -> str:
     return yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
 
 
-def build_parser():
-    from search.cli import Parser
+PROG = "python -m search.export"
 
-    p = Parser(
-        prog="python -m search.export",
-        description="Export the best (or the top K) configurations of a finished study; "
-        "the best alone loads in search.train.",
-    )
-    p.add_argument("results_dir", help="a study's results folder, as printed by search.run")
+
+def build_parser(prog: str = PROG):
+    from search.cli import Parser, describe
+    from search.locate import RESULTS_DIR_HELP, STUDY_HELP
+
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("study", metavar="STUDY", help=STUDY_HELP)
     p.add_argument("--top", type=int, default=None, metavar="K",
                    help="export the K best configurations as a list (default 1: the best alone, "
-                        "in the form search.train reads)")
+                        "in the form hpsearch train reads)")
     p.add_argument("--pareto", action="store_true",
                    help="export the accuracy-cost front instead: every trial no other beats on both score and "
                         "cost, cheapest first, with its costs (and, under --max-mmacs/--max-latency-ms, fits)")
@@ -112,13 +118,16 @@ def build_parser():
     p.add_argument("--format", choices=("yaml", "json"), default=None,
                    help="output format (default: from --output's suffix, else yaml)")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of to standard output")
+    p.add_argument("--results-dir", default=None, help=RESULTS_DIR_HELP)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     import sys
 
-    args = build_parser().parse_args(argv)
+    from search.locate import find_study
+
+    args = build_parser(prog).parse_args(argv)
     if args.pareto and args.top is not None:
         raise UserError("--top and --pareto choose different lists; pass one of them")
     top = 1 if args.top is None else args.top
@@ -130,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--output {output}: folder {output.parent} does not exist")
     if output is not None and output.is_dir():
         raise UserError(f"--output {output} is a folder; name a file, e.g. {output / BEST_FILE}")
-    configs = pareto_configs(Path(args.results_dir), args.cost) if args.pareto else \
-        top_configs(Path(args.results_dir), top)
+    folder = find_study(args.study, args.results_dir)
+    configs = pareto_configs(folder, args.cost) if args.pareto else top_configs(folder, top)
     unfit = [c.search["trial"] for c in configs if c.search.get("fits") is False]
     if unfit:
         print(f"note: {', '.join(unfit)} exceed{'s' if len(unfit) == 1 else ''} the study's device limits "
@@ -149,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    from search.cli import run_cli
+    from search.cli import entry_prog, run_cli
 
-    run_cli(main)
+    run_cli(lambda: main(prog=entry_prog("search.export")))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""`python -m search.predict` (`hpsearch-predict`): a saved model's predictions for image files,
-folders of images, or the rows of CSV files, printed as a table or written with --output (CSV or
-Parquet). Input that does not fit the model (missing columns, an unreadable image, a path that
-is not there) is one line and exit status 2, like every other CLI here.
+"""Predict the classes of images or CSV rows with a trained model.
+
+MODEL is a study (its name in the results directory, or its folder) whose final model to use, or a
+model.pt. Each INPUT is an image file, a folder of images or a CSV file of tabular or pixel rows
+(CSV files or images, not both). The predictions print as a table, or go to --output as CSV or
+Parquet. Input that does not fit the model (missing columns, an unreadable image, a path that is
+not there) is one line and exit status 2. Also `python -m search.predict` and `hpsearch-predict`.
 """
 
 from __future__ import annotations
@@ -9,30 +12,38 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from search.cli import Parser, run_cli
+from search.cli import Parser, describe, entry_prog, run_cli
 from search.files import MODEL_FILE
+from search.locate import RESULTS_DIR_HELP, find_study
 from trainables.errors import UserError
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.predict", description=__doc__.splitlines()[0])
-    p.add_argument("model", help=f"a study folder (holding {MODEL_FILE}) or a {MODEL_FILE}")
+PROG = "python -m search.predict"
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("model", metavar="MODEL",
+                   help=f"a study (its name in --results-dir, or its folder) or a {MODEL_FILE} file")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders of images, or CSV files (tabular or pixel rows)")
-    p.add_argument("--output", metavar="FILE", help="write the table to FILE (.csv or .parquet) instead of printing it")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="write the table to FILE (.csv or .parquet) instead of printing it")
+    p.add_argument("--results-dir", default=None, help=RESULTS_DIR_HELP)
     return p
 
 
-def model_file(given: str) -> Path:
+def model_file(given: str, results_dir: str | None = None) -> Path:
+    """A model.pt as given, the one in a folder (a study's, or a retrain's), or a study's by name."""
     path = Path(given).expanduser()
-    if path.is_dir():
-        if not (path / MODEL_FILE).is_file():
-            raise UserError(f"{path} holds no {MODEL_FILE}; give a study folder whose final phase finished, "
-                            f"or a {MODEL_FILE}")
-        return path / MODEL_FILE
-    return path
+    if path.is_file() or path.suffix.lower() == ".pt":
+        return path  # a missing one is the predictor's one line
+    folder = path if path.is_dir() else find_study(given, results_dir)
+    if not (folder / MODEL_FILE).is_file():
+        raise UserError(f"{folder} holds no {MODEL_FILE}; give a study whose final phase finished, or a {MODEL_FILE}")
+    return folder / MODEL_FILE
 
 
 def read_csv(path: Path):
@@ -74,15 +85,15 @@ def predict(model: Path, inputs: list[str]):
     return pd.concat(tables, ignore_index=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     output = Path(args.output).expanduser() if args.output else None
     if output is not None and (output.suffix.lower() not in OUTPUT_SUFFIXES or output.is_dir()):
         raise UserError(f"--output {output} must be a .csv or .parquet file", option="output", fix="FILE.csv")
     if output is not None and not output.parent.is_dir():
         raise UserError(f"--output {output}: folder {output.parent} not found", option="output",
                         fix="in an existing folder")
-    table = predict(model_file(args.model), args.inputs)
+    table = predict(model_file(args.model, args.results_dir), args.inputs)
     if output is None:
         print(table[["input", "class", "probability"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         return 0
@@ -97,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    run_cli(lambda: main(argv))
+    """`python -m search.predict` and the hpsearch-predict script; `hpsearch predict` is search.main's."""
+    run_cli(lambda: main(argv, prog=entry_prog("search.predict")))
 
 
 if __name__ == "__main__":

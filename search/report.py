@@ -1,11 +1,15 @@
-"""`python -m search.report RESULTS_DIR`: a study's report, report.html with PNG figures beside it.
+"""Write a study's report: report.html, with its figures beside it.
 
-The page: a summary of the study, the figures with their captions (the anytime curve, parallel
-coordinates of the hyperparameters, their importances, learning curves, the accuracy-cost front,
-the final model's confusion matrix; drawn by search.figures, importances from search.replay), the
-trials on the front (search.front) and a table of the top configurations. `search.run` writes it
-at the end of every study.
+STUDY is a study's name in the results directory, or its folder; the page goes into that folder.
+It holds a summary of the study, figures with captions (the best score against the compute
+spent, parallel coordinates of the hyperparameters, their importances, learning curves, the
+accuracy-cost front, the final model's confusion matrix), the trials on the front and a table of
+the top configurations. `hpsearch run` writes it at the end of every study; this writes it again.
+Also `python -m search.report`.
 """
+
+# The figures are drawn by search.figures, the importances come from search.replay, the front from
+# search.front.
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from search.atomic import atomic_write_text
-from search.cli import Parser, run_cli
+from search.cli import Parser, describe, entry_prog, run_cli
 from search.figures import (
     _metric_label,
     anytime_figure,
@@ -142,7 +146,7 @@ def render_html(results: StudyResults, report: Report) -> str:
     if len(front):
         front_html = (f'<h2>The accuracy-cost front ({len(front)} trials, cheapest first)</h2>'
                       f'<p>No other trial is both cheaper (multiply-adds) and better; '
-                      f'<code>python -m search.export {e(str(results.folder))} --pareto</code> exports them.</p>'
+                      f'<code>hpsearch export {e(str(results.folder))} --pareto</code> exports them.</p>'
                       f'<div class="wide"><table class="front"><tr>{front_head}</tr>{front_rows}</table></div>')
     best_yaml = ""
     if results.best is not None:
@@ -225,15 +229,23 @@ _MISSING = {
 }
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.report", description=__doc__.splitlines()[0])
-    p.add_argument("results_dir", help="one study's results folder, as printed by search.run")
+PROG = "python -m search.report"
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    from search.locate import RESULTS_DIR_HELP, STUDY_HELP
+
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("study", metavar="STUDY", help=STUDY_HELP)
+    p.add_argument("--results-dir", default=None, help=RESULTS_DIR_HELP)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    report = write_report(args.results_dir)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    from search.locate import find_study
+
+    args = build_parser(prog).parse_args(argv)
+    report = write_report(find_study(args.study, args.results_dir))
     print(f"report: {report.html} ({len(report.figures)} figures in {report.html.parent / REPORT_DIR})")
     for note in report.notes:
         print(f"note: {note}")
@@ -241,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    run_cli(main)
+    run_cli(lambda: main(prog=entry_prog("search.report")))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,9 @@ class StudyRequest:
     warm_start: tuple[str, ...] = ()
     warm_start_map: str | None = None
     command: str = ""  # the command line, credentials redacted: logged on the study's MLflow run
+    # Where a study of the user's comes from (spaces.loading: a file's absolute path, a module path),
+    # so --resume loads it again; None for a registered study, found by `space`.
+    study_source: str | None = None
     created: str = ""
 
     @property
@@ -88,7 +92,7 @@ class StudyRequest:
         return Store.for_study(self.folder, self.name, self.optuna_storage)
 
     def resume_command(self) -> str:
-        return (f"python -m search.run {self.space} --name {self.name} --resume "
+        return (f"python -m search.run {shlex.quote(self.study_source or self.space)} --name {self.name} --resume "
                 f"--results-dir {self.results_root}")
 
     @staticmethod

@@ -1,4 +1,11 @@
-"""`python -m search.run SPACE`: search, retrain the best configuration, test it once, export it."""
+"""Search a study, retrain its best configuration and test it once.
+
+STUDY is one of hpsearch's studies (see --list), a Python file of yours that calls register_study
+(./my_study.py, or ./my_study.py:NAME where the file registers several) or a module path
+(my_package.my_module:study); `hpsearch check STUDY` tries one out in a minute. The results go to
+a folder of their own in the results directory (best.yaml, the trials tables, model.pt and
+report.html), every trial to MLflow. Also `python -m search.run`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from search.claim import claim, release_if_unused  # noqa: E402
-from search.cli import Parser, run_cli, show_notes  # noqa: E402
+from search.cli import Parser, describe, entry_prog, run_cli, show_notes  # noqa: E402
 from search.cluster import check_local_resources, check_reachable  # noqa: E402
 from search.credentials import adopt_credentials, redact  # noqa: E402
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked  # noqa: E402
@@ -33,9 +40,13 @@ FINAL_MODES = ("stretch", "retrain", "checkpoint")
 SCHEDULERS = ("promotion", "stopping", "fifo")
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.run", description=__doc__)
-    p.add_argument("space", nargs="?", help="registered study name (see --list)")
+PROG = "python -m search.run"
+STUDY_HELP = "the study: a registered name (see --list), ./my_study.py or my_package.my_module:study"
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("space", nargs="?", metavar="STUDY", help=STUDY_HELP)
     p.add_argument("--list", action="store_true", help="list the registered studies and exit")
     p.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all the cluster has)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs to use (default: all the cluster has)")
@@ -44,13 +55,16 @@ def build_parser() -> Parser:
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes for the search and the final model together: the search stops when the time "
                         "left is what the final phase needs (default: the study's CPU budget, if any)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampler, of every trial's training and of the data's split (validation "
+                        "images, the --smoke slice, the folds of --cv); default 0")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or HOST:PORT)")
-    p.add_argument("--name", default=None, help="study run name (default: SPACE-DATE-TIME)")
+    p.add_argument("--name", default=None,
+                   help="the study's name: its folder in --results-dir (default: STUDY-DATE-TIME)")
     p.add_argument("--resume", action="store_true",
                    help="continue the study --name after a crash or Ctrl-C (its settings come from its study.json)")
     p.add_argument("--results-dir", default=None,
-                   help="where results go (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
+                   help="where the study's folder goes (default: $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
     p.add_argument("--optuna-storage", default=None, metavar="URL",
@@ -137,7 +151,10 @@ def check_cv(k: int | None, final: str) -> None:
 
 
 def results_root(arg: str | None) -> Path:
-    root = Path(arg or os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser().resolve()
+    """The results directory (search.locate.results_dir), made if need be and checked writable."""
+    from search.locate import results_dir
+
+    root = results_dir(arg).resolve()
     for place in (root, *root.parents):
         if place.exists() and not place.is_dir():
             what = "is a file" if place == root else f"is inside {place}, which is a file"
@@ -154,11 +171,13 @@ def results_root(arg: str | None) -> Path:
     return root
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    from spaces.loading import lasting_source, load_installed, load_study_source
     from spaces.registry import get_study, list_studies
 
     if args.list:
+        load_installed()  # installed packages' studies (the hpsearch.studies entry points) too
         for name in list_studies():
             study = get_study(name)
             s = study.settings
@@ -169,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
               "class; see --image-size, --channels, --invert)")
         return 0
     if not args.space:
-        raise UserError("name a study to run, e.g. `python -m search.run fashion_space` (see --list)")
+        raise UserError(f"name a study to run, e.g. `{prog} fashion_space` (see --list)")
     check_positive(args)
     check_name(args.name)
     check_seed(args.seed)
@@ -182,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     if args.register_model is not None and not args.register_model.strip():
         raise UserError("--register-model needs a model name, e.g. --register-model fashion-cnn")
-    study = get_study(args.space)
+    study = load_study_source(args.space)
+    # What loads the study again on --resume, from any folder: None for a registered name.
+    args.study_source = None if args.space.strip() == study.name else lasting_source(args.space)
     if args.address:
         check_reachable(args.address)
     else:
@@ -280,7 +301,7 @@ def new_request(args, study, root: Path, name: str, warm: tuple[str, ...] = ()) 
 
     s = study.settings
     return StudyRequest(
-        space=study.name, name=name, results_root=str(root),
+        space=study.name, study_source=args.study_source, name=name, results_root=str(root),
         data=choice_from_args(args, s.dataset, s.needs_backbone).to_dict(),
         tracking_uri=args.tracking_uri or default_tracking_uri(root), samples=args.samples,
         max_epochs=args.max_epochs, seed=args.seed, smoke=args.smoke, time_budget=args.time_budget,
@@ -317,8 +338,8 @@ def resumed_state(args, study, study_dir: Path) -> StudyState:
 
 
 def cli() -> None:
-    """Console-script entry point: the same error handling as `python -m search.run`."""
-    run_cli(main)
+    """`python -m search.run` (and its console script): `hpsearch run` is search.main's."""
+    run_cli(lambda: main(prog=entry_prog("search.run")))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{k: (lambda v: isinstance(v, str), "text") for k in (
         "space", "name", "results_root", "tracking_uri", "command", "created", "parent_run_id")},
     **{k: (lambda v: v is None or isinstance(v, str), "text or null") for k in (
-        "register_model", "optuna_storage", "warm_start_map")},
+        "register_model", "optuna_storage", "warm_start_map", "study_source")},
     "data": (lambda v: isinstance(v, dict), "a mapping (dataset, data_dir, ...)"),
     "samples": (lambda v: v is None or _count(v), "a positive whole number or null"),
     "max_epochs": (lambda v: v is None or _count(v), "a positive whole number or null"),

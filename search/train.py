@@ -1,7 +1,9 @@
-"""`python -m search.train best.yaml`: retrain an exported configuration and test it once.
+"""Retrain an exported configuration (best.yaml) and test it once.
 
-Uses the same training function as the search and the same final-model code as `search.run`,
-so the figures it prints are comparable with the ones in best.yaml.
+CONFIG is a best.yaml (written by `hpsearch run` or `hpsearch export`) or a study, by name or
+folder, whose best.yaml is retrained. The training is the search's own and the final model's, so
+the test accuracy it prints is comparable with the one in best.yaml. Also `python -m search.train`
+and `hpsearch-train`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from search.cli import Parser, run_cli
+from search.cli import Parser, describe, entry_prog, run_cli
 from search.cluster import check_local_resources
 from search.credentials import adopt_credentials
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
@@ -20,22 +22,28 @@ from search.request import SMOKE_TEST, SMOKE_TRAIN
 from search.run import PRECISIONS, check_name, check_positive, check_seed, results_root
 from trainables.errors import UserError
 
+PROG = "python -m search.train"
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.train", description=__doc__.splitlines()[0])
-    p.add_argument("config", help="a best.yaml exported by search.run")
+
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=describe(__doc__))
+    p.add_argument("config", metavar="CONFIG",
+                   help="a best.yaml, or a study (its name in --results-dir, or its folder) whose best.yaml to use")
     p.add_argument("--epochs", type=int, default=None, help="override the epoch count in the file")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="instead of a number of epochs: train for as many as fit in MIN minutes (the whole "
                         "command: loading, training, testing, saving), the learning-rate schedule stretched "
                         "to them")
-    p.add_argument("--seed", type=int, default=None, help="override the seed in the file")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the training and of the --smoke slice (default: the seed in the file)")
     p.add_argument("--cpus", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics: auto (bf16 where the hardware has it, else fp32), bf16 or fp32")
     p.add_argument("--gpus", type=int, default=None, help="0 to stay on the CPU (default: a GPU if there is one)")
     p.add_argument("--name", default=None, help="output folder name (default: SPACE-retrain-DATE-TIME)")
-    p.add_argument("--results-dir", default=None, help="where the retrained model goes (default: as for search.run)")
+    p.add_argument("--results-dir", default=None,
+                   help="where the retrained model's folder goes, and where CONFIG is found by name (default: "
+                        "$HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///RESULTS_DIR/mlflow.db)")
     p.add_argument("--smoke", action="store_true",
@@ -44,8 +52,22 @@ def build_parser() -> Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def config_file(given: str, results_dir: str | None) -> Path:
+    """A best.yaml as given, or the one of a study given by name or folder (search.locate)."""
+    path = Path(given).expanduser()
+    if path.is_file() or path.suffix.lower() in (".yaml", ".yml", ".json"):
+        return path  # a missing one is BestConfig.load's one line
+    from search.locate import find_study
+
+    folder = find_study(given, results_dir)
+    if not (folder / BEST_FILE).is_file():
+        raise UserError(f"study {folder.name} has no {BEST_FILE} yet (its final phase has not run); resume it, "
+                        "or give a best.yaml from `hpsearch export`")
+    return folder / BEST_FILE
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     check_positive(args, ("epochs", "cpus", "time_budget"))
     if args.epochs is not None and args.time_budget is not None:
         raise UserError("--epochs and --time-budget both set the training's length; pass one")
@@ -57,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from spaces.registry import get_study
     from trainables.model import NetConfig
 
+    args.config = str(config_file(args.config, args.results_dir))
     best = BestConfig.load(Path(args.config))
     study = get_study(best.space)  # the study must still exist: its dataset and settings define the run
     saved = DataChoice.from_dict(best.data) if best.data else None
@@ -124,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """Console-script entry point: the same error handling as `python -m search.train`."""
-    run_cli(main)
+    """`python -m search.train` and the hpsearch-train script; `hpsearch train` is search.main's."""
+    run_cli(lambda: main(prog=entry_prog("search.train")))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,16 @@ def load_study_source(spec: str) -> Study:
     return studies[0]
 
 
+def lasting_source(spec: str) -> str:
+    """`spec` as a later command can load it again from any folder (a resumed search): a file's
+    path made absolute, `:NAME` kept; a module path as it is."""
+    spec = spec.strip()
+    if not _is_file(spec):
+        return spec
+    path, name = _split_file(spec)
+    return str(path.resolve()) + (f":{name}" if name is not None else "")
+
+
 def load_studies(spec: str) -> list[Study]:
     """Every study a file or module path registers (or the object it names), now registered."""
     if _is_file(spec):

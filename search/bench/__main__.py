@@ -1,30 +1,40 @@
-"""Command line of the benchmarks; see search/bench/__init__.py."""
+"""Command line of the benchmarks: `hpsearch bench` and `python -m search.bench`; what they
+measure is in search/bench/__init__.py, whose docstring is their --help."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import time
 from pathlib import Path
 
+import search.bench
 from search.bench.common import FULL, QUICK, Bench, default_out, quiet
-from search.cli import Parser, run_cli
+from search.cli import Parser, describe, entry_prog, run_cli
 from trainables.errors import UserError
 
 PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart", "scale")
 
 
-def build_parser() -> Parser:
-    p = Parser(prog="python -m search.bench", description=__doc__)
-    p.add_argument("parts", nargs="*", default=["all"], help=f"all (default) or any of: {', '.join(PARTS)} "
-                   "(memory is measured during overhead)")
-    p.add_argument("--out", default=None, help="output folder (default: RESULTS_DIR/bench/DATE-TIME, "
-                   "RESULTS_DIR being $HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
+PROG = "python -m search.bench"
+
+
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=describe(search.bench.__doc__))
+    p.add_argument("parts", nargs="*", default=["all"], metavar="PART",
+                   help=f"all (default) or any of: {', '.join(PARTS)} (memory is measured during overhead)")
+    p.add_argument("--output", "-o", default=None, metavar="DIR",
+                   help="output folder (default: RESULTS_DIR/bench/DATE-TIME, RESULTS_DIR being "
+                        "$HPSEARCH_RESULTS_DIR or ~/hpsearch-results)")
+    # The name it had before the commands agreed on --output: still taken, no longer shown.
+    p.add_argument("--out", dest="output", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default=None, help="dataset root holding FashionMNIST/raw/ and "
                    "cifar10/cifar10-subset.npz (default: $HPSEARCH_DATA_DIR, else ../shared/datasets)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test); figures mean nothing")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the benchmarks' samplers, data slices and training (default 0)")
     p.add_argument("--size", action="append", default=[], metavar="NAME=N",
                    help="override one of the sizes in search/bench/common.py: Sizes, e.g. efficiency_train=6000 "
                         "(repeatable; 'all' for the whole training set)")
@@ -61,14 +71,14 @@ def data_root(arg: str | None) -> Path:
     return root.expanduser().resolve()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     parts = list(PARTS) if "all" in args.parts else args.parts
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise UserError(f"unknown benchmark(s) {', '.join(unknown)}; choose from all, {', '.join(PARTS)}")
     root = data_root(args.data_dir)
-    out = Path(args.out).expanduser().resolve() if args.out else default_out()
+    out = Path(args.output).expanduser().resolve() if args.output else default_out()
     out.mkdir(parents=True, exist_ok=True)
     quiet()
     bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed)
@@ -124,5 +134,9 @@ def headline(part: str, r: dict) -> str:
     return ""
 
 
+def cli() -> None:
+    run_cli(lambda: main(prog=entry_prog("search.bench")))
+
+
 if __name__ == "__main__":
-    run_cli(main)
+    cli()
