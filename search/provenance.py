@@ -35,9 +35,19 @@ def git_commit() -> str:
         return "unknown"
 
 
+_command: str | None = None  # set by search.main: `hpsearch VERB`, whichever way it was started
+
+
+def set_command(name: str) -> None:
+    global _command
+    _command = name
+
+
 def command_name() -> str:
-    """The command that is running, as its user typed it: `search.run` for `python -m search.run`,
-    `hpsearch` for the console script."""
+    """The command that is running, as its user typed it: `hpsearch run` for `hpsearch run` (or
+    `python -m search run`), `search.run` for `python -m search.run`, a console script's name."""
+    if _command is not None:
+        return _command
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name:
         return spec.name.removesuffix(".__main__")
