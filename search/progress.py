@@ -9,9 +9,9 @@ trial, which reads well in a log. `--quiet` keeps only errors and the final summ
 from __future__ import annotations
 
 import enum
-import math
 import shutil
 import sys
+import textwrap
 import time
 
 
@@ -35,9 +35,25 @@ def verbosity() -> Verbosity:
     return _level
 
 
+# The widest line the commands print: it reads in an 80-100 column terminal and in a CI log.
+WIDTH = 100
+
+
+def wrap(text: str, width: int = WIDTH) -> str:
+    """A long line as lines of at most `width`, the rest indented under the first; a path or a
+    URI is never split (a word longer than `width` stays whole)."""
+    if len(text) <= width or "\n" in text:
+        return text
+    return textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+
+
 def say(*args, **kwargs) -> None:
-    """print() that --quiet silences: progress and context, not results or errors."""
+    """print() that --quiet silences: progress and context, not results or errors. A long line
+    is wrapped (search.progress.wrap)."""
     if _level >= Verbosity.NORMAL:
+        if args and all(isinstance(a, str) for a in args):
+            args = (wrap(kwargs.get("sep", " ").join(args)),)
+            kwargs.pop("sep", None)
         print(*args, **kwargs)
 
 
@@ -67,8 +83,6 @@ class Progress:
         self.started = clock()
         self.done = 0
         self.done_before = None  # trials finished before this driver started (a resumed study)
-        self.epochs = 0.0  # trial-epochs trained, fractions of an epoch included
-        self.seen: dict[str, float] = {}  # per trial, how far it has trained (epochs)
         self.best: float | None = None
         self.running: dict[str, int] = {}
         self.paused: set[str] = set()
@@ -138,10 +152,6 @@ class Progress:
             self.done_before = self.done
         partial = bool(result.get("partial"))
         seen = float(result.get("epochs_seen", result.get("epoch", 0)))
-        # Only the training since this trial's previous report counts (a resumed trial's first
-        # report here covers the epoch, or part of one, that it has just run).
-        self.epochs += max(seen - self.seen.get(name, math.ceil(seen) - 1.0), 0.0)
-        self.seen[name] = max(seen, self.seen.get(name, 0.0))
         epoch = seen if partial else int(result.get("epoch", 0))
         self.running[name] = epoch
         value = result.get(self.metric)
@@ -191,7 +201,7 @@ class Progress:
             f"[{self.done:>3}/{self.total}] {name} {status:<13} "
             f"epochs {float(result.get('epochs_seen', result.get('epoch', 0))):>4g}  "
             f"{self.metric} {self._fmt(result.get(self.metric))}  "
-            f"best {self._fmt(self.best)}  ({self.epochs:g} trial-epochs, {self._minutes():.1f} min)"
+            f"best {self._fmt(self.best)}  {self._minutes():.1f} min"
         )
 
     def close(self) -> None:

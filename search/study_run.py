@@ -20,7 +20,7 @@ from search.budget import BudgetPlan
 from search.cluster import Cluster, start_ray
 from search.credentials import redact
 from search.delivery import reconcile
-from search.files import BEST_FILE, MODEL_FILE, REPORT_DIR, TRIALS_CSV, TRIALS_PARQUET, TUNE_DIR
+from search.files import BEST_FILE, REPORT_DIR, TRIALS_CSV, TUNE_DIR
 from search.front import counted
 from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
 from search.progress import Verbosity, say, verbosity
@@ -30,7 +30,7 @@ from search.request import Resources, StudyState
 from search.store import check_new_store
 from search.tracking import Tracker, default_tracking_uri
 from search.trial_logger import TrialLogger
-from search.trials_table import CONFIG_PREFIX, short_names, trials_table, write_history, write_table
+from search.trials_table import CONFIG_PREFIX, config_columns, short_names, trials_table, write_history, write_table
 from search.tuner import Plan, check_cost_cap, make_plan
 from search.warm import WarmSource, load_sources, trials_of
 from spaces.study import SpaceContext, Study
@@ -108,11 +108,11 @@ class StudyRun:
             threads = int(max(1, min(cluster.max_node_cpus, self.resources.cpus or cluster.max_node_cpus)))
             finished = finalize(StudyContext(self.study, self.request, prepared, plan, tracker, parent, threads,
                                              budget), best, table)
-            report = self._report(tracker, parent)
+            self._report(tracker, parent)  # its page is among the files the summary lists
             tracker.set_tags(parent, {"hpsearch.status": "completed"})
             tracker.end_run(parent)
             self._phase("done")
-            self._summary(table, finished, report)
+            self._summary(table, finished)
             return 0
         finally:
             if cluster.started_here:
@@ -157,14 +157,16 @@ class StudyRun:
                 **{f"hpsearch.version.{k}": v for k, v in package_versions().items()},
             })
             self.state.save()
+        # A fact to a line, the long ones indented under it: each stays within a terminal's width.
         data = prepared.search_data
-        budget = f" within {plan.time_budget_s / 60:g} min, final model included" if plan.time_budget_s else ""
+        budget = f" within {plan.time_budget_s / 60:g} min (final model included)" if plan.time_budget_s else ""
         say(f"{'resuming' if self.resuming else 'study'} {self.request.name}: {plan.num_samples} trials x up to "
-            f"{plan.max_epochs} epochs{budget}, {plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
-            f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each); "
+            f"{plan.max_epochs} epochs{budget}")
+        say(f"  {plan.concurrency} at a time ({plan.cpus_per_trial} CPU"
+            f"{f', {plan.gpus_per_trial:g} GPU' if plan.gpus_per_trial else ''} each) on "
             f"{split_words(data)}")
-        say(f"tracking: {self.request.tracking_uri} (experiment {self.study.name!r}, run "
-            f"{self.state.parent_run_id})", flush=True)
+        say(f"tracking: {redact(self.request.tracking_uri)}")
+        say(f"  MLflow experiment {self.study.name!r}, run {self.state.parent_run_id}", flush=True)
         return self.state.parent_run_id
 
     def _warm_sources(self, plan: Plan, prepared: Prepared) -> list[WarmSource]:
@@ -267,7 +269,7 @@ class StudyRun:
         except Exception as e:  # noqa: BLE001 - the study's results are complete; the report can be redone
             why = str(e).splitlines()[0] if str(e) else ""
             print(f"warning: could not write the report ({type(e).__name__}: {why}); "
-                  f"run `python -m search.report {self.dir}` to retry", file=sys.stderr)
+                  f"run `hpsearch report {self.dir}` to retry", file=sys.stderr)
             return None
         tracker.log_artifact(parent, report.html)
         for figure in report.figures.values():
@@ -291,28 +293,36 @@ class StudyRun:
             **{f"data.{k}": v for k, v in request.data.items()},
         }
 
-    def _summary(self, table: pd.DataFrame, finished: Finished, report: Path | None) -> None:
+    def _summary(self, table: pd.DataFrame, finished: Finished) -> None:
+        """The end of the command's output: search.summary formats it."""
+        from search.locate import results_dir
+        from search.summary import TOP, Summary, result_files
+
         metric = self.study.settings.metric
-        columns = [c for c in TOP_COLUMNS if c in table and (c != "fits" or self.request.limits.any)]
-        if verbosity() >= Verbosity.NORMAL:
-            print("\ntop 5 trials (by validation accuracy):")
-            top = short_names(table[columns].head(5))
-            print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
-            if self.request.limits.any:
-                print(f"chosen: {finished.best.search['best_trial']}, the best trial that fits "
-                      f"{self.request.limits.describe()}")
-        else:  # --quiet: the best configuration in one line instead of the table
-            # The chosen trial: under device limits (or with a top trial stopped inside its first
-            # epoch) it need not be the table's first row.
-            chosen = finished.best
-            print(f"best: {chosen.search['best_trial']} ({metric} {chosen.metrics[metric]:.4f}): "
-                  + " ".join(f"{k}={v}" for k, v in finished.best.hyperparameters.items()))
-        what = "best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration"
-        print(f"test accuracy of the {what}: {finished.final.test_accuracy:.4f} "
-              f"(measured once, on images the search never saw)")
-        print(f"results: {self.dir / BEST_FILE}, {self.dir / TRIALS_PARQUET}, {self.dir / TRIALS_CSV}, "
-              f"{self.dir / MODEL_FILE}")
-        if report is not None:
-            print(f"report: {report} (open it in a browser)")
-        if finished.registered:
-            print(f"registered model: {finished.registered} (MLflow model registry at {self.request.tracking_uri})")
+        quiet = verbosity() < Verbosity.NORMAL
+        root = Path(self.request.results_root).resolve()
+        # The chosen trial: under device limits (or with a top trial stopped inside its first
+        # epoch) it need not be the table's first row.
+        chosen = finished.best
+        summary = Summary(
+            name=self.request.name, folder=self.dir, metric=metric, test_accuracy=finished.final.test_accuracy,
+            what="best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration",
+            tracking_uri=self.request.tracking_uri,
+            results_dir=None if root == results_dir(None).resolve() else root,
+            top=None if quiet else short_names(table.head(TOP)), columns=self._top_columns(table.head(TOP)),
+            best=(f"best: {chosen.search['best_trial']} ({metric} {chosen.metrics[metric]:.4f}): "
+                  + " ".join(f"{k}={v}" for k, v in chosen.hyperparameters.items())) if quiet else None,
+            chosen=(f"chosen: {chosen.search['best_trial']}, the best trial that fits "
+                    f"{self.request.limits.describe()}") if self.request.limits.any and not quiet else None,
+            files=result_files(self.dir), registered=finished.registered)
+        print(summary.text())
+
+    def _top_columns(self, top: pd.DataFrame) -> list[str]:
+        """The columns of the `top` trials' table, most important first, in short names (`lr`,
+        not `config/lr`): the scores and costs, then the hyperparameters in which the top trials
+        differ (those they share tell nothing apart), the usual ones first."""
+        usual = [c for c in TOP_COLUMNS if not c.startswith(CONFIG_PREFIX) and (c != "fits" or self.request.limits.any)]
+        params = [c for c in TOP_COLUMNS if c.startswith(CONFIG_PREFIX)]
+        params += [c for c in config_columns(top) if c not in params]
+        varying = [c for c in params if c in top and top[c].astype(str).nunique() > 1]
+        return [c for c in usual if c in top] + [c.removeprefix(CONFIG_PREFIX) for c in varying]
