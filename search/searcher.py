@@ -72,6 +72,10 @@ class StoredSearch(OptunaSearch):
             for trial in self.warm_trials:
                 study.add_trial(trial)
         self.warm_trials = []  # kept in the store now; not pickled with Tune's state
+        if study.metric_names is None:  # optuna-dashboard names the objective as the rest of hpsearch does
+            with warnings.catch_warnings():  # experimental in Optuna; the name is all that is asked of it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([self._metric])
 
     def suggest(self, trial_id: str):
         if trial_id not in self._ot_trials and self._start_points and self._ot_study is not None:
