@@ -37,14 +37,27 @@ def run_cli_here(module: str, *args: str) -> subprocess.CompletedProcess:
     one-line errors and exit status), without a new interpreter's seconds of imports. For inputs
     refused before any training; the environment is restored afterwards."""
     import importlib
+
+    return _here(f"python -m {module}", args, lambda: importlib.import_module(module).cli())
+
+
+def run_hpsearch_here(*args: str) -> subprocess.CompletedProcess:
+    """`hpsearch args` run in this process, as run_cli_here runs a module: the dispatcher
+    (search.main) and the verb's own parser and error handling."""
+    from search.main import main
+
+    return _here("hpsearch", args, lambda: main(list(args)))
+
+
+def _here(argv0: str, args: tuple[str, ...], call) -> subprocess.CompletedProcess:
     import io
 
     saved_env, saved_argv = dict(os.environ), sys.argv
     out, err = io.StringIO(), io.StringIO()
-    sys.argv = [f"python -m {module}", *args]
+    sys.argv = [argv0, *args]
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            importlib.import_module(module).cli()
+            call()
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -52,7 +65,7 @@ def run_cli_here(module: str, *args: str) -> subprocess.CompletedProcess:
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
-    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([argv0, *args], code, out.getvalue(), err.getvalue())
 
 
 @contextlib.contextmanager

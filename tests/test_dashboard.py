@@ -98,6 +98,7 @@ def test_the_dashboard_lists_a_running_search_live_on_loopback_only(in_flight):
         page = requests.get(f"http://127.0.0.1:{port}/dashboard/studies/{study_id}", timeout=5)
         assert page.ok and "<html" in page.text.lower()  # the page itself, which polls the API below
         detail = requests.get(f"{api}/studies/{study_id}", timeout=5).json()
+        assert detail["objective_names"] == ["val_accuracy"]  # named as hpsearch names it, not "Objective 0"
         trials = trials_by_tune_id(detail)
         assert {k: t["state"] for k, t in trials.items()} == {"t1": "Complete", "t2": "Pruned", "t3": "Running"}
         assert trials["t1"]["values"] == [0.85]
