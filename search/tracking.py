@@ -106,6 +106,23 @@ def _patient(method):
 
 
 @contextlib.contextmanager
+def _registry_quiet(registering: str | None):
+    """Registering a model, MLflow prints "Successfully registered model" and "Created version" on
+    stderr (its event stream); the command's summary says the same in one line (registered model:
+    NAME/VERSION). Off for the call only, and only when registering. Through MLflow's own counted
+    switch: a plain disable_logging() is undone by the first module MLflow imports inside the call
+    that turns event logs off and on again around its own import (mlflow.types.responses does)."""
+    if not registering:
+        yield
+        return
+    from mlflow.utils.autologging_utils.logging_and_warnings import MlflowEventsAndWarningsBehaviorGlobally
+
+    with MlflowEventsAndWarningsBehaviorGlobally(disable_event_logs=True, disable_warnings=False,
+                                                 reroute_warnings=False):
+        yield
+
+
+@contextlib.contextmanager
 def _fluent_uri(mlflow, uri: str):
     """log_model only exists in MLflow's fluent (global) API, and set_tracking_uri also writes
     MLFLOW_TRACKING_URI into os.environ, where every later subprocess (Ray workers, the next
@@ -237,7 +254,7 @@ class Tracker:
                 return registered
         elif done.get("hpsearch.model_logged") == "true":
             return ""
-        with _fluent_uri(self.mlflow, self.uri), self.mlflow.start_run(run_id=run_id):
+        with _fluent_uri(self.mlflow, self.uri), self.mlflow.start_run(run_id=run_id), _registry_quiet(register_as):
             import mlflow.pyfunc
 
             info = mlflow.pyfunc.log_model(
