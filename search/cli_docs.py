@@ -1,5 +1,5 @@
 """docs/cli.md, written from the commands' own parsers: `python -m search.cli_docs` writes it,
-`python -m search.cli_docs --check` says whether it is up to date (tests/test_cli_docs.py runs
+`python -m search.cli_docs --check` says whether it is up to date (tests/test_main.py checks
 that), so the page cannot drift from what `hpsearch VERB --help` prints."""
 
 from __future__ import annotations

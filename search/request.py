@@ -92,7 +92,7 @@ class StudyRequest:
         return Store.for_study(self.folder, self.name, self.optuna_storage)
 
     def resume_command(self) -> str:
-        return (f"python -m search.run {shlex.quote(self.study_source or self.space)} --name {self.name} --resume "
+        return (f"hpsearch run {shlex.quote(self.study_source or self.space)} --name {self.name} --resume "
                 f"--results-dir {self.results_root}")
 
     @staticmethod

@@ -94,8 +94,8 @@ class StudyResults:
 
 
 def _not_a_study(folder: Path, why: str) -> UserError:
-    return UserError(f"{folder} is not a study's results folder ({why}); pass the folder search.run "
-                     "printed, e.g. ~/hpsearch-results/fashion_space-20250101-120000")
+    return UserError(f"{folder} is not a study's results folder ({why}); give a study's folder or its name in "
+                     "the results directory, e.g. fashion_space-20250101-120000")
 
 
 def load(folder: str | Path) -> StudyResults:
@@ -117,7 +117,7 @@ def load(folder: str | Path) -> StudyResults:
         table = _read_table(folder / TRIALS_CSV, pd.read_csv)
     else:
         raise UserError(f"{folder} has no trials table yet: its search has not finished "
-                        f"(resume it with search.run --resume --name {folder.name})")
+                        f"(resume it: hpsearch run STUDY --name {folder.name} --resume)")
     best = BestConfig.load(folder / BEST_FILE) if (folder / BEST_FILE).is_file() else None
     confusion = _read_optional(folder / CONFUSION_FILE, "the confusion matrix is left out",
                                lambda path: pd.read_csv(path, index_col=0))
@@ -132,7 +132,7 @@ def _read_table(path: Path, reader) -> pd.DataFrame:
         table = reader(path)
     except Exception as e:  # noqa: BLE001 - pyarrow, pandas and OS errors all mean "unreadable"
         raise UserError(f"{path} is damaged or not a trials table ({type(e).__name__}); write it again with "
-                        f"`python -m search.run SPACE --name {path.parent.name} --resume`") from None
+                        f"`hpsearch run STUDY --name {path.parent.name} --resume`") from None
     if "trial" not in table.columns:
         raise UserError(f"{path} is not a trials table (no 'trial' column)")
     return table

@@ -338,7 +338,7 @@ def resumed_state(args, study, study_dir: Path) -> StudyState:
 
 
 def cli() -> None:
-    """`python -m search.run` (and its console script): `hpsearch run` is search.main's."""
+    """`python -m search.run`; `hpsearch run` is search.main's."""
     run_cli(lambda: main(prog=entry_prog("search.run")))
 
 

@@ -81,7 +81,7 @@ def resolve(items: list[str], results_root: Path) -> list[Path]:
             found.append(path)
         elif path.is_dir():
             raise UserError(f"--warm-start {item!r}: {path} has no {STATE_FILE}, so it is not a study's results "
-                            "folder; pass a folder search.run wrote, a study name in --results-dir, or a CSV")
+                            "folder; pass a study folder hpsearch run wrote, a study name in --results-dir, or a CSV")
         else:
             raise UserError(f"--warm-start {item!r}: no such study in {results_root} and no such file; pass a "
                             "study folder, a study name in --results-dir, or a GridSearchCV cv_results_ CSV")

@@ -621,7 +621,7 @@ def test_a_study_on_a_full_disk_says_what_resume_will_redo_and_leaves_no_temp_fi
     assert result["files"] == ["study.json"], result  # no .model.pt.tmp, no half a table
     message = result["error"]
     assert "cannot write" in message and "the disk is full" in message and "MiB free on the disk holding" in message
-    assert f"python -m search.run fashion_space --name study --resume --results-dir {disk}" in message
+    assert f"hpsearch run fashion_space --name study --resume --results-dir {disk}" in message
     assert redo in message
 
 

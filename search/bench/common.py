@@ -133,8 +133,9 @@ def machine() -> dict:
 
 
 def default_out() -> Path:
-    root = Path(os.environ.get("HPSEARCH_RESULTS_DIR") or "~/hpsearch-results").expanduser()
-    return root / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    from search.locate import results_dir
+
+    return results_dir(None) / "bench" / time.strftime("%Y%m%d-%H%M%S")
 
 
 def quiet() -> None:
