@@ -58,9 +58,12 @@ def one_line_error(proc) -> str:
 def test_quiet_prints_only_the_summary(studies):
     results, space, grid = studies
     lines = space.stdout.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["best", "test accuracy of the retrained best configuration",
-                                                      "results", "report"], space.stdout
-    assert "lr=" in lines[0] and str(results / "space" / "report.html") in lines[3]
+    # The summary alone: its first lines, then the files and the next commands indented under them.
+    assert [line.split(":")[0] for line in lines if not line.startswith("  ")] == [
+        "best", "test accuracy of the retrained best configuration", f"results in {results / 'space'}/", "next"
+    ], space.stdout
+    assert "lr=" in space.stdout.split("test accuracy")[0] and "  report.html" in " ".join(lines)
+    assert f"  hpsearch report space --results-dir {results}" in lines
     # Not quiet, and not a terminal: one plain line per finished trial, no bar.
     assert grid.stdout.count("] trial_") == 2 and "\r" not in grid.stdout
 

@@ -3,25 +3,59 @@ then the exported best.yaml retrained with `search.train`."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from search.best_config import BestConfig
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
 pytestmark = pytest.mark.slow
 SAMPLES, EPOCHS = 4, 2
 LATENCY_LIMIT_MS = 1000  # far above any network here: the limit's plumbing, not a choice it changes
 
 
+def hpsearch(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The `hpsearch` command as a user runs it: the console script beside this Python (pip
+    install -e . puts it there), else the same dispatcher as `python -m search`."""
+    script = Path(sys.executable).parent / "hpsearch"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "search"]
+    return subprocess.run([*command, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def study(data_root, tmp_path_factory):
+    """The quick start, `hpsearch run fashion_space --smoke`, with a few more trials and epochs, a
+    model registered and a latency limit: one search that the tests below share."""
     results = tmp_path_factory.mktemp("results")
-    proc = run_module("search.run", "fashion_space", "--smoke", "--samples", str(SAMPLES), "--max-epochs",
-                      str(EPOCHS), "--name", "tiny", "--results-dir", str(results), "--data-dir", str(data_root),
-                      "--register-model", "tiny-cnn", "--max-latency-ms", str(LATENCY_LIMIT_MS))
+    proc = hpsearch("run", "fashion_space", "--smoke", "--samples", str(SAMPLES), "--max-epochs", str(EPOCHS),
+                    "--name", "tiny", "--results-dir", str(results), "--data-dir", str(data_root),
+                    "--tracking-uri", f"sqlite:///{results / 'mlflow.db'}",
+                    "--register-model", "tiny-cnn", "--max-latency-ms", str(LATENCY_LIMIT_MS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return results, proc
+
+
+def test_the_quick_start_prints_only_what_a_user_asked_for(study):
+    """No warning, traceback or progress bar (carriage returns) from any library, no NaN, every
+    line short enough for a terminal, and the output ends with the next commands for this study."""
+    results, proc = study
+    assert proc.stderr == "", proc.stderr
+    out = proc.stdout
+    for noise in ("Traceback", "Warning", "warning:", "\r", "\033"):
+        assert noise not in out, (noise, out)
+    assert not re.search(r"\bnan\b", out, re.IGNORECASE), out
+    assert all(len(line) <= 100 for line in out.splitlines()), [line for line in out.splitlines() if len(line) > 100]
+    lines = out.splitlines()
+    assert lines[0].startswith("study tiny: 4 trials x up to 2 epochs")
+    assert "top 4 trials by val_accuracy:" in lines and f"results in {results / 'tiny'}/" in lines
+    assert lines[-4:] == ["next:", f"  hpsearch report tiny --results-dir {results}",
+                          f"  mlflow ui --backend-store-uri sqlite:///{results / 'mlflow.db'}",
+                          f"  hpsearch predict tiny IMAGE --results-dir {results}"]
 
 
 def test_outputs_and_progress(study):
@@ -32,7 +66,7 @@ def test_outputs_and_progress(study):
     # A line per trial as it ends or pauses at a rung (pause-and-promote), one more when promoted.
     named = {line.split()[2] for line in proc.stdout.splitlines() if line.startswith("[") and "] trial_" in line}
     assert named == {f"trial_{i:03d}" for i in range(1, SAMPLES + 1)}
-    assert "top 5 trials" in proc.stdout
+    assert f"top {SAMPLES} trials by val_accuracy:" in proc.stdout
     table = pd.read_parquet(folder / "trials.parquet")
     assert len(table) == SAMPLES
     # 4 trials at the quarter-epoch rung: the best goes on; with no new trial to come the best of
@@ -107,7 +141,7 @@ def test_mlflow_parent_and_child_runs(study):
     assert "hpsearch.version.torch" in parent.data.tags and "hpsearch.git_commit" in parent.data.tags
     # MLflow's own provenance tags, which its UI shows as Source and Git Commit, on every run.
     for run in (parent, *children):
-        assert run.data.tags["mlflow.source.name"] == "search.run" and run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.source.name"] == "hpsearch run" and run.data.tags["mlflow.source.type"] == "LOCAL"
         assert run.data.tags["mlflow.source.git.commit"] == parent.data.tags["hpsearch.git_commit"]
     assert len(children) == SAMPLES
     assert {c.info.run_name for c in children} == {f"trial_{i:03d}" for i in range(1, SAMPLES + 1)}
