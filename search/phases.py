@@ -259,22 +259,23 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
         say(f"final model: {spec.note}")
     dataset = data.dataset
     if spec.mode == "checkpoint":
-        say(f"testing {record.name}'s own weights from epoch {spec.epochs} (chosen on validation) once on "
-            f"{len(dataset.test)} images", flush=True)
+        say(f"testing {record.name}'s own weights from epoch {spec.epochs} (chosen on validation)\n"
+            f"  once, on {len(dataset.test)} test images", flush=True)
         final = from_checkpoint(spec, best.checkpoint, data.search_data, dataset, data.backbone)
         # Tune keeps one best checkpoint; on a tie in score it names the epoch.
         spec = dataclasses.replace(spec, epochs=final.epoch)
     elif spec.mode == "stretch":
         say(f"training {record.name}'s configuration on all {len(dataset.train)} training images for the "
-            f"{(spec.deadline - time.time()) / 60:.1f} min the budget leaves (about {spec.epochs} epochs, its "
-            f"schedule stretched to them), then testing once on {len(dataset.test)} images", flush=True)
+            f"{(spec.deadline - time.time()) / 60:.1f} min the budget leaves\n  (about {spec.epochs} epochs, its "
+            f"schedule stretched to them), then testing it once on {len(dataset.test)} test images", flush=True)
         final = retrain(spec, dataset, on_ray=True, backbone=data.backbone)
         trained = len(final.history)
         spec = dataclasses.replace(spec, epochs=trained, schedule_epochs=trained)
     else:
-        say(f"retraining {record.name} on all {len(dataset.train)} training images for {spec.epochs} epochs "
-            f"of its {spec.schedule_epochs}-epoch schedule, then testing once on {len(dataset.test)} images",
-            flush=True)
+        # Two lines: each within a terminal's width (search.progress.WIDTH).
+        say(f"retraining {record.name} on all {len(dataset.train)} training images for {spec.epochs} "
+            f"epoch{'s' if spec.epochs != 1 else ''} of its {spec.schedule_epochs}-epoch schedule,\n"
+            f"  then testing it once on {len(dataset.test)} test images", flush=True)
         final = retrain(spec, dataset, on_ray=True, backbone=data.backbone)
     folder = request.folder
     save_model(final, spec, dataset, ctx.study.name, folder, data.backbone)

@@ -48,12 +48,8 @@ def wrap(text: str, width: int = WIDTH) -> str:
 
 
 def say(*args, **kwargs) -> None:
-    """print() that --quiet silences: progress and context, not results or errors. A long line
-    is wrapped (search.progress.wrap)."""
+    """print() that --quiet silences: progress and context, not results or errors."""
     if _level >= Verbosity.NORMAL:
-        if args and all(isinstance(a, str) for a in args):
-            args = (wrap(kwargs.get("sep", " ").join(args)),)
-            kwargs.pop("sep", None)
         print(*args, **kwargs)
 
 

@@ -212,6 +212,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         args.samples = args.samples or SMOKE_SAMPLES
         args.max_epochs = args.max_epochs or SMOKE_EPOCHS
     root = results_root(args.results_dir)
+    import optuna
+
+    # Before the first Optuna study (a warm start's sources are read through one): its INFO line
+    # per study created, and its experimental and deprecation warnings, are not the user's.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     warm = check_warm_start(args, study, root)
     if args.optuna_storage:
         from search.store import check_url
@@ -245,11 +252,6 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     # request to fetch the run: for a 1,000-trial study 2,000 lines and 1,000 requests in the
     # delivery queue's way (python -m search.bench scale).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     from search.clock import mark_command_start
     from search.study_run import StudyRun
 
