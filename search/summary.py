@@ -29,7 +29,8 @@ FILES = ((BEST_FILE, "the best configuration (hpsearch train retrains it)"),
 
 def cell(column: str, value) -> str:
     """One value as the summary shows it: accuracies and losses to 4 decimals, latencies to 2,
-    multiply-adds (millions) to 1, a learning rate in 2 significant digits; `-` for nothing."""
+    multiply-adds (millions) to 1, a learning rate in 2 significant digits, any other fraction
+    (dropout, momentum) in 4; `-` for nothing."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return MISSING
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -42,7 +43,7 @@ def cell(column: str, value) -> str:
         return f"{value:.1f}"
     if column in ("lr", "weight_decay"):
         return f"{value:.2g}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def top_table(table: pd.DataFrame, columns: list[str], width: int = WIDTH) -> str:

@@ -66,6 +66,26 @@ def config_file(given: str, results_dir: str | None) -> Path:
     return folder / BEST_FILE
 
 
+def study_of(space: str, config: Path):
+    """The study best.yaml was searched in: a registered one, or the user's file or module that
+    its study folder's study.json names (`hpsearch run ./my_study.py` keeps it there)."""
+    import json
+
+    from search.files import STATE_FILE
+    from spaces.loading import load_study_source
+
+    source = None
+    try:
+        source = json.loads((config.parent / STATE_FILE).read_text()).get("study_source")
+    except (OSError, ValueError, AttributeError):  # no study folder around it (an export): by name
+        pass
+    study = load_study_source(source if isinstance(source, str) and source else space)
+    if study.name != space:
+        raise UserError(f"{config} was searched in study {space!r}, but {source} now registers {study.name!r}; "
+                        "give the best.yaml of a study of that file, or restore the file")
+    return study
+
+
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     check_positive(args, ("epochs", "cpus", "time_budget"))
@@ -76,12 +96,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     check_local_resources(args.cpus, args.gpus)
     from search.best_config import BestConfig
     from search.provenance import git_commit, package_versions
-    from spaces.registry import get_study
     from trainables.model import NetConfig
 
     args.config = str(config_file(args.config, args.results_dir))
     best = BestConfig.load(Path(args.config))
-    study = get_study(best.space)  # the study must still exist: its dataset and settings define the run
+    study = study_of(best.space, Path(args.config))  # its dataset and settings define the run
     saved = DataChoice.from_dict(best.data) if best.data else None
     choice = choice_from_args(args, best.dataset, study.settings.needs_backbone, saved)
     root = results_root(args.results_dir)

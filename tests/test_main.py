@@ -194,3 +194,27 @@ def test_docs_cli_md_is_what_the_parsers_print():
     from search.cli_docs import DOC, markdown
 
     assert DOC.read_text(encoding="utf-8") == markdown(), "docs/cli.md is out of date: run `python -m search.cli_docs`"
+
+
+def test_a_study_from_the_users_file_is_found_again_from_its_folder(tmp_path, monkeypatch):
+    """`hpsearch train STUDY` (and --resume) of a study `hpsearch run ./my_study.py` ran: the file
+    named in its study.json is loaded again, from any working directory."""
+    from search.request import StudyRequest
+    from search.train import study_of
+    from spaces import loading, registry
+    from spaces.loading import lasting_source
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # what it registers leaves with it
+    monkeypatch.setattr(registry, "_ORIGIN", dict(registry._ORIGIN))
+    monkeypatch.setattr(loading, "_installed", None)
+    monkeypatch.chdir(REPO)
+    source = lasting_source("./examples/my_study.py")
+    assert source == str(REPO / "examples" / "my_study.py")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "study.json").write_text(json.dumps({"space": "my_small_cnn", "study_source": source}))
+    monkeypatch.chdir(tmp_path)
+    assert study_of("my_small_cnn", folder / "best.yaml").name == "my_small_cnn"
+    request = StudyRequest(space="my_small_cnn", study_source=source, name="mine", results_root=str(tmp_path),
+                           data={}, tracking_uri="")
+    assert request.resume_command().startswith(f"hpsearch run {source} --name mine --resume")

@@ -36,6 +36,7 @@ def test_values_have_fixed_precision_and_a_dash_for_what_was_never_measured():
     assert cell("val_accuracy", 0.812345) == "0.8123" and cell("val_loss", 1.5) == "1.5000"
     assert cell("latency_ms_b1", 0.456) == "0.46" and cell("mmacs", 4.2345) == "4.2"
     assert cell("lr", 0.0031234) == "0.0031" and cell("epochs_seen", 0.25) == "0.25" and cell("best_epoch", 2) == "2"
+    assert cell("dropout", 0.385465) == "0.3855" and cell("epochs_seen", 2.0) == "2"
     for never in (math.nan, None, pd.NA):
         assert cell("latency_ms_b1", never) == "-"
     assert cell("batch_norm", True) == "True" and cell("activation", "relu") == "relu"
