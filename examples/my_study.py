@@ -1,6 +1,10 @@
 """A study of your own, outside hpsearch's package: a small CNN space on Fashion-MNIST.
-Loaded by spaces.loading.load_study_source("./examples/my_study.py") and checked as hpsearch's own
-studies are by spaces.check.check_study (tests/test_loading.py does both)."""
+
+    hpsearch check ./examples/my_study.py        # checked as hpsearch's own studies are (about a minute)
+    hpsearch run ./examples/my_study.py --smoke  # then searched like any other
+
+Loaded by spaces.loading.load_study_source and checked by spaces.check.check_study
+(tests/test_loading.py does both; tests/test_main.py runs the check command on it)."""
 
 from typing import Any
 
