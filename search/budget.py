@@ -39,15 +39,15 @@ if TYPE_CHECKING:
 
 BUDGET_FILE = "budget.json"
 
-# What the final phase costs besides training, measured on this project's 2-core machine
-# (docs/benchmarks.md, *The default study's budget*; Python work, alike on any machine): from
+# What the final phase costs besides training (Python work, alike on any machine; provisional:
+# estimated from smoke runs, not yet measured on a quiet machine, docs/usage.md *Time budgets*): from
 # the search's end to the final training's start (Tune stopping its trials, MLflow brought up to
 # date, the tables, the final task started), and from the training's end to the command's (the
 # test pass, model.pt and the MLflow model, the report, Ray's shutdown).
 BEFORE_FINAL_S = 15.0
 AFTER_FINAL_S = 20.0
-# stretch: the share of the budget the search may use; the rest trains the winner. Chosen by
-# measurement (docs/benchmarks.md, *Final phase*).
+# stretch: the share of the budget the search may use; the rest trains the winner. Provisional:
+# the final-phase comparison (issue 19, item 3) has not been run yet (docs/usage.md *Time budgets*).
 SEARCH_SHARE = 0.5
 
 @dataclass(frozen=True)

@@ -11,14 +11,10 @@ from dataclasses import dataclass
 from search.cli import Parser
 from search.progress import say
 from trainables.data import DataSpec, load_data
+from trainables.dataset_registry import dataset_entry, dataset_names, holds_dataset
 from trainables.datasets import IMAGE_FOLDER, Dataset
 from trainables.errors import UserError
 from trainables.folders import looks_like_image_folder
-from trainables.readers import DATASETS, holds_dataset
-
-# The studies whose own dataset is images: given a folder of class folders instead, they read it
-# as an image folder without --dataset (see `_folder_instead`).
-IMAGE_DEFAULTS = (*DATASETS, "pixels_csv")
 
 
 def add_data_arguments(p: Parser) -> None:
@@ -27,9 +23,11 @@ def add_data_arguments(p: Parser) -> None:
                    help="dataset root holding e.g. FashionMNIST/raw/ (default: $HPSEARCH_DATA_DIR, "
                         "Debian's dataset package, the user cache, else download), or a folder of your "
                         "own images: one sub-folder per class, or train/ and test/ each laid out so")
+    # The names come from the registry (trainables/dataset_registry.py). Not argparse `choices`:
+    # DataSpec refuses an unknown name in one line with the names it knows, the same refusal a
+    # name saved in study.json or best.yaml gets.
     g.add_argument("--dataset", default=None,
-                   help="run the study's space on another dataset (fashion_mnist, mnist, cifar10, "
-                        "pixels_csv, tabular_csv, image_folder)")
+                   help=f"run the study's space on another dataset ({', '.join(dataset_names())})")
     g.add_argument("--data-file", default=None, help="CSV studies: the training CSV")
     g.add_argument("--test-file", default=None,
                    help="CSV studies: the test CSV (default: a stratified 20%% of --data-file, held out)")
@@ -78,11 +76,13 @@ def _folder_instead(default_dataset: str, given: dict) -> bool:
     """A user who points an image study at a folder of class folders means those images: read it
     as an image folder unless the study's own dataset is found there (a dataset root)."""
     data_dir = given["data_dir"]
-    if default_dataset not in IMAGE_DEFAULTS or not data_dir or given["data_file"]:
+    # Only a study whose own dataset is images reads a folder of images instead.
+    images = default_dataset in dataset_names() and dataset_entry(default_dataset).images
+    if not images or not data_dir or given["data_file"]:
         return False
     if any(given[k] is not None for k in ("image_size", "channels", "invert")):
         return True
-    if default_dataset in DATASETS and holds_dataset(default_dataset, data_dir):
+    if holds_dataset(default_dataset, data_dir):
         return False
     return looks_like_image_folder(data_dir)
 

@@ -75,7 +75,8 @@ def build_parser(prog: str = PROG) -> Parser:
                         "--results-dir (of this space or one whose parameters overlap) and scikit-learn "
                         "GridSearchCV cv_results_ saved as CSV")
     p.add_argument("--warm-start-map", default=None, metavar="FILE",
-                   help="YAML mapping a grid CSV's parameter names (and values) onto this space's; see the README")
+                   help="YAML mapping a grid CSV's parameter names (and values) onto this space's; "
+                        "see docs/warm-starts.md")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
                         "channels-last always), bf16 or fp32; weights are saved as fp32 either way")

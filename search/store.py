@@ -119,7 +119,7 @@ def _write_ahead(storage: optuna.storages.RDBStorage) -> None:
     dozen trials). A killed driver loses nothing committed; a power cut may lose the last commits
     but never corrupts the file, and Tune's own state, not this file, is what `--resume` trusts.
     Readers see the mode from the file. WAL needs every process that opens the file on one host:
-    the README (*Scale*) says to give a folder on a network file system a database server instead."""
+    docs/scale.md says to give a folder on a network file system a database server instead."""
     import sqlalchemy
 
     @sqlalchemy.event.listens_for(storage.engine, "connect")

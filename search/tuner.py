@@ -40,7 +40,7 @@ from trainables.train import TrialSettings
 from trainables.transfer import Backbone
 
 # Torch threads per CPU trial unless a study sets cpus_per_trial. Measured on a 2-core machine
-# (`python -m search.bench numerics`, README): one trial with 2 threads trains about as many
+# (`python -m search.bench numerics`, docs/benchmarks.md, *Speed*): one trial with 2 threads trains about as many
 # epochs per hour as two 1-thread trials, and it wins on accuracy per hour: ASHA and TPE see
 # each result before the next decision, and no core idles at the end of a search.
 CPU_THREADS_PER_TRIAL = 2

@@ -304,7 +304,7 @@ def grid_source(path: Path, dists: dict[str, Any], max_epochs: int, mapping: Gri
     rename = {**{n: n for n in names if n in dists and n not in mapped.values() and n != epochs_param}, **mapped}
     if not rename:
         raise UserError(f"--warm-start {path}: none of the grid's parameters ({', '.join(sorted(names))}) is a "
-                        f"parameter of this space; map them with --warm-start-map FILE (see the README)")
+                        f"parameter of this space; map them with --warm-start-map FILE (see docs/warm-starts.md)")
     missing = [n for n in rename if n not in names]
     if missing:
         raise UserError(f"--warm-start-map names {', '.join(missing)}, which the grid in {path} does not have "

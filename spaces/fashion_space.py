@@ -72,9 +72,9 @@ fashion_space = register_study(Study(
     description="Fashion-MNIST CNNs: depth, widths, kernels, pooling, activation, BN, dropout, "
                 "dense head, optimizer, lr, weight decay, batch size (TPE + ASHA)",
     # First rung after a quarter epoch (13,500 images): most proposals are dropped for a quarter
-    # of an epoch's cost; see the README's efficiency benchmark for the rung choice.
+    # of an epoch's cost; see docs/benchmarks.md, benchmark 3 (search efficiency), for the rung choice.
     # On a CPU the study keeps to 12 minutes, final retrain included: on a 2-core machine that is a
-    # full run of the textbook start point, a few minutes of TPE and the retrain (README, *Speed*).
+    # full run of the textbook start point, a few minutes of TPE and the retrain (docs/benchmarks.md, *Speed*).
     settings=StudySettings(dataset="fashion_mnist", num_samples=20, max_epochs=10, reduction_factor=4,
                            grace_period=0.25, max_mmacs_cpu=6.0, time_budget_min_cpu=12.0),
     define=define_cnn_space,

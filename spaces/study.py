@@ -18,8 +18,9 @@ class StudySettings:
     max_epochs: int = 10
     # "promotion": asynchronous successive halving that pauses a trial at each rung and resumes the
     # best (search.rungs); "stopping": Ray's ASHA, which stops a trial below a rung's cutoff for
-    # good ("asha" is the same); "fifo": every trial runs to max_epochs. The default was chosen by
-    # the scheduler replay (python -m search.bench.schedulers; docs/benchmarks.md).
+    # good ("asha" is the same); "fifo": every trial runs to max_epochs. The default is the only
+    # one that searches with one trial at a time (the scheduler replay, docs/benchmarks.md: with
+    # 37 recorded curves it could not yet tell the variants apart by accuracy).
     scheduler: str = "promotion"
     # ASHA's first rung, in epochs; below 1, trials report inside their first epoch so poor
     # ones are dropped after a fraction of it (rungs follow at grace x reduction_factor^k).

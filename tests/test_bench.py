@@ -1,5 +1,5 @@
 """Smoke test of `python -m search.bench`: every part runs at tiny sizes from the command line and
-writes its JSON (with the keys the README table is built from) and its PNG. No timing is
+writes its JSON (with the keys docs/benchmarks.md's figures are built from) and its PNG. No timing is
 asserted: performance figures come from the real benchmark run, not from tests."""
 
 from __future__ import annotations

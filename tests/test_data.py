@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import pickle
@@ -11,7 +12,7 @@ import pytest
 from tests.conftest import user_error
 from trainables.datasets import stratified_split
 from trainables.errors import UserError
-from trainables.readers import DATASETS, load_dataset, locate, read_idx
+from trainables.readers import FASHION_MNIST, load_dataset, load_idx, locate, read_idx
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -82,7 +83,7 @@ def test_data_dir_layouts(tmp_path, layout):
 def test_env_var_is_used_when_no_flag(tmp_path, monkeypatch):
     fake_dataset(tmp_path / "FashionMNIST" / "raw")
     monkeypatch.setenv("HPSEARCH_DATA_DIR", str(tmp_path))
-    assert locate(DATASETS["fashion_mnist"], None) == tmp_path / "FashionMNIST" / "raw"
+    assert locate(FASHION_MNIST, None) == tmp_path / "FashionMNIST" / "raw"
 
 
 def test_missing_data_dir_is_one_clear_error(tmp_path):
@@ -103,11 +104,9 @@ def test_offline_without_a_copy_says_what_to_pass(tmp_path, monkeypatch):
 
     monkeypatch.delenv("HPSEARCH_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setitem(DATASETS, "fashion_mnist", DATASETS["fashion_mnist"].__class__(
-        "fashion_mnist", "FashionMNIST", DATASETS["fashion_mnist"].classes, tmp_path / "no-debian"))
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
-    with user_error("pass --data-dir DIR"):
-        load_dataset("fashion_mnist")
+    with user_error("pass --data-dir DIR"):  # as load_dataset("fashion_mnist") reads it, minus Debian's copy
+        load_idx(dataclasses.replace(FASHION_MNIST, debian_dir=tmp_path / "no-debian"), None)
 
 
 def test_real_fashion_mnist(data_root):

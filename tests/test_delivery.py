@@ -118,7 +118,7 @@ def store(tmp_path_factory):
     """A Tracker that reaches a real MLflow server through the gateway, with MLflow's own retries
     off as hpsearch's commands set them (search.run): the queue is what retries. The checks read
     the server directly (a third item: its MlflowClient), whatever the gateway does."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), jobs=False)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
     server.start()
     gateway = Gateway(server.port)
     gateway.up()

@@ -104,9 +104,9 @@ def letter(char: str, i: int):
 
 def test_a_digit_network_fine_tuned_on_a_folder_of_letters_predicts_new_files(results, digits, tmp_path,
                                                                               monkeypatch):
-    """The README's walk-through: scanned letters (dark on light, colour, 40x40) in one folder
-    per class, fine-tuned from the digit network with --invert, then new files predicted by
-    `search.predict` exactly as the training code prepares and classifies them."""
+    """The README's walk-through (docs/data.md has it whole): scanned letters (dark on light, colour,
+    40x40) in one folder per class, fine-tuned from the digit network with --invert, then new files
+    predicted by `search.predict` exactly as the training code prepares and classifies them."""
     from trainables.images import ImageFormat, prepare
     from trainables.predictor import Predictor
     from trainables.transfer import convert_images

@@ -1,7 +1,10 @@
 """The one entry point to the data of a run: `DataSpec` is what a user says about the data (a
 registered dataset, CSV files, or a folder of images, and the options that go with them);
-`load_data` turns it into a `Dataset`, reading a registered dataset with trainables/readers.py,
-CSV files with trainables/tables.py and image folders with trainables/folders.py.
+`load_data` turns it into a `Dataset` with the reader the dataset registered
+(trainables/dataset_registry.py).
+
+Importing this module imports the modules that define the built-in readers, which register
+their datasets as they are imported: so whatever loads data sees every built-in dataset.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from trainables.datasets import CSV_KINDS, IMAGE_FOLDER, Dataset
+# Imported for the datasets they register: Fashion-MNIST, MNIST and CIFAR-10; the CSV kinds; image
+# folders (none of them imports pandas or decodes anything when imported).
+import trainables.folders  # noqa: F401
+import trainables.readers  # noqa: F401
+import trainables.tables  # noqa: F401
+from trainables.dataset_registry import OPTIONS, DatasetEntry, dataset_entry, option_owners
+from trainables.datasets import Dataset
 from trainables.errors import UserError
-from trainables.images import ImageFormat
-from trainables.readers import DATASETS, load_dataset
-
-KINDS = (*DATASETS, *CSV_KINDS, IMAGE_FOLDER)
 
 
 @dataclass(frozen=True)
@@ -36,30 +41,30 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         self._check_types()
-        if self.dataset not in KINDS:
-            raise UserError(f"unknown dataset {self.dataset!r}; known: {', '.join(KINDS)}")
-        if self.dataset in CSV_KINDS and not self.data_file:
-            raise UserError(f"{self.dataset} data needs a CSV file (and optionally a test file)",
-                            option="data_file", fix="FILE.csv")
-        if self.dataset not in CSV_KINDS and (self.data_file or self.test_file):
-            raise UserError(f"data_file/test_file are for CSV studies; {self.dataset} is read from a data "
-                            "directory", option="data_dir")
-        if self.image_shape is not None and self.dataset != "pixels_csv":
-            raise UserError("image_shape is for pixel CSV files (pixels_csv); leave it out")
-        if self.target is not None and self.dataset != "tabular_csv":
-            raise UserError("target is for tabular CSV files (tabular_csv); leave it out")
-        if self.dataset == "tabular_csv" and not self.target:
-            raise UserError("tabular data needs the column to predict", option="target", fix="COLUMN")
-        if self.dataset != IMAGE_FOLDER:
-            for name, value in (("image_size", self.image_size), ("channels", self.channels),
-                                ("invert", self.invert or None)):
-                if value is not None:
-                    raise UserError(f"{name} is for image folders (dataset image_folder); leave it out")
-            return
-        if not self.data_dir:
-            raise UserError("an image folder dataset needs its folder", option="data_dir",
-                            fix="DIR (one sub-folder of images per class)")
-        ImageFormat(self.image_size or (1, 1), self.channels or 1)  # the same checks, before any decoding
+        entry = dataset_entry(self.dataset)  # unknown: "unknown dataset ...; known: ..."
+        self._refuse_options_for_others(entry)
+        if entry.check is not None:
+            entry.check(**self.reader_options(entry))
+
+    def _refuse_options_for_others(self, entry: DatasetEntry) -> None:
+        """Options of other datasets are refused rather than ignored: a user who passes
+        --target to an image study has misunderstood something the run should not hide."""
+        def given(name: str) -> bool:
+            value = getattr(self, name)
+            return value is not None and value is not False
+
+        if any(given(f) and f not in entry.options for f in ("data_file", "test_file")):
+            owners = ", ".join(e.name for e in option_owners("data_file"))
+            raise UserError(f"data_file/test_file are for CSV studies ({owners}); {self.dataset} is read from a "
+                            "data directory", option="data_dir")
+        for name in OPTIONS:
+            if given(name) and name not in entry.options:
+                owners = " or ".join(f"{e.called or e.name} ({e.name})" for e in option_owners(name))
+                raise UserError(f"{name} is for {owners}; leave it out")
+
+    def reader_options(self, entry: DatasetEntry) -> dict:
+        """What the dataset's reader and check are called with: data_dir and its own options."""
+        return {"data_dir": self.data_dir, **{name: getattr(self, name) for name in entry.options}}
 
     def _check_types(self) -> None:
         """Saved settings (study.json, best.yaml) may have been edited: a wrong type is named
@@ -101,17 +106,8 @@ def _whole(v) -> bool:
 
 
 def load_data(spec: DataSpec) -> Dataset:
-    if spec.dataset in CSV_KINDS:
-        from trainables import tables  # CSV parsing needs pandas; image studies never import it
-
-        if spec.dataset == "pixels_csv":
-            dataset = tables.load_pixels_csv(spec.data_file, spec.test_file, spec.image_shape)
-        else:
-            dataset = tables.load_tabular_csv(spec.data_file, spec.test_file, spec.target)
-    elif spec.dataset == IMAGE_FOLDER:
-        from trainables.folders import load_image_folder
-
-        dataset = load_image_folder(spec.data_dir, spec.image_size, spec.channels, spec.invert)
-    else:
-        dataset = load_dataset(spec.dataset, spec.data_dir)
+    entry = dataset_entry(spec.dataset)
+    dataset = entry.read(**spec.reader_options(entry))
+    if entry.norm is not None and dataset.norm is None:
+        dataset = dataclasses.replace(dataset, norm=entry.norm)
     return dataset.select_classes(spec.classes) if spec.classes else dataset

@@ -1,7 +1,8 @@
 """The containers every part of trainables shares: what a dataset is (`DatasetInfo`, `Dataset`),
 its splits (`Split`), what one training run sees (`TrainingData`), and the statistics and
 stratified splits computed from them. Nothing here reads files: trainables/readers.py reads the
-registered datasets, trainables/tables.py CSV files, and trainables/data.py picks between them.
+registered datasets, trainables/tables.py CSV files, trainables/folders.py image folders, and
+trainables/data.py picks between them by the registry (trainables/dataset_registry.py).
 
 Images are uint8 arrays of shape (N, C, H, W) kept resident; trials receive them through the
 Ray object store (zero-copy on a node) and cut batches by tensor indexing. Tabular rows are
@@ -26,8 +27,6 @@ from trainables.images import ImageFormat
 if TYPE_CHECKING:  # encoding needs pandas, which image studies never import
     from trainables.encoding import PixelColumns, TabularEncoder
 
-# The data kinds read from CSV files (trainables/tables.py), besides the registered datasets.
-CSV_KINDS = ("pixels_csv", "tabular_csv")
 # A folder of the user's own images, one sub-folder per class (trainables/folders.py).
 IMAGE_FOLDER = "image_folder"
 # Data without a test set of its own (a single CSV file, an image folder without test/) holds out

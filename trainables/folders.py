@@ -4,7 +4,8 @@ once with trainables/images.py into the same uint8 arrays every other dataset us
 content so that a second search on the same folder starts at once.
 
 Class names are the folder names, sorted. Without a test folder a stratified share is held out as
-the test split, as for a single CSV file (trainables.datasets.held_out).
+the test split, as for a single CSV file (trainables.datasets.held_out). The kind registers
+itself at the end (trainables/dataset_registry.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.dataset_registry import FOLDER, DatasetEntry, register_dataset
 from trainables.datasets import IMAGE_FOLDER, Dataset, DatasetInfo, Split, held_out
 from trainables.errors import UserError
 from trainables.images import IMAGE_SUFFIXES, MAX_SIDE, ImageFormat, image_header, prepare
@@ -306,3 +308,18 @@ def load_image_folder(data_dir: str | None, size: tuple[int, int] | None = None,
         train, test = held_out(train)
     info = DatasetInfo(IMAGE_FOLDER, "", classes, counts=(len(train), len(test)))
     return Dataset(info, train, test, str(layout.root.resolve()), image_format=fmt)
+
+
+def _check_options(data_dir: str | None, image_size: tuple[int, int] | None, channels: int | None,
+                   invert: bool) -> None:
+    if not data_dir:
+        raise UserError("an image folder dataset needs its folder", option="data_dir",
+                        fix="DIR (one sub-folder of images per class)")
+    ImageFormat(image_size or (1, 1), channels or 1)  # the same checks, before any decoding
+
+
+register_dataset(DatasetEntry(
+    IMAGE_FOLDER, FOLDER,
+    lambda data_dir, image_size, channels, invert: load_image_folder(data_dir, image_size, channels, invert),
+    "your own images, one folder per class", "`--data-dir` (*Your own images*)",
+    options=("image_size", "channels", "invert"), check=_check_options, called="image folders"))

@@ -1,6 +1,6 @@
 """How a device runs the training loop: numeric precision and memory layout, chosen per device.
 
-Measured with a plain loop (README, *Benchmarks*): on CPUs with native bf16 (AVX-512 BF16 or
+Measured with a plain loop (docs/benchmarks.md, *Speed*): on CPUs with native bf16 (AVX-512 BF16 or
 AMX) bf16 autocast plus channels-last trains the small CNNs about 3x faster than fp32 at equal
 accuracy; where bf16 is only emulated (AVX2) it is 4-8x *slower*, while channels-last alone is
 still 1.5-2x faster than contiguous fp32. `auto` follows those measurements; `bf16` and `fp32`

@@ -1,6 +1,7 @@
-"""The registered datasets and their files: the registry (`DATASETS`), where their files are
-looked for (`candidate_folders`, `locate`, the user cache, a download as the last resort), the
-IDX and CIFAR-10 readers, and `load_dataset`, which turns a registered name into a `Dataset`.
+"""The registered datasets read from files, and where their files are looked for
+(`candidate_folders`, `locate`, the user cache, a download as the last resort): Fashion-MNIST
+and MNIST (IDX files) and CIFAR-10, each registered (trainables/dataset_registry.py) beside its
+reader. `load_dataset` reads any registered dataset by name.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import gzip
 import hashlib
 import os
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from trainables.datasets import CSV_KINDS, IMAGE_FOLDER, Dataset, DatasetInfo, Split
+from trainables.dataset_registry import REGISTERED, DatasetEntry, dataset_entry, register_dataset
+from trainables.datasets import Dataset, DatasetInfo, Split
 from trainables.errors import UserError
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -25,28 +28,26 @@ IDX_FILES = {
 }
 
 
-DATASETS = {
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist", "FashionMNIST",
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        DEBIAN_FASHION_DIR,
-        {
-            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        },
-    ),
-    "cifar10": DatasetInfo("cifar10", "cifar-10-batches-py", (
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        counts=(50000, 10000)),
-    "mnist": DatasetInfo("mnist", "MNIST", tuple(str(d) for d in range(10)), None, {
-        "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    }),
-}
+FASHION_MNIST = DatasetInfo(
+    "fashion_mnist", "FashionMNIST",
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    DEBIAN_FASHION_DIR,
+    {
+        "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+)
+MNIST = DatasetInfo("mnist", "MNIST", tuple(str(d) for d in range(10)), None, {
+    "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+})
+CIFAR10 = DatasetInfo("cifar10", "cifar-10-batches-py", (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    counts=(50000, 10000))
 
 
 # --- finding and reading the files -------------------------------------------------------
@@ -136,14 +137,10 @@ def _download(info: DatasetInfo) -> Path:
     return root / info.folder / "raw"
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    try:
-        info = DATASETS[name]
-    except KeyError:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *CSV_KINDS, IMAGE_FOLDER])}"
-                        ) from None
-    if name == "cifar10":
-        return load_cifar10(info, data_dir or os.environ.get("HPSEARCH_DATA_DIR") or None)
+def load_idx(info: DatasetInfo, data_dir: str | None) -> Dataset:
+    """An IDX dataset (Fashion-MNIST, MNIST): the four files of the first folder that has them
+    all, checked against their headers and, where the files claim the published image counts,
+    the published checksums."""
     folder = locate(info, data_dir)
     def published(key: str) -> tuple[int, str] | None:
         count = info.counts[0] if key.startswith("train") else info.counts[1]
@@ -164,6 +161,21 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     return Dataset(info, split("train"), split("test"), str(folder))
 
 
+def holds_idx(info: DatasetInfo, root: Path) -> bool:
+    return any(_complete_folder(f) for f in candidate_folders(info, str(root)))
+
+
+def _register_idx(info: DatasetInfo, description: str, found: str) -> None:
+    register_dataset(DatasetEntry(
+        info.name, REGISTERED, partial(load_idx, info), description, found, input_shape=(1, 28, 28),
+        classes=info.classes, holds=partial(holds_idx, info)))
+
+
+_register_idx(FASHION_MNIST, "Fashion-MNIST (IDX files)",
+              "`--data-dir`, Debian's package, the user cache, else downloaded (below)")
+_register_idx(MNIST, "MNIST (IDX files)", "as Fashion-MNIST, under `MNIST/raw/`")
+
+
 # --- CIFAR-10 ----------------------------------------------------------------------------------
 
 CIFAR_SUBSET = Path("cifar10") / "cifar10-subset.npz"
@@ -172,6 +184,7 @@ CIFAR_SUBSET = Path("cifar10") / "cifar10-subset.npz"
 def load_cifar10(info: DatasetInfo, data_dir: str | None) -> Dataset:
     """The full dataset in torchvision's layout (cifar-10-batches-py/) or a subset saved as .npz
     (x_train/y_train/x_test/y_test, images N x 32 x 32 x 3); the full one is preferred."""
+    data_dir = data_dir or os.environ.get("HPSEARCH_DATA_DIR") or None
     roots = [Path(data_dir).expanduser()] if data_dir else [cache_root()]
     if data_dir and not roots[0].is_dir():
         raise UserError(f"data directory {roots[0]} does not exist", option="data_dir",
@@ -279,13 +292,25 @@ def _cifar_download(info: DatasetInfo) -> Dataset:
     return _cifar_batches(info, cache_root() / info.folder)
 
 
-def holds_dataset(name: str, data_dir: str) -> bool:
-    """Whether `data_dir` holds registered dataset `name`'s files where `load_dataset` looks
-    (only names are checked), so that a folder of the user's own images can be told from it."""
-    info, root = DATASETS[name], Path(data_dir).expanduser()
-    if not root.is_dir():
-        return False
-    if name == "cifar10":
-        return any((f / "data_batch_1").is_file() for f in (root / info.folder, root)) or \
-            any(p.is_file() for p in (root / CIFAR_SUBSET, root / CIFAR_SUBSET.name))
-    return any(_complete_folder(f) for f in candidate_folders(info, str(root)))
+def holds_cifar10(info: DatasetInfo, root: Path) -> bool:
+    return any((f / "data_batch_1").is_file() for f in (root / info.folder, root)) or \
+        any(p.is_file() for p in (root / CIFAR_SUBSET, root / CIFAR_SUBSET.name))
+
+
+register_dataset(DatasetEntry(
+    "cifar10", REGISTERED, partial(load_cifar10, CIFAR10), "CIFAR-10",
+    "torchvision's `cifar-10-batches-py/`, or a subset in `cifar10/cifar10-subset.npz`",
+    input_shape=(3, 32, 32), classes=CIFAR10.classes, holds=partial(holds_cifar10, CIFAR10)))
+
+
+# --- any registered dataset --------------------------------------------------------------------
+
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    """Registered dataset `name`, read by its reader from `data_dir` (or wherever it looks
+    without one). The user's own data (CSV files, image folders) is read with
+    trainables.data.load_data, which takes the options such data needs."""
+    entry = dataset_entry(name)
+    if entry.kind != REGISTERED:
+        raise UserError(f"{name} is the user's own data ({entry.kind}), not a registered dataset; "
+                        "read it with trainables.data.load_data")
+    return entry.read(data_dir)

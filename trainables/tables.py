@@ -9,22 +9,32 @@ standardised by the network's first layer, with statistics of the split being tr
 (never the test rows). Rows become network input through trainables/encoding.py (fitted on the
 training rows), which the dataset carries (`Dataset.encoding`) so the saved model applies it to
 new rows too.
+
+Both kinds register themselves here (trainables/dataset_registry.py). pandas is imported only
+when a CSV file is read, so that registering them costs image studies nothing.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
+from trainables.dataset_registry import CSV, DatasetEntry, register_dataset
 from trainables.datasets import HOLDOUT_FRACTION, HOLDOUT_SEED, Dataset, DatasetInfo, Split, held_out, stratified_split
-from trainables.encoding import PixelColumns, TabularEncoder, sorted_values
 from trainables.errors import UserError
+
+if TYPE_CHECKING:  # both need pandas, imported where a file is read (see above)
+    import pandas as pd
+
+    from trainables.encoding import PixelColumns, TabularEncoder
 
 
 def _read(path: str | None, what: str) -> pd.DataFrame:
+    import pandas as pd
+
     p = Path(path or "").expanduser()
     if not path or not p.is_file():
         raise UserError(f"{what} {p} not found; pass an existing CSV file")
@@ -39,6 +49,8 @@ def _read(path: str | None, what: str) -> pd.DataFrame:
 
 def _encode_labels(train: pd.Series, test: pd.Series | None, column: str) -> tuple[np.ndarray, np.ndarray | None,
                                                                                    dict[str, int]]:
+    from trainables.encoding import sorted_values
+
     if train.isna().any():
         raise UserError(f"column {column!r} has {int(train.isna().sum())} empty labels; fill or drop those rows")
     labels = sorted_values(train)
@@ -89,6 +101,8 @@ def infer_image_shape(pixels: int) -> tuple[int, int, int]:
 
 
 def _pixel_columns(frame: pd.DataFrame, label: str, shape: tuple[int, int, int], path: str) -> PixelColumns:
+    from trainables.encoding import PixelColumns
+
     names = tuple(str(c) for c in frame.columns if c != label)
     if len(names) != int(np.prod(shape)):
         raise UserError(f"image shape {','.join(map(str, shape))} has {int(np.prod(shape))} pixels but {path} "
@@ -135,6 +149,37 @@ def load_tabular_csv(data_file: str | None, test_file: str | None, target: str |
         train_rows, test_rows, y, y_test = features.iloc[train_idx], features.iloc[test_idx], y[train_idx], y[test_idx]
     else:
         train_rows, test_rows = features, test
+    from trainables.encoding import TabularEncoder
+
     encoder = TabularEncoder.fit(train_rows)
     return _dataset("tabular_csv", encoder.transform(train_rows), y, encoder.transform(test_rows), y_test, mapping,
                     str(Path(data_file).resolve()), encoder)
+
+
+# --- the registry's entries ----------------------------------------------------------------------
+# A reader and a check are called with data_dir and their options by name (DatasetEntry); CSV
+# data is read from its files, so data_dir is not used.
+
+def _needs_file(kind: str, data_file: str | None) -> None:
+    if not data_file:
+        raise UserError(f"{kind} data needs a CSV file (and optionally a test file)", option="data_file",
+                        fix="FILE.csv")
+
+
+def _check_tabular(data_dir: str | None, data_file: str | None, target: str | None, **_) -> None:
+    _needs_file("tabular_csv", data_file)
+    if not target:
+        raise UserError("tabular data needs the column to predict", option="target", fix="COLUMN")
+
+
+register_dataset(DatasetEntry(
+    "pixels_csv", CSV,
+    lambda data_dir, data_file, test_file, image_shape: load_pixels_csv(data_file, test_file, image_shape),
+    "images as CSV rows, one column per pixel", "`--data-file` (and `--test-file`), with `--image-shape` (*CSV data*)",
+    options=("data_file", "test_file", "image_shape"),
+    check=lambda data_dir, data_file, **_: _needs_file("pixels_csv", data_file), called="pixel CSV files"))
+register_dataset(DatasetEntry(
+    "tabular_csv", CSV,
+    lambda data_dir, data_file, test_file, target: load_tabular_csv(data_file, test_file, target),
+    "any table, one column to predict", "`--data-file` (and `--test-file`), with `--target` (*CSV data*)",
+    options=("data_file", "test_file", "target"), check=_check_tabular, images=False, called="tabular CSV files"))

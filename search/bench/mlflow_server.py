@@ -31,10 +31,11 @@ def free_port() -> int:
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 that can be stopped and started again on its port."""
 
-    def __init__(self, folder: Path, admin_password: str | None = None, workers: int = 1, jobs: bool = True):
+    def __init__(self, folder: Path, admin_password: str | None = None, workers: int = 1, jobs: bool = False):
         """`admin_password`: run MLflow's basic-auth app (as the cluster files do), user `admin`.
         `workers`: the server's worker processes (MLflow's --workers). `jobs`: MLflow 3's job
-        runner (eight consumer processes, ~240 MB each, for GenAI jobs hpsearch never starts)."""
+        runner (eight consumer processes, ~240 MB each, for GenAI jobs hpsearch never starts): off
+        unless asked for, so a test's server starts in seconds and leaves the CPU to the search."""
         self.folder, self.port, self.proc, self.admin_password = folder, free_port(), None, admin_password
         self.workers, self.jobs = workers, jobs
         self.uri = f"http://127.0.0.1:{self.port}"

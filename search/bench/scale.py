@@ -446,7 +446,7 @@ def run(bench: Bench) -> dict:
     concurrency = [w for w in CONCURRENCIES if w < s.scale_workers] + [s.scale_workers]
     # Without MLflow's job runner: its eight idle consumer processes would take memory and start-up
     # CPU from the driver being measured, and nothing here submits a job.
-    server = MlflowServer(scratch / "mlflow", jobs=False)
+    server = MlflowServer(scratch / "mlflow")
     (scratch / "mlflow").mkdir(parents=True, exist_ok=True)
     level = verbosity()
     set_verbosity(Verbosity.QUIET)  # a line per finished trial, a thousand times, says nothing here

@@ -47,7 +47,7 @@ from search.rungs import CONTINUE, PAUSE, STOP, PromotionRule, StopRule, milesto
 CURVES = Path(__file__).parent / "data" / "fashion_curves.jsonl.gz"
 FULL_TRAIN = 54000
 # Wall seconds of a 2-thread epoch per CPU second of a 1-thread one: the textbook CNN on this
-# machine, fp32 channels-last (README *Speed*: 2.67 s against 4.73 s per 5,400 images).
+# machine, fp32 channels-last (docs/benchmarks.md, *Speed*: 2.67 s against 4.73 s per 5,400 images).
 TWO_THREADS = 2.67 / 4.73
 NEW_TRIAL_S = 3.0  # a new trial: its worker (reused between trials), model, first batches
 RESUME_S = 4.0  # a paused trial resumed: a worker, its checkpoint restored
