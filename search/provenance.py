@@ -41,6 +41,7 @@ _command: str | None = None  # set by search.main: `hpsearch VERB`, whichever wa
 def set_command(name: str) -> None:
     global _command
     _command = name
+    mlflow_source_tags.cache_clear()  # the runs made from now on name this command, not the one cached
 
 
 def command_name() -> str:

@@ -62,7 +62,9 @@ def test_search_through_address_spreads_trials_over_both_nodes(tmp_path, data_ro
         cluster.stop()
     study = tmp_path / "results" / "two-nodes"
     ran_on = epoch_nodes(study)
-    assert len(ran_on) == SAMPLES and all(len(n) == 1 for n in ran_on.values()), ran_on
+    # A trial paused at a rung may be promoted on the other node (from its checkpoint on the shared
+    # results folder); every epoch ran on one of the cluster's nodes.
+    assert len(ran_on) == SAMPLES and all(n and n <= node_ids for n in ran_on.values()), ran_on
     used = set().union(*ran_on.values())
     assert used == node_ids, f"trials ran on {used}, the cluster had {node_ids}"
     assert len(pd.read_parquet(study / "trials.parquet")) == SAMPLES
