@@ -160,8 +160,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     )
     result.save(out_dir / BEST_FILE)
     tracker.end_run(run_id)
-    print(f"test accuracy: {final.test_accuracy:.4f} (search reported "
-          f"{best.metrics.get('test_accuracy', float('nan')):.4f}); results in {out_dir}")
+    # A configuration written by hand (or one whose study never tested) has no earlier figure to set beside.
+    earlier = best.metrics.get("test_accuracy")
+    reported = f" (search reported {earlier:.4f})" if earlier is not None else ""
+    print(f"test accuracy: {final.test_accuracy:.4f}{reported}; results in {out_dir}")
     return 0
 
 

@@ -64,6 +64,7 @@ def test_launcher_clusters_admit_only_holders_of_their_secrets(name):
     mlflow = next(c for c in config["head_start_ray_commands"] if "mlflow server" in c)
     assert "--app-name basic-auth" in mlflow and "MLFLOW_AUTH_ADMIN_PASSWORD=$(cat /mnt/hpsearch/" in mlflow
     assert "MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat /mnt/hpsearch/" in mlflow
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in mlflow  # no job runner's consumers on the head
     assert "--backend-store-uri sqlite:////mnt/hpsearch/" in mlflow and "$HOME/mlflow/mlflow.db" not in mlflow
     assert "umask 077" in head_setup and "chmod 700 /mnt/hpsearch/mlflow/secrets" in head_setup
     assert "MLFLOW_TRACKING_PASSWORD" in head_setup and "database_uri = sqlite:////mnt/hpsearch/" in head_setup
@@ -166,6 +167,7 @@ def test_rayjob_manifest():
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
     mlflow = next(c for c in head["template"]["spec"]["containers"] if c["name"] == "mlflow")
     assert "--host 127.0.0.1" in " ".join(mlflow["args"])
+    assert {e["name"]: e.get("value") for e in mlflow["env"]}["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     head_env = {e["name"]: e.get("value") for e in head["template"]["spec"]["containers"][0]["env"]}
     assert head_env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
 

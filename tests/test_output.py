@@ -25,5 +25,6 @@ def test_a_retrain_prints_its_two_lines_and_nothing_else(tmp_path):
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("retraining ") and lines[1].startswith("test accuracy: ")
+    assert "search reported" not in lines[1] and "nan" not in lines[1]  # this best.yaml was never tested
     assert "\r" not in proc.stdout
     assert (tmp_path / "results" / "again" / "model.pt").is_file()

@@ -11,6 +11,12 @@ Full Fashion-MNIST, each result tested once on the 10,000 test images:
     d  Optuna alone in one process with its MedianPruner, no Ray (search.bench.peer_optuna), at
        (a)'s wall time.
 
+and, for the choice of the final phase (issue 19, item 3), (a) with its other final modes at the
+same budget:
+
+    a_retrain     the winner retrained on all training images for its trial's own epochs;
+    a_checkpoint  the best trial's own weights tested, no final training.
+
     python -m search.bench.value --out DIR                      # every part not yet in DIR
     python -m search.bench.value --out DIR --parts a,b --seeds 0,1,2 --budgets 12,36
     python -m search.bench.value --out DIR --combine            # the table of what DIR holds
@@ -38,7 +44,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS = {"a": "hpsearch default study", "b": "no search (textbook CNN, all the time)",
-         "c": "DIY Ray Tune (Ray docs)", "d": "Optuna alone, MedianPruner"}
+         "c": "DIY Ray Tune (Ray docs)", "d": "Optuna alone, MedianPruner",
+         "a_retrain": "hpsearch, --final retrain", "a_checkpoint": "hpsearch, --final checkpoint"}
 DEFAULT_BUDGET_MIN = 12.0  # fashion_space's own CPU budget (spaces/fashion_space.py)
 
 
@@ -68,13 +75,15 @@ def _run(command: list[str], log: Path) -> float:
     return wall
 
 
-def part_a(out: Path, data: Path, seed: int, budget_min: float) -> dict:
+def part_a(out: Path, data: Path, seed: int, budget_min: float, final: str | None = None) -> dict:
     import pandas as pd
     import yaml
 
-    name = f"a-{budget_min:g}min-seed{seed}"
+    name = f"a{'_' + final if final else ''}-{budget_min:g}min-seed{seed}"
     command = [sys.executable, "-m", "search.run", "fashion_space", "--data-dir", str(data), "--seed", str(seed),
                "--results-dir", str(out / "runs"), "--name", name]
+    if final:
+        command += ["--final", final]
     if budget_min != DEFAULT_BUDGET_MIN:
         command += ["--time-budget", f"{budget_min:g}"]
     wall = _run(command, out / "logs" / f"{name}.log")
@@ -139,7 +148,9 @@ def part_d(out: Path, data: Path, seed: int, budget_min: float) -> dict:
     return run_optuna(str(_idx_copy(data)), budget_min * 60, seed)
 
 
-RUNNERS = {"a": part_a, "b": part_b, "c": part_c, "d": part_d}
+RUNNERS = {"a": part_a, "b": part_b, "c": part_c, "d": part_d,
+           "a_retrain": lambda *args: part_a(*args, final="retrain"),
+           "a_checkpoint": lambda *args: part_a(*args, final="checkpoint")}
 
 
 def result_file(out: Path, part: str, budget_min: float, seed: int) -> Path:
@@ -194,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the results folder (parts already in it are skipped)")
     p.add_argument("--data-dir",
                    default=os.environ.get("HPSEARCH_DATA_DIR") or str(REPO.parent / "shared" / "datasets"))
-    p.add_argument("--parts", default="a,b,c,d")
+    p.add_argument("--parts", default="a,b,c,d", help=f"comma-separated, of {', '.join(PARTS)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budgets", default=f"{DEFAULT_BUDGET_MIN:g}", help="minutes, comma-separated (c runs at the "
                    "first only: it has no budget)")
@@ -204,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data_dir).expanduser().resolve()
+    unknown = [part for part in args.parts.split(",") if part not in PARTS]
+    if unknown:
+        print(f"value: unknown part {unknown[0]!r}; the parts are {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     if args.one:
         part, seed, budget = args.one.split(":")
         run_one(out, data, part, int(seed), float(budget))
