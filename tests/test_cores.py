@@ -48,7 +48,8 @@ def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path):
     base = get_study("fashion_space")
     settings = dataclasses.replace(base.settings, scheduler="fifo", cpus_per_trial=1)
     slow = {**GRID_WINNER, "filters_0": 64, "filters_1": 64, "batch_size": 32}
-    study = dataclasses.replace(base, name="cores_test", settings=settings, start_points=(GRID_WINNER, GRID_WINNER, slow))
+    study = dataclasses.replace(base, name="cores_test", settings=settings,
+                                start_points=(GRID_WINNER, GRID_WINNER, slow))
     with local_ray(2):
         run = run_service(study, toy_data(n=800), tmp_path / "search", tracking_uri(tmp_path), cluster_cpus=2,
                           samples=3, max_epochs=8, seed=0)
