@@ -32,10 +32,10 @@ def test_only_cpu_searches_with_trials_side_by_side_get_a_ledger(tmp_path):
 
 def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path):
     """A real search of 3 one-thread trials on 2 CPUs: the third starts when a slot frees, and
-    once the other trial ends it trains on both cores. The third is the slow one (wider, smaller
-    batches): the first two end about together, so with three equal trials the tail would be
-    shorter than the driver's delay in telling the ledger a trial ended (seconds on a loaded CI
-    machine: all four of the third trial's epochs once ran on one thread, so it now has eight)."""
+    once the other trial ends it trains on both cores. The first two end about together, so the
+    tail must outlast the driver's delay in telling the ledger a trial ended (seconds on a loaded
+    CI machine, where all four epochs of a third trial like the others once ran on one thread):
+    the third is wider with smaller batches, and every trial has eight epochs."""
     import dataclasses
 
     import pytest
@@ -54,8 +54,8 @@ def test_the_last_trial_takes_the_cores_the_others_freed(tmp_path):
         run = run_service(study, toy_data(n=800), tmp_path / "search", tracking_uri(tmp_path), cluster_cpus=2,
                           samples=3, max_epochs=8, seed=0)
     threads = {r.path: list(r.metrics_dataframe["threads"]) for r in run.results}
-    print("threads per epoch:", sorted(threads.values()))
     assert sorted(len(t) for t in threads.values()) == [8, 8, 8]
     # two at a time, one core each; the third may start alone if the others are done by its first epoch
     assert sorted(t[0] for t in threads.values())[:2] == [1, 1]
-    assert max(max(t) for t in threads.values()) == 2  # the tail: the survivor takes the freed core
+    # the tail: the survivor takes the freed core
+    assert max(max(t) for t in threads.values()) == 2, sorted(threads.values())
