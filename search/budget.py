@@ -6,6 +6,7 @@ How the time is split depends on the final model (`--final`):
               all training images for the time that is left (search.phases.finalize plans its
               epochs from the pace measured in the search; its learning-rate schedule is
               stretched to that length, trainables.train.Deadline);
+  continue    as stretch, but the winner's own checkpoint trains on (its search epochs count);
   retrain     the search runs until the time left is what retraining the best trial so far for
               its own epochs needs: the median of its epoch seconds (per image, so the larger
               final training set counts) times its best epoch;
@@ -53,7 +54,7 @@ SEARCH_SHARE = 0.5
 @dataclass(frozen=True)
 class BudgetPlan:
     budget_s: float
-    final: str = "stretch"  # search.final.FINAL_MODES
+    final: str = "stretch"  # search.study_fields.FINAL_MODES
     search_share: float = SEARCH_SHARE
     before_final_s: float = BEFORE_FINAL_S
     after_final_s: float = AFTER_FINAL_S
@@ -116,7 +117,7 @@ class StudyBudget(tune.Stopper):
     def reserve_s(self) -> float:
         """Seconds the final phase needs once the search stops now."""
         p = self.plan
-        if p.final == "stretch":
+        if p.final in ("stretch", "continue"):
             return p.budget_s * (1 - p.search_share)
         if p.final == "checkpoint":
             return p.fixed_s

@@ -34,8 +34,10 @@ from trainables.train import (
 from trainables.transfer import Backbone
 
 # stretch: the best configuration retrained for the time the budget leaves, its schedule stretched
-# to it; retrain: for the best trial's own epochs of its schedule; checkpoint: its own weights.
-FINAL_MODES = ("stretch", "retrain", "checkpoint")
+# to it; continue: the best trial's own weights trained on, on all training images, for that time
+# (the search's epochs of the winner are not thrown away); retrain: for the best trial's own epochs
+# of its schedule; checkpoint: its own weights.
+# (Their names: search.study_fields.FINAL_MODES, where --help needs no torch.)
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,12 @@ class FinalSpec:
     # epoch decays the learning rate exactly as the trial did (None: the schedule ends at epochs).
     schedule_epochs: int | None = None
     precision: str = "auto"
-    # "retrain", "stretch" (both on all training images) or "checkpoint" (the best trial's own
-    # weights at its best epoch); see FINAL_MODES.
+    # "retrain", "stretch", "continue" (all on all training images) or "checkpoint" (the best
+    # trial's own weights at its best epoch); see above.
     mode: str = "retrain"
+    # continue: the epoch of the best trial's checkpoint the training goes on from (`epochs`
+    # counts those too).
+    start_epoch: int = 0
     # stretch: train until this wall-clock time (time.time()), the schedule stretched to it
     # (trainables.train.Deadline); `epochs` is then the first plan.
     deadline: float | None = None
@@ -63,16 +68,26 @@ class FinalSpec:
         """best.yaml's `final` entry."""
         return {"mode": self.mode, "epochs": self.epochs, "schedule_epochs": self.schedule_epochs or self.epochs,
                 "numerics": numerics, "precision": self.precision,
+                **({"continued_from_epoch": self.start_epoch} if self.mode == "continue" else {}),
                 **({"asked": self.asked, "note": self.note} if self.note else {})}
 
 
-def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None) -> FinalResult:
+def retrain(spec: FinalSpec, dataset: Dataset, on_ray: bool, backbone: Backbone | None = None,
+            checkpoint_dir: Path | None = None) -> FinalResult:
     """On Ray the retrain is a task with the trial's kind of resources (a GPU where there is one)
-    and every CPU of a node (nothing else runs then); without Ray it runs in this process."""
+    and every CPU of a node (nothing else runs then); without Ray it runs in this process.
+    `checkpoint_dir` (mode continue): the trial checkpoint the training goes on from; it is read
+    here, by the driver that wrote it, and travels to the task as tensors."""
+    state = None
+    if spec.mode == "continue":
+        if checkpoint_dir is None:
+            raise ValueError("a continued final model needs the best trial's checkpoint")
+        state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     args = (spec.config, dataset.for_final(), dataset.test,
             TrialSettings(max_epochs=spec.epochs, seed=spec.seed, threads=spec.threads, backbone=backbone,
                           precision=spec.precision),
-            spec.use_gpu, spec.schedule_epochs, Deadline(spec.deadline) if spec.deadline is not None else None)
+            spec.use_gpu, spec.schedule_epochs, Deadline(spec.deadline) if spec.deadline is not None else None,
+            state)
     if not on_ray:
         return retrain_and_test(*args)
     import ray

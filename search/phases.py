@@ -217,24 +217,40 @@ def final_spec(ctx: StudyContext, best: BestTrial) -> FinalSpec:
     """What the final model will be: what --final asks for where the time budget allows it, else
     the best trial's own checkpoint (with a note saying why). Under a budget, the retrain's
     length comes from the pace the best trial trained at (the median of its epochs, scaled to the
-    final training set), and `stretch` trains until the budget's end less what follows training."""
+    final training set), and `stretch` and `continue` train until the budget's end less what
+    follows training. Under cross-validation a trial's checkpoint holds one network per fold, none
+    trained on all the data: it is neither tested nor continued (continue becomes stretch)."""
     request, plan, budget = ctx.request, ctx.plan, ctx.budget
     base = FinalSpec(best.config, epochs=max(1, best.best_epoch), seed=request.seed, threads=ctx.threads,
                      use_gpu=plan.gpus_per_trial > 0, schedule_epochs=plan.max_epochs, precision=request.precision,
                      mode="retrain", asked=request.final)
-    checkpoint = dataclasses.replace(base, mode="checkpoint") if best.checkpoint is not None else None
+    usable = best.checkpoint is not None and not request.cv
+    checkpoint = dataclasses.replace(base, mode="checkpoint") if usable else None
     if request.final == "checkpoint" and checkpoint is not None:
         return checkpoint
     if budget is None or request.final == "checkpoint":
-        return base  # stretch needs a time to stretch to; without a budget it is a retrain
+        return base  # stretch and continue need a time to train to; without a budget they are a retrain
     pace = epoch_pace(best.record) * budget.scale
     until = budget.train_until(command_started())
     left = until - time.time()
-    if request.final == "stretch":
-        epochs = int(left / pace + 0.5)
+    epochs = int(left / pace + 0.5)
+    note = ""
+    if request.final == "continue":
+        if usable and epochs >= 1:
+            total = best.best_epoch + epochs
+            return dataclasses.replace(base, mode="continue", epochs=total, schedule_epochs=total, deadline=until,
+                                       start_epoch=best.best_epoch)
+        if usable:
+            return dataclasses.replace(checkpoint, note=(
+                f"the {max(left, 0) / 60:.1f} min left would not train another epoch: {best.record.name}'s own "
+                f"weights from epoch {best.best_epoch} are tested instead"))
+        note = (f"{best.record.name} has no checkpoint to continue "
+                f"({'its folds are separate networks' if request.cv else 'it stopped inside its first epoch'}): "
+                "its configuration is trained afresh for the time left")
+    if request.final in ("stretch", "continue"):
         if epochs >= max(1, best.best_epoch) or checkpoint is None:
             return dataclasses.replace(base, mode="stretch", epochs=max(1, epochs), schedule_epochs=max(1, epochs),
-                                       deadline=until)
+                                       deadline=until, note=note)
         why = (f"the {max(left, 0) / 60:.1f} min left would train about {epochs} epochs, fewer than "
                f"{best.record.name} trained: its own weights from epoch {best.best_epoch} are tested instead")
     else:
@@ -269,6 +285,14 @@ def finalize(ctx: StudyContext, best: BestTrial, table: pd.DataFrame) -> Finishe
             f"{(spec.deadline - time.time()) / 60:.1f} min the budget leaves\n  (about {spec.epochs} epochs, its "
             f"schedule stretched to them), then testing it once on {len(dataset.test)} test images", flush=True)
         final = retrain(spec, dataset, on_ray=True, backbone=data.backbone)
+        trained = len(final.history)
+        spec = dataclasses.replace(spec, epochs=trained, schedule_epochs=trained)
+    elif spec.mode == "continue":
+        say(f"training {record.name} on from its epoch {spec.start_epoch}, on all {len(dataset.train)} training "
+            f"images, for the {(spec.deadline - time.time()) / 60:.1f} min left\n  (about "
+            f"{spec.epochs - spec.start_epoch} more epochs, its schedule stretched to them), then testing it once "
+            f"on {len(dataset.test)} test images", flush=True)
+        final = retrain(spec, dataset, on_ray=True, backbone=data.backbone, checkpoint_dir=best.checkpoint)
         trained = len(final.history)
         spec = dataclasses.replace(spec, epochs=trained, schedule_epochs=trained)
     else:

@@ -31,12 +31,12 @@ from search.data_args import DataChoice, add_data_arguments, choice_from_args, d
 from search.disk import study_writes  # noqa: E402
 from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState  # noqa: E402
 from search.resuming import restore_failures  # noqa: E402
+from search.study_fields import FINAL_MODES  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;
-# tests check they match trainables.numerics.PRECISIONS and search.final.FINAL_MODES.
+# tests check they match trainables.numerics.PRECISIONS.
 PRECISIONS = ("auto", "bf16", "fp32")
-FINAL_MODES = ("stretch", "retrain", "checkpoint")
 SCHEDULERS = ("promotion", "stopping", "fifo")
 
 
@@ -83,9 +83,10 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--final", choices=FINAL_MODES, default="stretch",
                    help="the final model: stretch (default: the best configuration trained on all training images "
                         "for the time the budget leaves, its learning-rate schedule stretched to that length; "
-                        "without a time budget, as retrain), retrain (on all training images, following the best "
-                        "trial's schedule to its best epoch) or checkpoint (the best trial's own weights at its "
-                        "best epoch)")
+                        "without a time budget, as retrain), continue (as stretch, but the best trial's own "
+                        "weights train on from its best epoch, so its search epochs count), retrain (on all "
+                        "training images, following the best trial's schedule to its best epoch) or checkpoint "
+                        "(the best trial's own weights at its best epoch)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="how trials are cut short (default: the study's, promotion): promotion pauses a trial at "
                         "each rung and resumes the best, stopping (Ray's ASHA) stops poor trials at a rung for "

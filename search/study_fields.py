@@ -14,6 +14,8 @@ from trainables.errors import UserError
 
 SEED_LIMIT = 2 ** 32  # numpy's seeds; search.run refuses others on the command line
 PHASES = ("search", "final", "done")
+# The final model's modes (what each does: search.final); spelled once, here, where no torch is imported.
+FINAL_MODES = ("stretch", "continue", "retrain", "checkpoint")
 
 
 def _number(v) -> bool:
@@ -46,7 +48,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "time_budget", "max_mmacs", "max_latency_ms")},
     "cv": (lambda v: v is None or (_count(v) and v >= 2), "a whole number of folds, 2 or more, or null"),
     "precision": (lambda v: v in ("auto", "bf16", "fp32"), "auto, bf16 or fp32"),
-    "final": (lambda v: v in ("stretch", "retrain", "checkpoint"), "stretch, retrain or checkpoint"),
+    "final": (lambda v: v in FINAL_MODES, ", ".join(FINAL_MODES)),
     "scheduler": (lambda v: v is None or v in ("promotion", "stopping", "fifo"), "promotion, stopping, fifo or null"),
     "phase": (lambda v: v in PHASES, ", ".join(PHASES)),
     "warm_start": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v),

@@ -306,7 +306,8 @@ class StudyRun:
         chosen = finished.best
         summary = Summary(
             name=self.request.name, folder=self.dir, metric=metric, test_accuracy=finished.final.test_accuracy,
-            what="best trial's own weights" if finished.spec.mode == "checkpoint" else "retrained best configuration",
+            what={"checkpoint": "best trial's own weights",
+                  "continue": "best trial trained on"}.get(finished.spec.mode, "retrained best configuration"),
             tracking_uri=self.request.tracking_uri,
             results_dir=None if root == results_dir(None).resolve() else root,
             top=None if quiet else short_names(table.head(TOP)), columns=self._top_columns(table.head(TOP)),

@@ -88,3 +88,45 @@ def test_a_deadline_plans_epochs_from_the_pace_then_only_shrinks():
 def test_a_plan_names_a_bad_share():
     with pytest.raises(ValueError, match="search_share"):
         BudgetPlan(60, search_share=1.5)
+
+
+def _final_spec(final: str, seconds_left: float, checkpoint: bool = True, cv: int | None = None):
+    """search.phases.final_spec for a best trial at epoch 3 (20-s epochs) with `seconds_left`
+    of final training left under a 10-minute budget."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from search.phases import BestTrial, StudyContext, final_spec
+    from search.records import TrialRecord
+    from spaces.fashion_space import TEXTBOOK_CNN
+    from trainables.model import NetConfig
+
+    plan = BudgetPlan(600.0, final=final, scale=1.0)
+    mark_command_start(time.time() - plan.train_until(0.0) + seconds_left)
+    record = TrialRecord("t1", "trial_001", dict(TEXTBOOK_CNN), [epoch(e, 0.9, 20.0) for e in (1, 2, 3)], "paused")
+    best = BestTrial(record, NetConfig.from_flat(TEXTBOOK_CNN), 3, {"val_accuracy": 0.9},
+                     Path("/nowhere/checkpoint_000002") if checkpoint else None)
+    ctx = StudyContext(study=None, request=SimpleNamespace(seed=0, precision="auto", final=final, cv=cv),
+                       prepared=None, plan=SimpleNamespace(gpus_per_trial=0, max_epochs=10), tracker=None,
+                       parent_run_id="", threads=2, budget=plan)
+    return final_spec(ctx, best)
+
+
+def test_a_continued_final_trains_the_best_checkpoint_on_for_the_time_left():
+    spec = _final_spec("continue", seconds_left=200.0)  # ten more 20-s epochs
+    assert (spec.mode, spec.start_epoch, spec.epochs, spec.schedule_epochs) == ("continue", 3, 13, 13)
+    assert spec.deadline is not None and not spec.note
+    assert spec.describe("fp32")["continued_from_epoch"] == 3
+    # Not even one more epoch fits: the checkpoint itself is tested, and the reason given.
+    short = _final_spec("continue", seconds_left=5.0)
+    assert short.mode == "checkpoint" and "not train another epoch" in short.note
+    # Nothing to continue (cross-validation's folds, or no whole epoch): trained afresh, said why.
+    for kwargs, why in (({"cv": 3}, "folds"), ({"checkpoint": False}, "first epoch")):
+        afresh = _final_spec("continue", seconds_left=200.0, **kwargs)
+        assert afresh.mode == "stretch" and afresh.epochs == 10 and why in afresh.note
+
+
+def test_a_stretched_final_under_cross_validation_never_tests_a_fold_checkpoint():
+    spec = _final_spec("stretch", seconds_left=35.0, cv=3)  # too short for the trial's 3 epochs
+    assert spec.mode == "stretch" and spec.epochs == 2
+    assert _final_spec("stretch", seconds_left=35.0).mode == "checkpoint"  # without cv, its own weights

@@ -161,3 +161,47 @@ def test_a_checkpoint_is_tested_as_saved_and_loads_without_pickle(tmp_path):
     assert list(out.mean) == list(data.mean)
     assert all(v.dtype == torch.float32 or not v.is_floating_point() for v in out.state_dict.values())
     assert all(v.is_contiguous() for v in out.state_dict.values())
+
+
+def test_a_final_model_continues_a_trials_checkpoint_on_all_the_data():
+    """`--final continue`: the trial's checkpoint trains on, on the final data (no validation
+    split), its epochs counted; the network keeps the input statistics it first trained with."""
+    trial_data, final_data = toy_data(), toy_data(n=320, seed=4, with_val=False)
+    snapshots = []
+    fit(CFG, trial_data, epochs=2, seed=3, device=torch.device("cpu"),
+        on_epoch=lambda metrics, snapshot: snapshots.append(snapshot()))
+    state = snapshots[-1]
+    test = toy_data(n=100, seed=9).train
+    out = retrain_and_test(CFG, final_data, test, TrialSettings(max_epochs=4, seed=3), schedule_epochs=4,
+                           state=state)
+    assert [h["epoch"] for h in out.history] == [1, 2, 3, 4]
+    assert out.history[:2] == state["history"] and "val_loss" not in out.history[2]
+    assert out.mean == tuple(trial_data.mean) and out.state_dict  # not the final data's statistics
+    fresh = retrain_and_test(CFG, final_data, test, TrialSettings(max_epochs=4, seed=3), schedule_epochs=4)
+    assert len(fresh.history) == 4
+    assert any(not torch.equal(a, b) for a, b in zip(out.state_dict.values(), fresh.state_dict.values()))
+
+
+def test_a_continued_training_plans_its_deadline_from_its_own_epochs_only():
+    """A continued trial's epochs ran elsewhere (one thread, the search's split): the deadline's
+    plan counts and times only the epochs trained after the checkpoint."""
+    from trainables.train import Deadline
+
+    snapshots = []
+    fit(CFG, toy_data(), epochs=2, seed=0, device=torch.device("cpu"),
+        on_epoch=lambda metrics, snapshot: snapshots.append(snapshot()))
+    state = snapshots[-1]
+    for h in state["history"]:
+        h["epoch_seconds"] = 1000.0  # slow trial epochs that must not enter the plan
+    calls = []
+
+    class Recorded(Deadline):
+        def epochs(self, done, seconds, planned):
+            calls.append((done, list(seconds), planned))
+            return 3  # three more epochs, whatever the clock says
+
+    result = fit(CFG, toy_data(with_val=False), epochs=4, seed=0, device=torch.device("cpu"), state=state,
+                 deadline=Recorded(at=0.0))
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]
+    assert [c[0] for c in calls] == [1, 2, 3] and all(1000.0 not in c[1] for c in calls)
+    assert [len(c[1]) for c in calls] == [1, 2, 3] and calls[0][2] == 2

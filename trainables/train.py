@@ -362,7 +362,7 @@ def fit(
             return {**common, "folds": [learner.state() for learner in learners]}
         return {**learners[0].state(), **common}
 
-    epoch = len(result.history)
+    epoch = first = len(result.history)
     while epoch < epochs:
         epoch += 1
         if before_epoch is not None:
@@ -381,7 +381,10 @@ def fit(
         if result.diverged:
             break
         if deadline is not None:
-            epochs = deadline.epochs(epoch, [h["epoch_seconds"] for h in result.history], epochs)
+            # Planned from this call's epochs only: a continued trial's own epochs ran elsewhere,
+            # on other data and threads, and say nothing of this pace.
+            epochs = first + deadline.epochs(epoch - first, [h["epoch_seconds"] for h in result.history[first:]],
+                                             epochs - first)
             for learner in learners:
                 learner.horizon = epochs
     return result
@@ -391,16 +394,22 @@ def fit(
 
 def retrain_and_test(cfg: NetConfig, data: TrainingData, test: Split, settings: TrialSettings,
                      use_gpu: bool = False, schedule_epochs: int | None = None,
-                     deadline: Deadline | None = None) -> FinalResult:
+                     deadline: Deadline | None = None, state: dict | None = None) -> FinalResult:
     """Retrain on all training images for `settings.max_epochs` (following a learning-rate
     schedule of `schedule_epochs`, default the same), or until `deadline` with the schedule
-    stretched to it, then evaluate once on `test`."""
+    stretched to it, then evaluate once on `test`. With `state` (a trial's checkpoint) the
+    training continues from it, on `data`, instead of starting afresh: the result's history
+    holds the trial's epochs, then this training's."""
     torch.set_num_threads(max(1, settings.threads))
     device = pick_device(use_gpu)
     started = time.perf_counter()
     result = fit(cfg, data, settings.max_epochs, settings.seed, device, backbone=settings.backbone,
-                 accel=accelerator(device, settings.precision), schedule_epochs=schedule_epochs, deadline=deadline)
-    return _tested(result.model, data, test, device, result.accel, result.history, result.diverged, started)
+                 accel=accelerator(device, settings.precision), schedule_epochs=schedule_epochs, deadline=deadline,
+                 state=state)
+    final = _tested(result.model, data, test, device, result.accel, result.history, result.diverged, started)
+    if state is not None:  # the network keeps the statistics it first trained with (its first layer's)
+        final = dataclasses.replace(final, mean=tuple(state["mean"]), std=tuple(state["std"]))
+    return final
 
 
 def evaluate_checkpoint(state: dict, data: TrainingData, test: Split, backbone: "Backbone | None" = None,

@@ -14,6 +14,8 @@ Full Fashion-MNIST, each result tested once on the 10,000 test images:
 and, for the choice of the final phase (issue 19, item 3), (a) with its other final modes at the
 same budget:
 
+    a_stretch     the winner's configuration trained afresh on all training images for the time left;
+    a_continue    the winner's own checkpoint trained on, on all training images, for the time left;
     a_retrain     the winner retrained on all training images for its trial's own epochs;
     a_checkpoint  the best trial's own weights tested, no final training.
 
@@ -45,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 PARTS = {"a": "hpsearch default study", "b": "no search (textbook CNN, all the time)",
          "c": "DIY Ray Tune (Ray docs)", "d": "Optuna alone, MedianPruner",
+         "a_stretch": "hpsearch, --final stretch", "a_continue": "hpsearch, --final continue",
          "a_retrain": "hpsearch, --final retrain", "a_checkpoint": "hpsearch, --final checkpoint"}
 DEFAULT_BUDGET_MIN = 12.0  # fashion_space's own CPU budget (spaces/fashion_space.py)
 
@@ -149,6 +152,8 @@ def part_d(out: Path, data: Path, seed: int, budget_min: float) -> dict:
 
 
 RUNNERS = {"a": part_a, "b": part_b, "c": part_c, "d": part_d,
+           "a_stretch": lambda *args: part_a(*args, final="stretch"),
+           "a_continue": lambda *args: part_a(*args, final="continue"),
            "a_retrain": lambda *args: part_a(*args, final="retrain"),
            "a_checkpoint": lambda *args: part_a(*args, final="checkpoint")}
 
