@@ -77,7 +77,9 @@ class StudyResults:
 
     def anytime(self) -> pd.DataFrame:
         """The best score so far after each trial-epoch, in the order the epochs finished."""
-        h = self.history.dropna(subset=[self.metric]) if self.metric in self.history else self.history[:0]
+        if self.metric not in self.history:  # no trial finished an epoch (a budget ended it inside its first)
+            return pd.DataFrame({k: [] for k in ("trial_epochs", "best", "trial", "value", "epoch")})
+        h = self.history.dropna(subset=[self.metric])
         order = [c for c in ("timestamp", "trial", "epoch") if c in h]
         h = h.sort_values(order, kind="stable").reset_index(drop=True)
         best = h[self.metric].cummax() if self.mode == "max" else h[self.metric].cummin()

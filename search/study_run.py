@@ -22,7 +22,17 @@ from search.credentials import redact
 from search.delivery import reconcile
 from search.files import BEST_FILE, REPORT_DIR, TRIALS_CSV, TUNE_DIR
 from search.front import counted
-from search.phases import Finished, Prepared, SearchOutcome, StudyContext, choose, finalize, prepare, search
+from search.phases import (
+    Finished,
+    Prepared,
+    SearchOutcome,
+    StudyContext,
+    choose,
+    finalize,
+    prepare,
+    search,
+    start_point_noise,
+)
 from search.progress import Verbosity, say, verbosity
 from search.provenance import git_commit, package_versions
 from search.records import TrialRecord, too_many_failures
@@ -98,10 +108,13 @@ class StudyRun:
                 return 130
             failed = sum(r.status == "failed" for r in outcome.records)
             too_many = too_many_failures(failed, len(outcome.records), MAX_FAILED_FRACTION)
-            best = None if too_many else choose(self.study, table, outcome)
+            best = None if too_many else choose(self.study, table, outcome,
+                                                start_point_noise(self.study, self.request, prepared, budget))
             if best is None and not too_many and self.request.limits.any and \
                     not counted(table, self.study.settings.metric).empty:
                 return self._nothing_fits(tracker, parent, table)
+            if best is None and not too_many and outcome.budget is not None:
+                return self._nothing_scored(tracker, parent, float(outcome.budget["budget_s"]) / 60)
             if best is None:
                 return self._too_many_failures(tracker, parent, outcome.records)
             self._phase("final")
@@ -242,6 +255,15 @@ class StudyRun:
             last = record.error.strip().splitlines()[-1] if record.error.strip() else "(no message)"
             print(f"  {record.name}: {last}", file=sys.stderr)
         print(f"full table: {self.dir / TRIALS_CSV}; MLflow run {parent}", file=sys.stderr)
+        return 1
+
+    def _nothing_scored(self, tracker: Tracker, parent: str, budget_min: float) -> int:
+        """The time budget ended the search before any trial reported a score (no trial failed)."""
+        tracker.set_tags(parent, {"hpsearch.status": "failed"})
+        tracker.end_run(parent, failed=True)
+        print(f"\nthe time budget ended the search before any trial reported a score; nothing was chosen or "
+              f"trained. Give it more time (--time-budget, now {budget_min:g} min) or a faster "
+              f"study. Every trial is in {self.dir / TRIALS_CSV}", file=sys.stderr)
         return 1
 
     def _nothing_fits(self, tracker: Tracker, parent: str, table: pd.DataFrame) -> int:

@@ -1,0 +1,112 @@
+"""The choice of the final model's trial (search.phases.choose) when the final trains for the time
+the budget leaves: the study's start point stays the choice unless the leader beats it, where
+both trained equally far, by more than the validation split's noise. Hand-made trials; no search."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from search.budget import BudgetPlan
+from search.phases import SearchOutcome, choose, start_point_noise
+from search.records import TrialRecord
+from search.trials_table import trials_table
+from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
+from spaces.registry import get_study
+from trainables.datasets import Split
+
+OTHER = {**TEXTBOOK_CNN, "filters_0": 48, "dropout": 0.2}  # a configuration TPE proposed
+VAL = 6000
+
+
+def record(name: str, config: dict, scores: list[float], quarter: float | None = None) -> TrialRecord:
+    """A trial with one score per whole epoch (and one at a quarter epoch)."""
+    history = [{"epoch": e, "epochs_seen": float(e), "val_accuracy": s, "val_loss": 1 - s, "epoch_seconds": 30.0}
+               for e, s in enumerate(scores, 1)]
+    partials = [{"epoch": 0, "epochs_seen": 0.25, "val_accuracy": quarter, "val_loss": 1 - quarter, "partial": 1.0}] \
+        if quarter is not None else []
+    return TrialRecord(name, name, dict(config), history, "paused", partials=partials)
+
+
+def chosen(records: list[TrialRecord], noise: int | None = VAL):
+    study = get_study("fashion_space")
+    rows = trials_table(records, "val_accuracy", "max", (1, 28, 28), 10)
+    return choose(study, rows, SearchOutcome([], records, False), noise)
+
+
+def test_a_start_point_within_the_noise_of_the_leader_stays_the_choice():
+    textbook = record("trial_001", TEXTBOOK_CNN, [0.885])
+    leader = record("trial_005", OTHER, [0.887, 0.90, 0.91])  # promoted on a 0.002 lead after one epoch
+    best = chosen([textbook, leader])
+    assert best.record.name == "trial_001" and best.best_epoch == 1
+    assert "rather than trial_005, which led it by +0.0020 val_accuracy at 1 epoch," in best.note
+    assert "(0.0058)" in best.note
+    # Without the rule (a final that tests or retrains the trial as far as it trained): the leader.
+    assert chosen([textbook, leader], noise=None).record.name == "trial_005"
+
+
+def test_a_leader_clearly_ahead_where_both_trained_is_chosen():
+    textbook = record("trial_001", TEXTBOOK_CNN, [0.885])
+    leader = record("trial_005", OTHER, [0.90, 0.91])  # 0.015 ahead at one epoch: beyond the noise
+    best = chosen([textbook, leader])
+    assert best.record.name == "trial_005" and not best.note
+    # A smaller validation split is noisier: the same lead no longer decides.
+    assert chosen([textbook, leader], noise=500).record.name == "trial_001"
+
+
+def test_the_best_start_point_is_compared_and_one_without_a_whole_epoch_is_not():
+    grid = record("trial_002", GRID_WINNER, [0.880, 0.895])
+    textbook = record("trial_001", TEXTBOOK_CNN, [0.884])
+    leader = record("trial_005", OTHER, [0.886, 0.90])
+    assert chosen([grid, textbook, leader]).record.name == "trial_002"  # the better start point, at 2 epochs
+    quarter_only = TrialRecord("trial_001", "trial_001", dict(TEXTBOOK_CNN), [], "paused", partials=[
+        {"epoch": 0, "epochs_seen": 0.25, "val_accuracy": 0.95, "val_loss": 0.05, "partial": 1.0}])
+    assert chosen([quarter_only, leader]).record.name == "trial_005"  # no checkpoint to train on
+    # The leader is a start point itself: nothing to keep.
+    assert chosen([record("trial_001", TEXTBOOK_CNN, [0.90]), record("trial_005", OTHER, [0.899])]).note == ""
+
+
+def test_before_any_whole_epoch_the_first_rung_is_where_they_are_compared():
+    """A budget that ended the search before any trial trained a whole epoch: the choice is made
+    at the first rung (the final then trains the configuration afresh)."""
+    textbook = record("trial_001", TEXTBOOK_CNN, [], quarter=0.700)
+    close = record("trial_005", OTHER, [], quarter=0.705)
+    best = chosen([textbook, close])
+    assert best.record.name == "trial_001" and "at 0.25 epochs" in best.note
+    assert chosen([textbook, record("trial_005", OTHER, [], quarter=0.75)]).record.name == "trial_005"
+
+
+def test_the_rule_applies_where_the_final_trains_for_the_time_left_on_one_validation_split():
+    study = get_study("fashion_space")
+    val = Split(np.zeros((VAL, 1, 28, 28), np.uint8), np.zeros(VAL, np.int64))
+    prepared = SimpleNamespace(search_data=SimpleNamespace(val=val))
+    budget = BudgetPlan(720.0)
+
+    def request(**kw):
+        return SimpleNamespace(**{"final": "continue", "cv": None, **kw})
+
+    assert start_point_noise(study, request(), prepared, budget) == VAL
+    assert start_point_noise(study, request(final="stretch"), prepared, budget) == VAL
+    for final in ("retrain", "checkpoint"):
+        assert start_point_noise(study, request(final=final), prepared, budget) is None
+    assert start_point_noise(study, request(cv=3), prepared, budget) is None
+    assert start_point_noise(study, request(), prepared, None) is None
+
+
+def test_the_report_of_a_search_ended_before_any_whole_epoch(tmp_path):
+    """A budget that ended every trial inside its first epoch leaves an empty history: the
+    report says there are no curves instead of failing (it raised KeyError before)."""
+    import json
+
+    from search.report import write_report
+    from search.trials_table import write_history, write_table
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "study.json").write_text(json.dumps({"space": "fashion_space", "name": "study", "seed": 0}))
+    trials = [record("trial_001", TEXTBOOK_CNN, [], quarter=0.70), record("trial_002", OTHER, [], quarter=0.60)]
+    write_table(trials_table(trials, "val_accuracy", "max", (1, 28, 28), 10), folder)
+    write_history(trials, folder)
+    page = write_report(folder).html.read_text()
+    assert "No optimization history" in page and "trial_001" in page
