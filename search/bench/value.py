@@ -96,6 +96,7 @@ def part_a(out: Path, data: Path, seed: int, budget_min: float, final: str | Non
     stopped = folder / "tune" / "budget.json"
     return {"wall_s": wall, "test_accuracy": best["metrics"]["test_accuracy"],
             "best_val_accuracy": best["metrics"].get("val_accuracy"), "best_trial": best["search"]["best_trial"],
+            "chosen": best["search"].get("chosen", ""),
             "trials": int(len(table)), "promotions": int(table.get("promotions", pd.Series([0])).sum()),
             "promoted_past_first_rung": int((table.get("promotions", pd.Series([0])) > 0).sum()),
             "trial_epochs": best["search"]["trial_epochs"], "final": best["final"],
