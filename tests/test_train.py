@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -201,7 +203,27 @@ def test_a_continued_training_plans_its_deadline_from_its_own_epochs_only():
             return 3  # three more epochs, whatever the clock says
 
     result = fit(CFG, toy_data(with_val=False), epochs=4, seed=0, device=torch.device("cpu"), state=state,
-                 deadline=Recorded(at=0.0))
+                 deadline=Recorded(at=time.time() + 3600))
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]
     assert [c[0] for c in calls] == [1, 2, 3] and all(1000.0 not in c[1] for c in calls)
     assert [len(c[1]) for c in calls] == [1, 2, 3] and calls[0][2] == 2
+
+
+def test_past_its_first_epochs_a_deadline_ends_training_mid_epoch():
+    """Whole epochs of 40-60 s cannot land a 12-minute command within 5% of its budget: once the
+    deadline has allowed its minimum, the epoch running at the deadline ends there."""
+    from trainables.train import Deadline
+
+    class AlwaysThree(Deadline):
+        def epochs(self, done, seconds, planned):
+            return 3  # the plan says three epochs; the clock (a deadline already past) says stop
+
+    data = toy_data()
+    result = fit(CFG, data, epochs=3, seed=0, device=torch.device("cpu"), deadline=AlwaysThree(at=time.time() - 1))
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    first, cut = result.history
+    assert first["epochs_seen"] == 1.0  # the minimum: one whole epoch, whatever the clock
+    assert 1.0 < cut["epochs_seen"] < 2.0 and cut["epochs_seen"] == 1 + CFG.batch_size / len(data.train)
+    # Without a deadline nothing is cut, even where the last batch of one is left out.
+    plain = fit(CFG, toy_data(n=241), epochs=2, seed=0, device=torch.device("cpu"))
+    assert [h["epochs_seen"] for h in plain.history] == [1.0, 2.0]

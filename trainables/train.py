@@ -55,7 +55,9 @@ class Deadline:
     machine keeps it) instead of for a fixed number of epochs: after each of the first two
     epochs the number of epochs becomes what fits in the time left at the measured pace
     (rounded to the nearest whole epoch); after later ones it can only shrink, if the pace
-    slows. The learning-rate schedule's horizon follows the planned epochs, so the schedule is
+    slows. Once `min_epochs` are done, the epoch still running at the deadline ends there, part
+    trained (its `epochs_seen` says how far): the plan rounds to whole epochs and can be wrong by
+    one epoch's change of pace. The learning-rate schedule's horizon follows the planned epochs, so the schedule is
     stretched to the time there is (a cosine decays to its end at the deadline); re-planned
     that early, the horizon moves a cosine's factor by under 1% (0.951 at 2/14 against 0.943
     at 2/13)."""
@@ -230,8 +232,11 @@ class _Learner:
         return ok
 
     def epoch(self, epoch: int, started: float, report_points: tuple[float, ...] = (),
-              on_partial: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
-        """Train one epoch, then validate (where there is a validation split); the epoch's metrics."""
+              on_partial: Callable[[dict[str, float]], None] | None = None,
+              stop_at: float | None = None) -> dict[str, float]:
+        """Train one epoch, then validate (where there is a validation split); the epoch's metrics.
+        `stop_at` (`time.time()`): the epoch ends there if it has not ended before, after at least
+        one step; its `epochs_seen` then says how much of it was trained."""
         cfg, train, model, optimizer, accel, device = \
             self.cfg, self.train, self.model, self.optimizer, self.accel, self.device
         # Sub-epoch report points that fall inside this epoch, as counts of images seen.
@@ -241,7 +246,7 @@ class _Learner:
         augmenting = cfg.augment.active
         model.train()
         loss_sum = torch.zeros((), device=device)
-        seen = 0
+        seen, cut = 0, False
         step = (epoch - 1) * steps_per_epoch
         for xb, yb in train.shuffled(cfg.batch_size, self.generator, cfg.shuffle):
             factor = lr_factor(cfg, step, self.horizon * steps_per_epoch)
@@ -266,6 +271,9 @@ class _Learner:
             seen += len(yb)
             if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
                 break  # no point finishing an epoch whose loss is already NaN/inf
+            if stop_at is not None and time.time() >= stop_at:
+                cut = True
+                break
             if pending and epoch - 1 + seen / len(train) >= pending[0]:
                 partial = {"epoch": epoch - 1, "epochs_seen": pending.pop(0), "train_loss": loss_sum.item() / seen,
                            "partial": 1.0}
@@ -274,7 +282,8 @@ class _Learner:
                 on_partial(partial)
                 model.train()
         train_loss = loss_sum.item() / max(seen, 1)
-        metrics: dict[str, float] = {"epoch": epoch, "epochs_seen": float(epoch), "train_loss": train_loss}
+        metrics: dict[str, float] = {"epoch": epoch, "train_loss": train_loss,
+                                     "epochs_seen": epoch - 1 + seen / len(train) if cut else float(epoch)}
         diverged = not math.isfinite(train_loss)
         if self.val is not None and not diverged:
             diverged = not self.validate(metrics)
@@ -371,14 +380,18 @@ def fit(
         if cv:
             metrics = fold_scores([learner.epoch(epoch, started) for learner in learners])
         else:
-            metrics = learners[0].epoch(epoch, started, report_points, on_partial)
+            # Past the epochs the deadline must allow, its last epoch ends at the deadline even
+            # mid-way: whole epochs of 40-60 s cannot land a 12-minute command within 5%.
+            stop_at = deadline.at if deadline is not None and epoch - first > deadline.min_epochs else None
+            metrics = learners[0].epoch(epoch, started, report_points, on_partial, stop_at)
+        cut = metrics["epochs_seen"] < epoch
         result.diverged = bool(metrics.pop("diverged"))
         metrics["epoch_seconds"] = time.perf_counter() - started
         metrics["diverged"] = float(result.diverged)
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics, snapshot)
-        if result.diverged:
+        if result.diverged or cut:
             break
         if deadline is not None:
             # Planned from this call's epochs only: a continued trial's own epochs ran elsewhere,
