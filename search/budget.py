@@ -54,7 +54,7 @@ SEARCH_SHARE = 0.5
 @dataclass(frozen=True)
 class BudgetPlan:
     budget_s: float
-    final: str = "stretch"  # search.study_fields.FINAL_MODES
+    final: str = "continue"  # search.study_fields.FINAL_MODES
     search_share: float = SEARCH_SHARE
     before_final_s: float = BEFORE_FINAL_S
     after_final_s: float = AFTER_FINAL_S

@@ -51,7 +51,7 @@ class StudyRequest:
     time_budget: float | None = None  # minutes, the final model included
     register_model: str | None = None
     precision: str = "auto"  # trainables.numerics: auto | bf16 | fp32
-    final: str = "stretch"  # search.study_fields.FINAL_MODES
+    final: str = "continue"  # search.study_fields.FINAL_MODES
     # How trials are cut short (search.asha.SCHEDULERS); None: the study's own.
     scheduler: str | None = None
     # Folds of cross-validation that score each trial (trainables.crossval); None: a hold-out split.

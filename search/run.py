@@ -80,13 +80,13 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="numerics of training and evaluation: auto (bf16 where the hardware has it, else fp32; "
                         "channels-last always), bf16 or fp32; weights are saved as fp32 either way")
-    p.add_argument("--final", choices=FINAL_MODES, default="stretch",
-                   help="the final model: stretch (default: the best configuration trained on all training images "
-                        "for the time the budget leaves, its learning-rate schedule stretched to that length; "
-                        "without a time budget, as retrain), continue (as stretch, but the best trial's own "
-                        "weights train on from its best epoch, so its search epochs count), retrain (on all "
-                        "training images, following the best trial's schedule to its best epoch) or checkpoint "
-                        "(the best trial's own weights at its best epoch)")
+    p.add_argument("--final", choices=FINAL_MODES, default="continue",
+                   help="the final model: continue (default: the best trial's own weights trained on, on all "
+                        "training images, for the time the budget leaves, its learning-rate schedule stretched to "
+                        "that length, so its search epochs count; without a time budget, as retrain), stretch (the "
+                        "same, but the best configuration trained afresh), retrain (on all training images, "
+                        "following the best trial's schedule to its best epoch) or checkpoint (the best trial's "
+                        "own weights at its best epoch)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="how trials are cut short (default: the study's, promotion): promotion pauses a trial at "
                         "each rung and resumes the best, stopping (Ray's ASHA) stops poor trials at a rung for "

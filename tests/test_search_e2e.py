@@ -132,8 +132,8 @@ def test_mlflow_parent_and_child_runs(study):
     parent = parents[0]
     assert parent.data.tags["hpsearch.space"] == "fashion_space"
     assert parent.data.params["samples"] == str(SAMPLES)
-    # --final stretch (the default) without a time budget (--samples given) is a retrain.
-    assert parent.data.params["precision"] == "auto" and parent.data.params["final"] == "stretch"
+    # --final continue (the default) without a time budget (--samples given) is a retrain.
+    assert parent.data.params["precision"] == "auto" and parent.data.params["final"] == "continue"
     assert parent.data.params["scheduler"] == "promotion"
     assert float(parent.data.params["max_latency_ms"]) == LATENCY_LIMIT_MS
     assert parent.data.tags["hpsearch.final"] == "retrain"
@@ -224,7 +224,8 @@ def test_final_checkpoint_is_the_best_trials_own_weights(data_root, tmp_path):
 def test_a_time_budget_stops_the_search_on_plan_and_stretches_the_final(data_root, tmp_path):
     """`--time-budget`: the search (pause-and-promote, more samples than fit) stops at its share
     of the budget, counted from the command's start, and says so; trials it ended are named as
-    the budget's, not the scheduler's; the final model trains for the time left (stretch)."""
+    the budget's, not the scheduler's; the best trial's checkpoint trains on for the time left
+    (continue)."""
     proc = run_module("search.run", "fashion_space", "--smoke", "--samples", "50", "--max-epochs", "4",
                       "--time-budget", "2", "--name", "budget", "--results-dir", str(tmp_path),
                       "--data-dir", str(data_root))
@@ -232,13 +233,17 @@ def test_a_time_budget_stops_the_search_on_plan_and_stretches_the_final(data_roo
     import json
 
     stopped = json.loads((tmp_path / "budget" / "tune" / "budget.json").read_text())
-    assert stopped["final"] == "stretch" and stopped["stopped_search_after_s"] >= 60  # half of 2 minutes
+    assert stopped["final"] == "continue" and stopped["stopped_search_after_s"] >= 60  # half of 2 minutes
     table = pd.read_parquet(tmp_path / "budget" / "trials.parquet")
     assert len(table) < 50 and "stopped_early" not in set(table["status"])
     assert set(table["status"]) <= {"completed", "paused", "stopped_by_budget", "diverged"}
     best = BestConfig.load(tmp_path / "budget" / "best.yaml")
-    # Normally the configuration trained for the time left; on a machine too slow for even that,
-    # the best trial's own weights, with the reason.
-    assert best.final["mode"] == "stretch" or (best.final["mode"] == "checkpoint" and best.final["note"])
+    # Normally the chosen trial trained on for the time left; with no whole epoch to continue, its
+    # configuration afresh; on a machine too slow for even that, its own weights; with the reason.
+    assert best.final["mode"] == "continue" or (best.final["mode"] in ("stretch", "checkpoint") and best.final["note"])
+    if best.final["mode"] == "continue":  # the trial's epochs, then more; the schedule's horizon is all of them
+        start = best.final["continued_from_epoch"]
+        assert start >= 1 and best.epochs > start and best.schedule_epochs == best.epochs
+        assert f"on from its epoch {start}" in proc.stdout
     if best.final["mode"] == "stretch":  # its schedule's horizon is the epochs it trained
         assert best.epochs >= 1 and best.schedule_epochs == best.epochs
