@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from search.budget import BudgetPlan
 from search.phases import SearchOutcome, choose, start_point_noise
@@ -14,6 +15,7 @@ from search.records import TrialRecord
 from search.trials_table import trials_table
 from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
 from spaces.registry import get_study
+from tests.conftest import run_module
 from trainables.datasets import Split
 
 OTHER = {**TEXTBOOK_CNN, "filters_0": 48, "dropout": 0.2}  # a configuration TPE proposed
@@ -110,3 +112,16 @@ def test_the_report_of_a_search_ended_before_any_whole_epoch(tmp_path):
     write_history(trials, folder)
     page = write_report(folder).html.read_text()
     assert "No optimization history" in page and "trial_001" in page
+
+
+@pytest.mark.slow
+def test_a_budget_that_ends_the_search_before_any_score_says_so(data_root, tmp_path):
+    """Three seconds: the imports and Ray's start outlast them, so the budget ends the search before
+    any trial reports. Nothing failed and nothing was chosen: the one line says the budget was too
+    short, not that trials failed."""
+    proc = run_module("search.run", "fashion_space", "--smoke", "--time-budget", "0.05", "--name", "short",
+                      "--results-dir", str(tmp_path), "--data-dir", str(data_root))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the time budget ended the search before any trial reported a score" in proc.stderr
+    assert "--time-budget, now 0.05 min" in proc.stderr and "trials failed" not in proc.stderr
+    assert not (tmp_path / "short" / "best.yaml").exists()
