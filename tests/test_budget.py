@@ -74,6 +74,8 @@ def test_a_deadline_plans_epochs_from_the_pace_then_only_shrinks():
     assert d.epochs(0, [], planned=14) == 14
     # After epoch 1 (model built, caches cold: 20 s) the plan follows it: 100 s left / 20 = 5 more.
     assert d.epochs(1, [20.0], planned=14) == 6
+    # Rounded up (85 s: 4.25 epochs make 5 more): the deadline ends the last one part-way (fit).
+    assert Deadline(at=now + 85).epochs(1, [20.0], planned=14) == 6
     # After epoch 2 the first is left out of the pace: 10 s an epoch, 100 s left: 10 more; it may grow.
     assert d.epochs(2, [20.0, 10.0], planned=6) == 12
     # Later it only shrinks: a faster pace does not stretch a schedule already half decayed...
