@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     out = Path(args.output).expanduser().resolve() if args.output else default_out()
     out.mkdir(parents=True, exist_ok=True)
     quiet()
-    bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed)
+    bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed,
+                  quick=args.quick)
     print(f"benchmarks {', '.join(parts)} -> {out}", flush=True)
     timings = {}
     for part in parts:
@@ -119,8 +120,9 @@ def headline(part: str, r: dict) -> str:
         return (f"warm-started B reaches the first study's best in {r['warm_reached']} seeds (fractions of its "
                 f"trial-epochs {r['warm_fraction_of_a']}), cold C in {r['cold_reached']} ({r['cold_fraction_of_a']})")
     if part == "scaling":
+        nodes = "skipped" if r["cluster_ratio"] is None else f"{r['cluster_ratio']:.2f}x"
         return (f"{r['one_worker_trials_per_hour']:.0f} vs {r['two_workers_trials_per_hour']:.0f} trials/h "
-                f"({r['ratio']:.2f}x); 2 nodes {r['cluster_ratio']:.2f}x")
+                f"({r['ratio']:.2f}x); 2 nodes {nodes}")
     if part == "peer":
         return (f"hpsearch {r['hpsearch']['wall_s']:.0f} s (test {r['hpsearch']['test_accuracy']:.4f}) vs DIY "
                 f"{r['diy']['wall_s']:.0f} s (test {r['diy']['test_accuracy']:.4f}): {r['speedup']:.2f}x")

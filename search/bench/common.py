@@ -72,10 +72,10 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapath_train=1000, augment_images=256,
-              efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=3,
-              efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
+              efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=2,
+              efficiency_random_samples=2, efficiency_fifo_samples=2, efficiency_grid_points=2,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
-              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1, warm_train=600, warm_epochs=1,
+              peer_trials=2, peer_epochs=1, numerics_train=300, numerics_epochs=1, warm_train=600, warm_epochs=1,
               warm_samples=2, warm_seeds=1,
               scale_workers=8, scale_trials=20, scale_trials_fewer=0, scale_epoch_ms=200, scale_epochs=2)
 
@@ -88,6 +88,7 @@ class Bench:
     data_dir: str | None
     sizes: Sizes
     seed: int = 0
+    quick: bool = False  # the CI smoke test: parts may leave out what a test of its own already checks
     _dataset: Dataset | None = None
 
     def dataset(self) -> Dataset:
