@@ -11,11 +11,15 @@ import time
 from pathlib import Path
 
 import search.bench
+from search.bench import common
 from search.bench.common import FULL, QUICK, Bench, default_out, quiet
 from search.cli import Parser, describe, entry_prog, run_cli
 from trainables.errors import UserError
 
 PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart", "scale")
+# The parts that search in a local 2-CPU Ray session (search.bench.common.local_ray): --quick runs
+# them one after another in one session.
+SHARED_RAY = ("efficiency", "scaling", "warmstart")
 
 
 PROG = "python -m search.bench"
@@ -83,14 +87,20 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     quiet()
     bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed,
                   quick=args.quick)
+    if args.quick:
+        parts.sort(key=lambda part: part in SHARED_RAY)  # stable: otherwise in the order asked for
     print(f"benchmarks {', '.join(parts)} -> {out}", flush=True)
     timings = {}
     for part in parts:
+        common.KEEP_RAY = args.quick and part in SHARED_RAY
+        if not common.KEEP_RAY:
+            common.release_ray()  # the others start Ray their own way (peer's DIY search, overhead's 1 CPU)
         started = time.perf_counter()
         module = __import__(f"search.bench.{part}", fromlist=["run"])
         result = module.run(bench, root) if part == "datapath" else module.run(bench)
         timings[part] = time.perf_counter() - started
         print(f"{part}: {time.perf_counter() - started:.0f} s; {headline(part, result)}", flush=True)
+    common.release_ray()
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print(f"results: {out}")
     return 0
