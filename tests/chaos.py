@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         mark = epochs_done(folder)
         wait_for(lambda: epochs_done(folder) >= mark + 1 or proc.poll() is not None, 300, "progress")
         server.stop()
-        step("tracking server stopped until the search has ended")
+        step(f"tracking server stopped until the search has ended, after {epochs_done(folder)} epochs")
         wait_for(lambda: any("unreachable; waiting" in line for line in said) or proc.poll() is not None, 900,
                  "the end of the search")
         if proc.poll() is not None:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         if proc.wait(timeout=1800) != 0:
             print("".join(printed + said), file=sys.stderr)
             return 1
-        step("resumed to the end")
+        step(f"resumed to the end: {epochs_done(folder)} epochs in all")
         problems = check(results, name, args.samples, server.uri)
     finally:
         server.stop()

@@ -5,7 +5,8 @@ plot to the output folder: numerics (bf16 or fp32, threads per trial), overhead 
 cost per trial-epoch against a bare PyTorch loop, memory), datapath (the data pipeline against
 torchvision's), efficiency (TPE with ASHA against the grid), scaling (one worker against two),
 peer (against a search written as Ray Tune's documentation shows), warmstart and scale (thousands
-of trials). --quick runs tiny sizes, as the test suite does; its figures mean nothing. Also
+of trials). --quick runs tiny sizes, as the test suite does, and leaves out scaling's two-node
+cluster (tests/test_two_node_cluster.py runs one); its figures mean nothing. Also
 `python -m search.bench`.
 """
 

@@ -11,11 +11,15 @@ import time
 from pathlib import Path
 
 import search.bench
+from search.bench import common
 from search.bench.common import FULL, QUICK, Bench, default_out, quiet
 from search.cli import Parser, describe, entry_prog, run_cli
 from trainables.errors import UserError
 
 PARTS = ("numerics", "overhead", "datapath", "efficiency", "scaling", "peer", "warmstart", "scale")
+# The parts that search in a local 2-CPU Ray session (search.bench.common.local_ray): --quick runs
+# them one after another in one session.
+SHARED_RAY = ("efficiency", "scaling", "warmstart")
 
 
 PROG = "python -m search.bench"
@@ -81,15 +85,22 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     out = Path(args.output).expanduser().resolve() if args.output else default_out()
     out.mkdir(parents=True, exist_ok=True)
     quiet()
-    bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed)
+    bench = Bench(out, str(root), sizes(QUICK if args.quick else FULL, args.size), args.seed,
+                  quick=args.quick)
+    if args.quick:
+        parts.sort(key=lambda part: part in SHARED_RAY)  # stable: otherwise in the order asked for
     print(f"benchmarks {', '.join(parts)} -> {out}", flush=True)
     timings = {}
     for part in parts:
+        common.KEEP_RAY = args.quick and part in SHARED_RAY
+        if not common.KEEP_RAY:
+            common.release_ray()  # the others start Ray their own way (peer's DIY search, overhead's 1 CPU)
         started = time.perf_counter()
         module = __import__(f"search.bench.{part}", fromlist=["run"])
         result = module.run(bench, root) if part == "datapath" else module.run(bench)
         timings[part] = time.perf_counter() - started
         print(f"{part}: {time.perf_counter() - started:.0f} s; {headline(part, result)}", flush=True)
+    common.release_ray()
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print(f"results: {out}")
     return 0
@@ -119,8 +130,9 @@ def headline(part: str, r: dict) -> str:
         return (f"warm-started B reaches the first study's best in {r['warm_reached']} seeds (fractions of its "
                 f"trial-epochs {r['warm_fraction_of_a']}), cold C in {r['cold_reached']} ({r['cold_fraction_of_a']})")
     if part == "scaling":
+        nodes = "skipped" if r["cluster_ratio"] is None else f"{r['cluster_ratio']:.2f}x"
         return (f"{r['one_worker_trials_per_hour']:.0f} vs {r['two_workers_trials_per_hour']:.0f} trials/h "
-                f"({r['ratio']:.2f}x); 2 nodes {r['cluster_ratio']:.2f}x")
+                f"({r['ratio']:.2f}x); 2 nodes {nodes}")
     if part == "peer":
         return (f"hpsearch {r['hpsearch']['wall_s']:.0f} s (test {r['hpsearch']['test_accuracy']:.4f}) vs DIY "
                 f"{r['diy']['wall_s']:.0f} s (test {r['diy']['test_accuracy']:.4f}): {r['speedup']:.2f}x")

@@ -72,10 +72,10 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(overhead_epochs=1, overhead_trials=2, overhead_train=1000, datapath_train=1000, augment_images=256,
-              efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=3,
-              efficiency_random_samples=3, efficiency_fifo_samples=2, efficiency_grid_points=3,
+              efficiency_train=600, efficiency_epochs=2, efficiency_seeds=1, efficiency_tpe_samples=2,
+              efficiency_random_samples=2, efficiency_fifo_samples=2, efficiency_grid_points=2,
               scaling_train=600, scaling_trials=2, scaling_epochs=1, peer_train=600, peer_test=200,
-              peer_trials=2, peer_epochs=1, numerics_train=600, numerics_epochs=1, warm_train=600, warm_epochs=1,
+              peer_trials=2, peer_epochs=1, numerics_train=300, numerics_epochs=1, warm_train=600, warm_epochs=1,
               warm_samples=2, warm_seeds=1,
               scale_workers=8, scale_trials=20, scale_trials_fewer=0, scale_epoch_ms=200, scale_epochs=2)
 
@@ -88,6 +88,7 @@ class Bench:
     data_dir: str | None
     sizes: Sizes
     seed: int = 0
+    quick: bool = False  # the CI smoke test: parts may leave out what a test of its own already checks
     _dataset: Dataset | None = None
 
     def dataset(self) -> Dataset:
@@ -230,19 +231,45 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
     return ServiceRun(plan, wall, logger.events, outcome.results, t0, t0 + wall)
 
 
+# --quick: a Ray session left running for the next part that asks for as many CPUs, as (cpus,
+# cluster). A start and shutdown cost the smoke test ~10 s each; the full run starts one per part
+# so that each part's figures (overhead's ray_start_s) are its own.
+_kept: tuple | None = None
+KEEP_RAY = False
+
+
 @contextlib.contextmanager
 def local_ray(cpus: int):
     import ray
 
     from search.cluster import start_ray
 
+    global _kept
+    if _kept is not None and _kept[0] == cpus and ray.is_initialized():
+        yield 0.0, _kept[1]
+        return
+    release_ray()
     quiet()
     started = time.perf_counter()
     cluster = start_ray(None, cpus, 0)
+    if KEEP_RAY:
+        _kept = (cpus, cluster)
+        yield time.perf_counter() - started, cluster
+        return
     try:
         yield time.perf_counter() - started, cluster
     finally:
         ray.shutdown()
+
+
+def release_ray() -> None:
+    """End the session --quick kept (before a part that starts Ray its own way, and at the end)."""
+    global _kept
+    if _kept is not None:
+        import ray
+
+        ray.shutdown()
+        _kept = None
 
 
 def tracking_uri(folder: Path) -> str:
