@@ -182,11 +182,26 @@ class Tracker:
         tags = {**mlflow_source_tags(), **tags}
         if parent_id is not None:
             tags[PARENT_TAG] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        if parent_id is not None and TRIAL_TAG in tags:
+            run_id = self._one_run_per_trial(parent_id, tags[TRIAL_TAG], run_id)
         items = [Param(k, str(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run.info.run_id, params=items[start:start + 100])
-        return run.info.run_id
+            self.client.log_batch(run_id, params=items[start:start + 100])
+        return run_id
+
+    def _one_run_per_trial(self, parent_id: str, trial_id: str, made: str) -> str:
+        """The trial's one run: MLflow's REST client sends a create again when its answer was lost
+        (a server stopping mid-call), and the store may have done both. The earliest is kept, the
+        others (just made, empty) deleted, so any driver settles on the same run."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+                                       f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=50,
+                                       order_by=["attributes.start_time ASC"])
+        if len(runs) <= 1:
+            return made
+        for extra in runs[1:]:
+            self.client.delete_run(extra.info.run_id)
+        return runs[0].info.run_id
 
     @_patient
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 import pytest
 
@@ -285,3 +286,32 @@ def test_a_queue_behind_the_store_sends_each_runs_waiting_batches_as_one_call(tm
     finished = tracker.client.get_run(a.run_id)
     assert finished.info.status == "FINISHED" and finished.data.params == {"lr": "0.1", "tid": "ta"}
     assert tracker.client.get_run(b.run_id).info.status == "RUNNING"
+
+
+def test_a_create_the_rest_client_sent_twice_leaves_one_run_per_trial(tmp_path):
+    """MLflow's REST client re-sends a create whose answer was lost (a server stopping mid-call);
+    the store may have done both: the trial keeps its earliest run, the extra one is deleted."""
+    from search.tracking import TRIAL_TAG
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "twice", tmp_path / "artifacts")
+    parent = tracker.start_run("study", {}, {})
+    create = tracker.client.create_run
+    made = []
+
+    def sent_twice(*args, **kwargs):
+        made.append(create(*args, **kwargs).info.run_id)
+        time.sleep(0.01)  # the resend comes later: start times differ
+        run = create(*args, **kwargs)
+        made.append(run.info.run_id)
+        return run
+
+    tracker.client.create_run = sent_twice
+    run_id = tracker.start_run("trial_001", {"lr": 0.1}, {TRIAL_TAG: "t1"}, parent_id=parent)
+    assert run_id == made[0] and len(made) == 2
+    children = tracker.child_runs(parent)
+    assert list(children) == ["t1"] and children["t1"].run_id == made[0]
+    assert tracker.client.get_run(made[1]).info.lifecycle_stage == "deleted"
+    assert tracker.client.get_run(run_id).data.params == {"lr": "0.1"}
+    # A run that is not a trial's (the study's parent, a retrain) is left as made.
+    tracker.client.create_run = create
+    assert tracker.start_run("again", {}, {}, parent_id=parent) != run_id
