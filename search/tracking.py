@@ -194,9 +194,7 @@ class Tracker:
         """The trial's one run: MLflow's REST client sends a create again when its answer was lost
         (a server stopping mid-call), and the store may have done both. The earliest is kept, the
         others (just made, empty) deleted, so any driver settles on the same run."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and "
-                                       f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=50,
-                                       order_by=["attributes.start_time ASC"])
+        runs = self._trial_runs(parent_id, trial_id)
         if len(runs) <= 1:
             return made
         for extra in runs[1:]:
@@ -290,9 +288,14 @@ class Tracker:
     def find_child(self, parent_id: str, trial_id: str) -> str | None:
         """The run of trial `trial_id` under `parent_id`, if one was made (by a call that may have
         timed out after the store had done it)."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and "
-                                       f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1)
+        runs = self._trial_runs(parent_id, trial_id)
         return runs[0].info.run_id if runs else None
+
+    def _trial_runs(self, parent_id: str, trial_id: str) -> list:
+        """The runs of trial `trial_id` under `parent_id`, earliest first (the one a trial keeps)."""
+        return self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+                                       f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=50,
+                                       order_by=["attributes.start_time ASC"])
 
     def has_run(self, run_id: str) -> bool:
         """Whether this store holds `run_id` (a resumed study may have moved to another store)."""
