@@ -16,6 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HPSEARCH_TEST_DATA", REPO.parent / "shared" / "datasets"))
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test gets the environment the one before it had: a variable one test leaves behind (MLflow's
+    set_tracking_uri writes MLFLOW_TRACKING_URI) would reach every later search a test starts, so a
+    test's outcome would depend on which tests ran before it (seen when pytest-xdist reordered them:
+    a warm-started study's runs went to another test's store)."""
+    saved = dict(os.environ)
+    yield
+    if "mlflow" in sys.modules:  # MLflow's fluent API also keeps the URI in the process
+        sys.modules["mlflow"].set_tracking_uri(None)
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (SHARED / "FashionMNIST" / "raw").is_dir():

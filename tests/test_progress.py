@@ -37,7 +37,8 @@ def drive(stream: io.StringIO, level: Verbosity, clock: Clock | None = None) -> 
     return p
 
 
-def test_terminal_gets_one_bar_redrawn_in_place():
+def test_terminal_gets_one_bar_redrawn_in_place(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # the bar fits the terminal's width: this test's terminal is 100 wide
     out = Terminal()
     p = drive(out, Verbosity.NORMAL)
     text = out.getvalue()
