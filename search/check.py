@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     # Imported here: torch and Optuna only once the arguments are known to be sound.
     import optuna
 
-    from search.progress import wrap
+    from search.util.progress import wrap
     from spaces.check import check_study
     from spaces.loading import load_study_source
 

@@ -91,7 +91,7 @@ def quiet_libraries() -> None:
 def run_cli(main: Callable[[], int | None]) -> NoReturn:
     show_notes()
     quiet_libraries()
-    from search.disk import refused_write
+    from search.results.disk import refused_write
 
     try:
         code = main() or 0

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.atomic import atomic_write_text
 from search.cli import Parser, describe, entry_prog, run_cli
-from search.figures import _figure, _metric_label, _save, anytime_figure
-from search.files import REPORT_FILE
-from search.report import _format
-from search.results import StudyResults, load
+from search.reporting.figures import _figure, _metric_label, _save, anytime_figure
+from search.reporting.page import _format
+from search.results.files import REPORT_FILE
+from search.results.folder import StudyResults, load
+from search.util.atomic import atomic_write_text
 from trainables.errors import UserError
 
 
@@ -113,7 +113,7 @@ PROG = "python -m search.compare"
 
 
 def build_parser(prog: str = PROG) -> Parser:
-    from search.locate import RESULTS_DIR_HELP, STUDY_HELP
+    from search.results.locate import RESULTS_DIR_HELP, STUDY_HELP
 
     p = Parser(prog=prog, description=describe(__doc__))
     p.add_argument("study_a", metavar="STUDY_A", help=STUDY_HELP)
@@ -125,7 +125,7 @@ def build_parser(prog: str = PROG) -> Parser:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    from search.locate import find_study
+    from search.results.locate import find_study
 
     args = build_parser(prog).parse_args(argv)
     folders = [find_study(s, args.results_dir) for s in (args.study_a, args.study_b)]  # both found before either loads

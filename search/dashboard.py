@@ -10,7 +10,7 @@ nothing unless started with --allow-edits. Also `python -m search.dashboard`.
 
 # Read-only by default: a viewer beside a running search, or any local process that finds the
 # port, cannot change the study the search is writing; a rebound DNS name is refused.
-# This module imports neither Ray nor torch (search.store needs neither), so the view starts in a
+# This module imports neither Ray nor torch (search.results.optuna_store needs neither), so the view starts in a
 # second beside a running search, on a laptop that only has the results folder.
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search.cli import Parser, describe, entry_prog, run_cli
-from search.credentials import redact
-from search.locate import RESULTS_DIR_HELP, STUDY_HELP, find_study
-from search.store import Store
+from search.results.locate import RESULTS_DIR_HELP, STUDY_HELP, find_study
+from search.results.optuna_store import Store
+from search.util.credentials import redact
 from trainables.errors import UserError
 
 LOOPBACK = "127.0.0.1"

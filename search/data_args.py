@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search.cli import Parser
-from search.progress import say
+from search.util.progress import say
 from trainables.data import DataSpec, load_data
 from trainables.dataset_registry import dataset_entry, dataset_names, holds_dataset
 from trainables.datasets import IMAGE_FOLDER, Dataset

@@ -7,7 +7,7 @@ latency), cheapest first. YAML or JSON, to standard output or to --output. Also
 `python -m search.export`.
 """
 
-# The entries are search.best_config's BestConfig; the front is search.front's.
+# The entries are search.results.best_config's BestConfig; the front is search.results.front's.
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from search.atomic import atomic_write_text
-from search.best_config import BestConfig
-from search.files import BEST_FILE
-from search.front import COSTS, pareto_front
-from search.results import StudyResults, load
+from search.results.best_config import BestConfig
+from search.results.files import BEST_FILE
+from search.results.folder import StudyResults, load
+from search.results.front import COSTS, pareto_front
+from search.util.atomic import atomic_write_text
 from trainables.errors import UserError
 from trainables.model import NetConfig
 
@@ -40,7 +40,7 @@ def top_configs(folder: Path, k: int) -> list[BestConfig]:
 
 
 def pareto_configs(folder: Path, cost: str = "mmacs") -> list[BestConfig]:
-    """The study's accuracy-cost front (search.front.pareto_front), cheapest first: each entry
+    """The study's accuracy-cost front (search.results.front.pareto_front), cheapest first: each entry
     retrainable, with its place on the front and its costs."""
     results = load(folder)
     if cost != "mmacs" and cost not in results.table:
@@ -103,7 +103,7 @@ PROG = "python -m search.export"
 
 def build_parser(prog: str = PROG):
     from search.cli import Parser, describe
-    from search.locate import RESULTS_DIR_HELP, STUDY_HELP
+    from search.results.locate import RESULTS_DIR_HELP, STUDY_HELP
 
     p = Parser(prog=prog, description=describe(__doc__))
     p.add_argument("study", metavar="STUDY", help=STUDY_HELP)
@@ -125,7 +125,7 @@ def build_parser(prog: str = PROG):
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     import sys
 
-    from search.locate import find_study
+    from search.results.locate import find_study
 
     args = build_parser(prog).parse_args(argv)
     if args.pareto and args.top is not None:

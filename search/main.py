@@ -103,9 +103,9 @@ def run_verb(verb: str, argv: list[str]) -> NoReturn:
     """The verb's own `main`, with its usage lines saying `hpsearch VERB`, and the one-line error
     handling every command has (search.cli.run_cli)."""
     from search.cli import run_cli
-    from search.provenance import set_command
+    from search.util.provenance import set_command
 
-    set_command(f"hpsearch {verb}")  # MLflow's Source of the runs it creates (search.provenance)
+    set_command(f"hpsearch {verb}")  # MLflow's Source of the runs it creates (search.util.provenance)
     module = importlib.import_module(PARSER_MODULE.get(verb, VERBS[verb]))
     run_cli(lambda: module.main(argv, prog=f"hpsearch {verb}"))
 

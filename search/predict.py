@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from search.cli import Parser, describe, entry_prog, run_cli
-from search.files import MODEL_FILE
-from search.locate import RESULTS_DIR_HELP, find_study
+from search.results.files import MODEL_FILE
+from search.results.locate import RESULTS_DIR_HELP, find_study
 from trainables.errors import UserError
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     if output is None:
         print(table[["input", "class", "probability"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         return 0
-    from search.atomic import atomic_write_text
+    from search.util.atomic import atomic_write_text
 
     if output.suffix.lower() == ".csv":
         atomic_write_text(output, table.to_csv(index=False))

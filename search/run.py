@@ -23,15 +23,15 @@ import tempfile  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from search.claim import claim, release_if_unused  # noqa: E402
 from search.cli import Parser, describe, entry_prog, run_cli, show_notes  # noqa: E402
-from search.cluster import check_local_resources, check_reachable  # noqa: E402
-from search.credentials import adopt_credentials, redact  # noqa: E402
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, dataset_asked  # noqa: E402
-from search.disk import study_writes  # noqa: E402
-from search.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState  # noqa: E402
-from search.resuming import restore_failures  # noqa: E402
-from search.study_fields import FINAL_MODES  # noqa: E402
+from search.results.disk import study_writes  # noqa: E402
+from search.results.request import SMOKE_EPOCHS, SMOKE_SAMPLES, SMOKE_TRAIN, Resources, StudyRequest, StudyState  # noqa: E402
+from search.results.resuming import restore_failures  # noqa: E402
+from search.results.study_fields import FINAL_MODES  # noqa: E402
+from search.study.claim import claim, release_if_unused  # noqa: E402
+from search.tune.cluster import check_local_resources, check_reachable  # noqa: E402
+from search.util.credentials import adopt_credentials, redact  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 
 # Spelled out here, not imported, so that `--help` and argument errors need no torch import;
@@ -153,8 +153,8 @@ def check_cv(k: int | None, final: str) -> None:
 
 
 def results_root(arg: str | None) -> Path:
-    """The results directory (search.locate.results_dir), made if need be and checked writable."""
-    from search.locate import results_dir
+    """The results directory (search.results.locate.results_dir), made if need be and checked writable."""
+    from search.results.locate import results_dir
 
     root = results_dir(arg).resolve()
     for place in (root, *root.parents):
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     check_name(args.name)
     check_seed(args.seed)
     check_cv(args.cv, args.final)
-    from search.front import DeviceLimits
+    from search.results.front import DeviceLimits
 
     DeviceLimits(args.max_mmacs, args.max_latency_ms)  # refuses a limit that is not a positive number
     # The cluster configs point drivers at the head's MLflow server this way.
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warm = check_warm_start(args, study, root)
     if args.optuna_storage:
-        from search.store import check_url
+        from search.results.optuna_store import check_url
 
         check_url(args.optuna_storage)
     if args.resume and not args.name:
@@ -236,15 +236,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         raise UserError(f"results for {name!r} already exist in {study_dir}; pass --resume to continue "
                         "that study or another --name")
 
-    from search.progress import Verbosity, set_verbosity
+    from search.util.progress import Verbosity, set_verbosity
 
     set_verbosity(Verbosity.QUIET if args.quiet else Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     show_notes(quiet=args.quiet)
     # Tune's console tables would bury the progress bar (--verbose turns them on); failures
     # still reach the summary.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see search.phases.CtrlC
-    # No TensorBoard files: Tune reads this when a search starts or resumes (search.tuner.result_loggers).
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # see search.study.phases.CtrlC
+    # No TensorBoard files: Tune reads this when a search starts or resumes (search.tune.tuner.result_loggers).
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # The delivery queue retries an unreachable tracking server itself, without blocking; MLflow's
     # own retries would stall each call for minutes.
@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     # request to fetch the run: for a 1,000-trial study 2,000 lines and 1,000 requests in the
     # delivery queue's way (python -m search.bench scale).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    from search.clock import mark_command_start
-    from search.study_run import StudyRun
+    from search.study.study_run import StudyRun
+    from search.util.clock import mark_command_start
 
     mark_command_start(COMMAND_STARTED)
     if args.resume:
@@ -286,7 +286,7 @@ def check_warm_start(args, study, root: Path) -> tuple[str, ...]:
     if study.grid is not None:
         raise UserError(f"{study.name} runs a fixed grid, which learns nothing from earlier trials; "
                         "warm-start a TPE study such as fashion_space")
-    from search.warm import check_sources, resolve
+    from search.tune.warm import check_sources, resolve
     from spaces.study import SpaceContext
 
     paths = resolve(args.warm_start, root)
@@ -301,7 +301,7 @@ def check_warm_start(args, study, root: Path) -> tuple[str, ...]:
 
 
 def new_request(args, study, root: Path, name: str, warm: tuple[str, ...] = ()) -> StudyRequest:
-    from search.tracking import default_tracking_uri
+    from search.tracking.tracker import default_tracking_uri
 
     s = study.settings
     return StudyRequest(
@@ -324,8 +324,8 @@ def resumed_state(args, study, study_dir: Path) -> StudyState:
     again, they replace the saved ones. Where it runs (Resources) is this command's."""
     import dataclasses
 
-    from search.progress import say
-    from search.resuming import check_store, own_run
+    from search.results.resuming import check_store, own_run
+    from search.util.progress import say
 
     state = StudyState.load(study_dir)
     if state.request.space != study.name:

@@ -14,12 +14,12 @@ import os
 from pathlib import Path
 
 from search.cli import Parser, describe, entry_prog, run_cli
-from search.cluster import check_local_resources
-from search.credentials import adopt_credentials
 from search.data_args import DataChoice, add_data_arguments, choice_from_args, load_choice
-from search.files import BEST_FILE
-from search.request import SMOKE_TEST, SMOKE_TRAIN
+from search.results.files import BEST_FILE
+from search.results.request import SMOKE_TEST, SMOKE_TRAIN
 from search.run import PRECISIONS, check_name, check_positive, check_seed, results_root
+from search.tune.cluster import check_local_resources
+from search.util.credentials import adopt_credentials
 from trainables.errors import UserError
 
 PROG = "python -m search.train"
@@ -53,11 +53,11 @@ def build_parser(prog: str = PROG) -> Parser:
 
 
 def config_file(given: str, results_dir: str | None) -> Path:
-    """A best.yaml as given, or the one of a study given by name or folder (search.locate)."""
+    """A best.yaml as given, or the one of a study given by name or folder (search.results.locate)."""
     path = Path(given).expanduser()
     if path.is_file() or path.suffix.lower() in (".yaml", ".yml", ".json"):
         return path  # a missing one is BestConfig.load's one line
-    from search.locate import find_study
+    from search.results.locate import find_study
 
     folder = find_study(given, results_dir)
     if not (folder / BEST_FILE).is_file():
@@ -71,7 +71,7 @@ def study_of(space: str, config: Path):
     its study folder's study.json names (`hpsearch run ./my_study.py` keeps it there)."""
     import json
 
-    from search.files import STATE_FILE
+    from search.results.files import STATE_FILE
     from spaces.loading import load_study_source
 
     source = None
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     check_name(args.name)
     check_seed(args.seed)
     check_local_resources(args.cpus, args.gpus)
-    from search.best_config import BestConfig
-    from search.provenance import git_commit, package_versions
+    from search.results.best_config import BestConfig
+    from search.util.provenance import git_commit, package_versions
     from trainables.model import NetConfig
 
     args.config = str(config_file(args.config, args.results_dir))
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
     import torch
 
-    from search.final import FinalSpec, log_final, retrain, save_model
-    from search.tracking import Tracker, default_tracking_uri
+    from search.study.final import FinalSpec, log_final, retrain, save_model
+    from search.tracking.tracker import Tracker, default_tracking_uri
     dataset, backbone = load_choice(choice)
     if best.classes and list(dataset.info.classes) != list(best.classes):
         raise UserError(f"the data's classes ({', '.join(dataset.info.classes)}) are not the ones {args.config} was "
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     schedule = best.schedule_epochs if args.epochs is None and args.time_budget is None else None
     deadline = None
     if args.time_budget is not None:
-        from search.budget import AFTER_FINAL_S
-        from search.clock import command_started
+        from search.tune.budget import AFTER_FINAL_S
+        from search.util.clock import command_started
 
         # The first plan, until the first epochs measure the pace (trainables.train.Deadline).
         deadline = command_started() + args.time_budget * 60 - AFTER_FINAL_S

@@ -17,7 +17,7 @@ class StudySettings:
     num_samples: int = 20
     max_epochs: int = 10
     # "promotion": asynchronous successive halving that pauses a trial at each rung and resumes the
-    # best (search.rungs); "stopping": Ray's ASHA, which stops a trial below a rung's cutoff for
+    # best (search.tune.rungs); "stopping": Ray's ASHA, which stops a trial below a rung's cutoff for
     # good ("asha" is the same); "fifo": every trial runs to max_epochs. The default is the only
     # one that searches with one trial at a time (the scheduler replay, docs/benchmarks.md: with
     # 37 recorded curves it could not yet tell the variants apart by accuracy).
@@ -29,7 +29,7 @@ class StudySettings:
     # Hyperband brackets: bracket s starts its rungs at grace x reduction_factor^s, a hedge
     # for configurations that start slowly (heavy augmentation) against a low first rung.
     brackets: int = 1
-    cpus_per_trial: int | None = None  # None: search.tuner.CPU_THREADS_PER_TRIAL (or fewer CPUs if fewer)
+    cpus_per_trial: int | None = None  # None: search.tune.tuner.CPU_THREADS_PER_TRIAL (or fewer CPUs if fewer)
     gpus_per_trial: float = 0.25  # used only when the run has GPUs: several small trials share one
     # Cap on multiply-adds per image (millions): keeps CPU runs practical; GPUs get the full space.
     max_mmacs_cpu: float | None = 12.0  # studies on small images set a tighter cap

@@ -137,7 +137,7 @@ def check_store(folder: Path, name: str, table) -> list[str]:
         return []  # a grid study: no TPE, no store
     from optuna.trial import TrialState
 
-    from search.store import Store
+    from search.results.optuna_store import Store
 
     trials = Store.in_study_folder(folder, name).load().trials
     problems = [f"Optuna trial {t.number} is still {t.state.name}" for t in trials

@@ -1,4 +1,4 @@
-"""ASHA for Tune (search/asha.py), both kinds: their rungs (and who is paused, promoted, stopped)
+"""ASHA for Tune (search/tune/asha.py), both kinds: their rungs (and who is paused, promoted, stopped)
 survive a resume, since Ray's restore brings back a scheduler as it was pickled when the search
 began; pause-and-promote tells Tune which trial to run next, and PacedSearch proposes a new trial
 only when a worker would otherwise idle. Deterministic: Tune's controller is a stand-in holding
@@ -14,8 +14,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from search.asha import PacedSearch, PersistentASHA, PromotingASHA, promotions, stop_reasons
-from search.tuner import make_plan, make_scheduler, scheduler_state_file
+from search.tune.asha import PacedSearch, PersistentASHA, PromotingASHA, promotions, stop_reasons
+from search.tune.tuner import make_plan, make_scheduler, scheduler_state_file
 from spaces.registry import get_study
 
 

@@ -1,4 +1,4 @@
-"""The study's time budget (search/budget.py): where the search stops for each kind of final
+"""The study's time budget (search/tune/budget.py): where the search stops for each kind of final
 model, medians not the slowest epoch, a clock from the command's start, a resume's clock afresh;
 and the deadline a stretched final trains to (trainables/train.py: Deadline)."""
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from search.budget import BudgetPlan, StudyBudget, budget_stopped
-from search.clock import command_started, mark_command_start
+from search.tune.budget import BudgetPlan, StudyBudget, budget_stopped
+from search.util.clock import command_started, mark_command_start
 from trainables.train import Deadline
 
 
@@ -93,13 +93,13 @@ def test_a_plan_names_a_bad_share():
 
 
 def _final_spec(final: str, seconds_left: float, checkpoint: bool = True, cv: int | None = None):
-    """search.phases.final_spec for a best trial at epoch 3 (20-s epochs) with `seconds_left`
+    """search.study.phases.final_spec for a best trial at epoch 3 (20-s epochs) with `seconds_left`
     of final training left under a 10-minute budget."""
     from pathlib import Path
     from types import SimpleNamespace
 
-    from search.phases import BestTrial, StudyContext, final_spec
-    from search.records import TrialRecord
+    from search.results.records import TrialRecord
+    from search.study.phases import BestTrial, StudyContext, final_spec
     from spaces.fashion_space import TEXTBOOK_CNN
     from trainables.model import NetConfig
 

@@ -1,4 +1,4 @@
-"""The choice of the final model's trial (search.phases.choose) when the final trains for the time
+"""The choice of the final model's trial (search.study.phases.choose) when the final trains for the time
 the budget leaves: the study's start point stays the choice unless the leader beats it, where
 both trained equally far, by more than the validation split's noise. Hand-made trials; no search."""
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from search.budget import BudgetPlan
-from search.phases import SearchOutcome, choose, start_point_noise
-from search.records import TrialRecord
-from search.trials_table import trials_table
+from search.results.records import TrialRecord
+from search.results.trials_table import trials_table
+from search.study.phases import SearchOutcome, choose, start_point_noise
+from search.tune.budget import BudgetPlan
 from spaces.fashion_space import GRID_WINNER, TEXTBOOK_CNN
 from spaces.registry import get_study
 from tests.conftest import run_module
@@ -101,8 +101,8 @@ def test_the_report_of_a_search_ended_before_any_whole_epoch(tmp_path):
     report says there are no curves instead of failing (it raised KeyError before)."""
     import json
 
-    from search.report import write_report
-    from search.trials_table import write_history, write_table
+    from search.reporting.page import write_report
+    from search.results.trials_table import write_history, write_table
 
     folder = tmp_path / "study"
     folder.mkdir()

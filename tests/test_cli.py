@@ -200,7 +200,7 @@ def test_console_script_reports_user_errors_the_same_way():
                                            (["--gpus", "99"], "--gpus 99 but this machine has"),
                                            (["--cpus", "4096"], "--cpus 4096 but this machine has")])
 def test_search_train_bad_options(tmp_path, args, fragment):
-    from search.best_config import BestConfig
+    from search.results.best_config import BestConfig
     from spaces.fashion_space import TEXTBOOK_CNN
 
     path = tmp_path / "best.yaml"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from search.cores import Ledger
-from search.tuner import ledger_name, make_plan
+from search.tune.cores import Ledger
+from search.tune.tuner import ledger_name, make_plan
 from spaces.registry import get_study
 
 

@@ -16,8 +16,8 @@ import psutil
 import pytest
 import requests
 
-from search.request import StudyRequest, StudyState
-from search.searcher import Store
+from search.results.request import StudyRequest, StudyState
+from search.tune.searcher import Store
 from tests.chaos import REPO, free_port, wait_for
 from tests.conftest import run_cli_here
 from tests.test_store import run_trial, searcher_in
@@ -157,7 +157,7 @@ def test_the_store_url_is_the_searchers(in_flight, tmp_path):
 
 
 def test_the_command_imports_neither_ray_nor_torch():
-    """It starts in a second beside a running search (search.searcher would import Ray)."""
+    """It starts in a second beside a running search (search.tune.searcher would import Ray)."""
     code = ("import sys, search.dashboard, optuna, optuna_dashboard; "
             "print(sorted({'ray', 'torch'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -15,8 +15,8 @@ import threading
 
 import pytest
 
-from search.delivery import Batch, DeliveryQueue, Failure, classify
-from search.tracking import ChildRun, Tracker
+from search.tracking.delivery import Batch, DeliveryQueue, Failure, classify
+from search.tracking.tracker import ChildRun, Tracker
 from tests.chaos import MlflowServer, free_port, wait_for
 
 pytestmark = pytest.mark.slow  # a real MLflow server starts once for the module (tens of seconds)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
 from spaces.fashion_space import TEXTBOOK_CNN
 from trainables.errors import UserError
 from trainables.model import NetConfig

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.final import FinalSpec, retrain, save_model
+from search.study.final import FinalSpec, retrain, save_model
 from trainables.datasets import Dataset, DatasetInfo, Split
 from trainables.model import NetConfig, build_model
 

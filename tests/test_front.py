@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from search.front import DeviceLimits, counted, pareto_front
-from search.phases import SearchOutcome, choose
-from search.records import TrialRecord
-from search.trials_table import CONFIG_PREFIX, trials_table, write_table
+from search.results.front import DeviceLimits, counted, pareto_front
+from search.results.records import TrialRecord
+from search.results.trials_table import CONFIG_PREFIX, trials_table, write_table
+from search.study.phases import SearchOutcome, choose
 from spaces.fashion_space import TEXTBOOK_CNN
 from spaces.registry import get_study
 from tests.conftest import run_module, user_error
@@ -114,7 +114,7 @@ def test_the_cli_refuses_limits_in_one_line(tmp_path, args, fragment):
 
 
 def test_max_mmacs_replaces_the_studys_cap_on_cpu_and_gpu():
-    from search.tuner import make_plan
+    from search.tune.tuner import make_plan
 
     study = get_study("fashion_space")
     common = dict(cluster_cpus=2, samples=None, max_epochs=None, time_budget_min=None, seed=0)
@@ -124,7 +124,7 @@ def test_max_mmacs_replaces_the_studys_cap_on_cpu_and_gpu():
 
 
 def test_a_cap_below_every_network_is_one_line():
-    from search.tuner import check_cost_cap, make_plan
+    from search.tune.tuner import check_cost_cap, make_plan
     from trainables.datasets import Split, TrainingData
 
     study = get_study("fashion_space")
@@ -138,7 +138,7 @@ def test_a_cap_below_every_network_is_one_line():
 
 
 def test_limits_are_saved_with_the_study_and_come_back(tmp_path):
-    from search.request import StudyRequest, StudyState
+    from search.results.request import StudyRequest, StudyState
 
     request = StudyRequest(space="fashion_space", name="s", results_root=str(tmp_path), data={},
                            tracking_uri="sqlite:///x.db", max_mmacs=2.0, max_latency_ms=0.5)
@@ -215,7 +215,7 @@ def test_export_pareto_lists_the_front(tmp_path):
 
 
 def test_the_report_draws_and_lists_the_front(tmp_path):
-    from search.report import write_report
+    from search.reporting.page import write_report
 
     folder = results_folder(tmp_path, max_mmacs=3.0)
     report = write_report(folder)
@@ -234,8 +234,8 @@ def test_a_study_from_before_latency_still_has_its_front(tmp_path):
     """Trials tables written before latency and fits existed: the MACs front, the figure's single
     panel, and a latency front refused in one line."""
     from search.export import pareto_configs
-    from search.figures import front_figure
-    from search.results import load
+    from search.reporting.figures import front_figure
+    from search.results.folder import load
 
     folder = results_folder(tmp_path)
     rows = pd.read_parquet(folder / "trials.parquet").drop(columns=["latency_ms_b1", "latency_ms_b256", "fits"])

@@ -195,7 +195,7 @@ def test_a_dataset_root_stays_the_registered_dataset(data_root):
 
 
 def test_images_too_large_for_the_cost_cap_suggest_a_smaller_size():
-    from search.tuner import check_cost_cap, make_plan
+    from search.tune.tuner import check_cost_cap, make_plan
     from spaces.registry import get_study
     from trainables.datasets import Split, TrainingData
 
@@ -221,7 +221,7 @@ def test_fashion_space_searches_a_folder_end_to_end(tmp_path):
                       "--smoke", "--samples", "2", "--max-epochs", "1", "--results-dir", str(results), "--name", "f",
                       env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from search.best_config import BestConfig
+    from search.results.best_config import BestConfig
 
     best = BestConfig.load(results / "f" / "best.yaml")
     assert best.classes == list(CLASSES) and best.dataset == "image_folder"

@@ -129,8 +129,8 @@ def test_a_study_first_still_means_run(tmp_path):
 
 
 def test_a_study_is_found_by_name_or_folder_everywhere(tmp_path, monkeypatch):
-    from search.locate import find_study
     from search.predict import model_file
+    from search.results.locate import find_study
     from search.train import config_file
     from tests.test_front import results_folder
     from trainables.errors import UserError
@@ -199,7 +199,7 @@ def test_docs_cli_md_is_what_the_parsers_print():
 def test_a_study_from_the_users_file_is_found_again_from_its_folder(tmp_path, monkeypatch):
     """`hpsearch train STUDY` (and --resume) of a study `hpsearch run ./my_study.py` ran: the file
     named in its study.json is loaded again, from any working directory."""
-    from search.request import StudyRequest
+    from search.results.request import StudyRequest
     from search.train import study_of
     from spaces import loading, registry
     from spaces.loading import lasting_source

@@ -1,4 +1,4 @@
-"""search.mirror: the in-memory copy TPE proposes from holds exactly what the store holds, a study
+"""search.tune.mirror: the in-memory copy TPE proposes from holds exactly what the store holds, a study
 already in the store is copied in whole, and a proposal reads nothing back from the store."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.mirror import MirroredStorage
+from search.tune.mirror import MirroredStorage
 
 NAME = "m"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from search.credentials import adopt_credentials
-from search.tracking import Tracker
+from search.tracking.tracker import Tracker
+from search.util.credentials import adopt_credentials
 from tests.chaos import MlflowServer
 from tests.conftest import run_module, user_error
 from tests.test_cli import assert_user_error

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
 from tests.chaos import MlflowServer
 from tests.conftest import run_module
 

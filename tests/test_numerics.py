@@ -31,9 +31,10 @@ def test_unknown_precision_names_the_bad_value() -> None:
 
 
 def test_cli_choices_match_the_library() -> None:
-    from search import run, study_fields
-    from search.asha import SCHEDULERS
-    from search.study_fields import FINAL_MODES
+    from search import run
+    from search.results import study_fields
+    from search.results.study_fields import FINAL_MODES
+    from search.tune.asha import SCHEDULERS
 
     final = next(a for a in run.build_parser()._actions if a.dest == "final")
     assert run.PRECISIONS == PRECISIONS and tuple(final.choices) == FINAL_MODES

@@ -99,7 +99,7 @@ def nodes(laptop: Laptop) -> dict[str, str]:
 
 def trial_rows(study: Path) -> dict[int, list[dict]]:
     """Trial number -> its result rows, from Tune's result.json files on the shared folder."""
-    from search.records import trial_number_from_path
+    from search.results.records import trial_number_from_path
 
     rows = {}
     for result in (study / "tune").glob("*/result.json"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
 from spaces.fashion_space import GRID_WINNER
 from tests.conftest import run_module
 from tests.test_data import fake_dataset

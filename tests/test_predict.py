@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from search.final import FinalSpec, log_final, retrain, save_model
 from search.predict import cli
+from search.study.final import FinalSpec, log_final, retrain, save_model
 from tests.test_final import CNN, MLP, brightness_images
 from trainables.datasets import Dataset, DatasetInfo
 from trainables.images import ImageFormat, prepare
@@ -133,7 +133,7 @@ def test_images_of_any_size_and_files_predict_as_the_prepared_images(images, tmp
 @pytest.fixture(scope="module")
 def logged(tabular, images, tmp_path_factory) -> str:
     """Both toy models logged and registered as the final phase does it; the store's URI."""
-    from search.tracking import Tracker
+    from search.tracking.tracker import Tracker
 
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"

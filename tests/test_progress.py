@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from search.progress import Progress, Verbosity
+from search.util.progress import Progress, Verbosity
 
 
 class Terminal(io.StringIO):

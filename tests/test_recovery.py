@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
 from tests.chaos import MlflowServer, epochs_done, free_port, kill_tree, recorded_trials, start_search, wait_for
 from tests.chaos import main as chaos
 from tests.conftest import run_module

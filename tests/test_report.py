@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from search.best_config import BestConfig
-from search.figures import DPI
-from search.files import REPORT_DIR
-from search.replay import importances, optuna_study, searched, stored_trials
-from search.request import SMOKE_TEST, SMOKE_TRAIN
-from search.results import load
+from search.reporting.figures import DPI
+from search.reporting.replay import importances, optuna_study, searched, stored_trials
+from search.results.best_config import BestConfig
+from search.results.files import REPORT_DIR
+from search.results.folder import load
+from search.results.request import SMOKE_TEST, SMOKE_TRAIN
 from tests.conftest import run_cli_here, run_module
 
 pytestmark = pytest.mark.slow
@@ -241,8 +241,8 @@ def test_a_study_warm_started_from_an_earlier_one_and_an_old_grid(studies, data_
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    from search.store import Store
-    from search.warm import FROM
+    from search.results.optuna_store import Store
+    from search.tune.warm import FROM
     from tests.test_warm import MAPPING, old_grid
 
     results, _, _ = studies
@@ -268,8 +268,8 @@ def test_a_study_warm_started_from_an_earlier_one_and_an_old_grid(studies, data_
         "space, cv_results.csv"
     page = (results / "warm" / "report.html").read_text()
     assert "space (3 trials); cv_results.csv (12 trials): TPE began with their trials" in page
-    from search.results import load
-    from search.warm import earlier_curves
+    from search.results.folder import load
+    from search.tune.warm import earlier_curves
 
     curves = earlier_curves(load(results / "warm").state, 2, "max")
     assert [label.split(" (")[0] for label, _ in curves] == ["earlier study space", "earlier grid cv_results.csv"]

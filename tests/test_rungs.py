@@ -1,4 +1,4 @@
-"""Successive halving's rules (search/rungs.py), deterministically: who pauses, who is promoted,
+"""Successive halving's rules (search/tune/rungs.py), deterministically: who pauses, who is promoted,
 one trial at a time and several, what a saved state restores; and the stop rule deciding as
 Ray's ASHAScheduler does."""
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from search.rungs import CONTINUE, PAUSE, STOP, PromotionRule, StopRule, milestones
+from search.tune.rungs import CONTINUE, PAUSE, STOP, PromotionRule, StopRule, milestones
 
 
 def test_milestones_are_rays():

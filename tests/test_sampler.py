@@ -1,6 +1,6 @@
-"""The sampler's view of a study (search/sampler.py): a trial paused at a rung (RUNNING in Optuna,
+"""The sampler's view of a study (search/tune/sampler.py): a trial paused at a rung (RUNNING in Optuna,
 with intermediate values) is ranked like a trial stopped there, not as the constant liar's worst;
-the store keeps its true state. And search.searcher.close_paused: trials left paused when a search
+the store keeps its true state. And search.tune.searcher.close_paused: trials left paused when a search
 ends become PRUNED in the store with the fidelity they reached."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from search.sampler import FidelityAwareTPE, _ReportedAsStopped, make_sampler
-from search.searcher import close_paused
-from search.store import STEPS_PER_EPOCH, Store
+from search.results.optuna_store import STEPS_PER_EPOCH, Store
+from search.tune.sampler import FidelityAwareTPE, _ReportedAsStopped, make_sampler
+from search.tune.searcher import close_paused
 
 
 def space(trial) -> float:

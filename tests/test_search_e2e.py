@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
 from tests.conftest import REPO, run_module
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_outputs_and_progress(study):
 def test_the_optuna_store_holds_every_trial_with_its_fidelity(study):
     from optuna.trial import TrialState
 
-    from search.store import Store
+    from search.results.optuna_store import Store
 
     results, _ = study
     table = pd.read_parquet(results / "tiny" / "trials.parquet").set_index("trial_id")

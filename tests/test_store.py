@@ -1,4 +1,4 @@
-"""The study's Optuna store (search.searcher): what the searcher writes as trials run and end,
+"""The study's Optuna store (search.tune.searcher): what the searcher writes as trials run and end,
 and that a resumed searcher continues the same study. Driven through the searcher's own Tune
 hooks, without Ray running trials; the end-to-end search writing it is in tests/test_search_e2e.py."""
 
@@ -10,9 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.searcher import resuming_in
-from search.store import STEPS_PER_EPOCH, Store, check_new_store
-from search.tuner import make_plan, make_searcher
+from search.results.optuna_store import STEPS_PER_EPOCH, Store, check_new_store
+from search.tune.searcher import resuming_in
+from search.tune.tuner import make_plan, make_searcher
 from spaces.registry import get_study
 from tests.conftest import run_cli_here
 from tests.test_train import toy_data

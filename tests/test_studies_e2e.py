@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The end of `hpsearch run`'s output (search.summary), line by line: the top trials in fixed
+"""The end of `hpsearch run`'s output (search.study.summary), line by line: the top trials in fixed
 precision with `-` for what a trial never measured, the result files one to a line, and the
 next commands with this study's own name, results directory and tracking store."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.summary import Summary, cell, result_files, top_table
+from search.study.summary import Summary, cell, result_files, top_table
 
 TOP = pd.DataFrame({
     "trial": ["trial_003", "trial_001", "trial_002"],

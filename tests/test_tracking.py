@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from search.delivery import DeliveryQueue, reconcile
-from search.records import TrialRecord, too_many_failures, trial_number_from_path
-from search.tracking import Tracker
+from search.results.records import TrialRecord, too_many_failures, trial_number_from_path
+from search.tracking.delivery import DeliveryQueue, reconcile
+from search.tracking.tracker import Tracker
 
 
 class FakeStore(Tracker):
@@ -105,9 +105,9 @@ def test_every_run_carries_mlflows_own_provenance_tags(tmp_path):
 
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
-    from search.provenance import command_name
-    from search.tracking import ChildRun
-    from search.trial_logger import start_child
+    from search.tracking.tracker import ChildRun
+    from search.tracking.trial_logger import start_child
+    from search.util.provenance import command_name
     from tests.conftest import REPO
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "provenance", tmp_path / "artifacts")
@@ -126,7 +126,7 @@ def test_every_run_carries_mlflows_own_provenance_tags(tmp_path):
 
 
 def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
-    from search.trials_table import trials_table
+    from search.results.trials_table import trials_table
 
     partial = {"epochs_seen": 0.25, "val_accuracy": 0.61, "val_loss": 1.2, "train_loss": 1.5}
     history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0},
@@ -142,7 +142,7 @@ def test_a_trial_stopped_inside_its_first_epoch_is_ranked_but_never_chosen():
 
 
 def test_hyperparameters_are_prefixed_columns_and_never_confused_with_metrics():
-    from search.trials_table import config_columns, params, short_names, trials_table
+    from search.results.trials_table import config_columns, params, short_names, trials_table
 
     history = [{"epoch": 1, "val_accuracy": 0.7, "val_loss": 0.9, "train_loss": 1.0, "epoch_seconds": 2.0}]
     # A hyperparameter that shares a metric's name stays apart from it.
@@ -187,8 +187,8 @@ def test_a_stopped_queue_sends_nothing_more():
 
 
 def test_a_run_the_store_made_before_the_call_timed_out_is_not_made_twice(tmp_path):
-    from search.tracking import ChildRun
-    from search.trial_logger import start_child
+    from search.tracking.tracker import ChildRun
+    from search.tracking.trial_logger import start_child
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "idempotent", tmp_path / "artifacts")
     parent = tracker.start_run("study", {}, {})
@@ -218,7 +218,7 @@ class Trial:
 
 
 def test_the_failure_budget_of_a_resumed_search_counts_failures_mlflow_never_saw(tmp_path):
-    from search.trial_logger import TrialLogger
+    from search.tracking.trial_logger import TrialLogger
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = Tracker(uri, "budget", tmp_path / "artifacts").start_run("study", {}, {})
@@ -257,9 +257,9 @@ def echo_model():
 def test_a_queue_behind_the_store_sends_each_runs_waiting_batches_as_one_call(tmp_path):
     """Catching up: a trial's params, metrics, tags and end, queued while the store was slow, go
     out as one log_batch and its end; other runs' calls in between keep their own order."""
-    from search.delivery import Batch, RunCall
-    from search.tracking import ChildRun
-    from search.trial_logger import start_child
+    from search.tracking.delivery import Batch, RunCall
+    from search.tracking.tracker import ChildRun
+    from search.tracking.trial_logger import start_child
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "merge", tmp_path / "artifacts")
     parent = tracker.start_run("study", {}, {})
@@ -291,7 +291,7 @@ def test_a_queue_behind_the_store_sends_each_runs_waiting_batches_as_one_call(tm
 def test_a_create_the_rest_client_sent_twice_leaves_one_run_per_trial(tmp_path):
     """MLflow's REST client re-sends a create whose answer was lost (a server stopping mid-call);
     the store may have done both: the trial keeps its earliest run, the extra one is deleted."""
-    from search.tracking import TRIAL_TAG
+    from search.tracking.tracker import TRIAL_TAG
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "twice", tmp_path / "artifacts")
     parent = tracker.start_run("study", {}, {})

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.atomic import atomic_write_text
-from search.best_config import BestConfig
+from search.results.best_config import BestConfig
+from search.util.atomic import atomic_write_text
 from spaces.fashion_space import TEXTBOOK_CNN
 from tests.conftest import run_cli_here, run_module
 from tests.test_export import best
@@ -103,7 +103,7 @@ def test_infinite_cells_in_a_table_are_missing_values(tmp_path: Path) -> None:
 
 
 def test_credentials_in_a_tracking_uri_are_split_off_and_redacted(monkeypatch) -> None:
-    from search.credentials import adopt_credentials, redact, split_credentials
+    from search.util.credentials import adopt_credentials, redact, split_credentials
 
     assert split_credentials("http://alice:s%40cret@mlflow.internal:5000/x") == \
         ("http://mlflow.internal:5000/x", "alice", "s@cret")

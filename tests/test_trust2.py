@@ -145,7 +145,7 @@ def results_folder(root: Path) -> Path:
     """A stopped study's folder as search.report reads it: study.json, its trials table and history."""
     import pandas as pd
 
-    from search.request import StudyRequest, StudyState
+    from search.results.request import StudyRequest, StudyState
 
     request = StudyRequest(space="fashion_space", name="study", results_root=str(root),
                            data={"dataset": "fashion_mnist"}, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
@@ -256,7 +256,7 @@ def test_search_run_on_a_folder_with_a_bomb_is_one_line(bombs, tmp_path, monkeyp
 
 
 def test_search_predict_refuses_a_bomb_in_one_line(bombs, tmp_path):
-    from search.final import FinalSpec, retrain, save_model
+    from search.study.final import FinalSpec, retrain, save_model
     from tests.test_final import CNN, brightness_images
     from trainables.datasets import Dataset, DatasetInfo
     from trainables.model import NetConfig
@@ -367,7 +367,7 @@ def test_a_table_of_identifiers_only_is_one_line(tmp_path):
 
 
 def test_text_in_a_number_column_at_predict_time_is_said(tmp_path):
-    from search.final import FinalSpec, retrain, save_model
+    from search.study.final import FinalSpec, retrain, save_model
     from tests.test_final import MLP
     from trainables.model import NetConfig
     from trainables.tables import load_tabular_csv
@@ -453,7 +453,7 @@ def test_grid_epochs_from_a_column_must_be_positive(tmp_path):
 
 
 def test_names_the_space_shares_are_taken_as_they_are_with_a_mapping_too_and_lost_values_are_counted(tmp_path):
-    from search.warm import load_sources
+    from search.tune.warm import load_sources
     from spaces.registry import get_study
     from spaces.study import SpaceContext
 
@@ -567,10 +567,10 @@ def test_search_report_on_a_full_or_read_only_disk_is_one_line_and_leaves_no_tem
 FINAL_ON_A_FULL_DISK = """
 import json, sys
 from pathlib import Path
-from search.disk import study_writes
-from search.final import FinalSpec, retrain, save_model
-from search.request import StudyRequest, StudyState
-from search.trials_table import write_table
+from search.results.disk import study_writes
+from search.study.final import FinalSpec, retrain, save_model
+from search.results.request import StudyRequest, StudyState
+from search.results.trials_table import write_table
 from tests.test_final import CNN, brightness_images
 from trainables.datasets import Dataset, DatasetInfo
 from trainables.errors import UserError
@@ -630,8 +630,8 @@ def test_a_study_on_a_full_disk_says_what_resume_will_redo_and_leaves_no_temp_fi
 RAY_WITH_A_PASSWORD = """
 import json, os
 import psutil, ray
-from search.credentials import adopt_credentials
-from search.cluster import start_ray
+from search.util.credentials import adopt_credentials
+from search.tune.cluster import start_ray
 adopt_credentials("http://alice:hunter2-secret@127.0.0.1:1")  # what --tracking-uri does
 start_ray(None, 1, 0)
 @ray.remote
@@ -681,9 +681,9 @@ def test_a_restored_searcher_reconnects_to_its_own_folders_store_never_the_pickl
     its own, its trials land there and the original's store is left as it was."""
     import shutil
 
-    from search.resuming import RestoreFailed
-    from search.searcher import resuming_in  # where search.tuner has always called it from
-    from search.store import Store
+    from search.results.optuna_store import Store
+    from search.results.resuming import RestoreFailed
+    from search.tune.searcher import resuming_in  # where search.tune.tuner has always called it from
     from tests.test_store import run_trial, searcher_in
 
     original, copy = tmp_path / "original", tmp_path / "copy"
@@ -717,8 +717,8 @@ def test_a_restored_searcher_reconnects_to_its_own_folders_store_never_the_pickl
 def test_tune_files_and_the_study_folder_pickled_with_tune_are_the_resumed_folders(tmp_path):
     """ASHA's rungs file and the MLflow logger's study folder, pickled in tuner.pkl with the
     original's paths, are the copy's own once unpickled on a resume (and only then)."""
-    from search.resuming import resuming_in
-    from search.trial_logger import TrialLogger
+    from search.results.resuming import resuming_in
+    from search.tracking.trial_logger import TrialLogger
     from tests.test_asha import scheduler
 
     original, copy = tmp_path / "original", tmp_path / "copy"

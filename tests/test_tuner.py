@@ -3,8 +3,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.store import Store
-from search.tuner import make_plan, make_scheduler, make_searcher
+from search.results.optuna_store import Store
+from search.tune.tuner import make_plan, make_scheduler, make_searcher
 from spaces.registry import get_study
 from tests.test_train import toy_data
 from trainables.errors import UserError
@@ -16,7 +16,7 @@ def plan(name="fashion_space", **kw):
 
 
 def test_cpu_plan_gives_each_trial_two_threads_within_the_cap():
-    from search.tuner import CPU_THREADS_PER_TRIAL
+    from search.tune.tuner import CPU_THREADS_PER_TRIAL
 
     p = plan()
     assert (p.concurrency, p.cpus_per_trial, p.gpus_per_trial) == (1, CPU_THREADS_PER_TRIAL, 0.0) == (1, 2, 0.0)
@@ -49,7 +49,7 @@ def test_searcher_is_seeded_tpe_limited_to_the_concurrency(tmp_path):
     assert searcher.max_concurrent == 2
     assert type(searcher).__name__ == "PacedSearch"  # pause-and-promote: paused trials are not running
     sampler = searcher.searcher._sampler
-    # TPE that sees a reported trial at the fidelity it reached (search/sampler.py)
+    # TPE that sees a reported trial at the fidelity it reached (search/tune/sampler.py)
     assert isinstance(sampler, optuna.samplers.TPESampler) and type(sampler).__name__ == "FidelityAwareTPE"
     assert sampler._n_startup_trials == 6
 
@@ -79,7 +79,7 @@ def test_cpu_trials_fit_on_one_node():
 def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
     from ray.tune.search import Searcher
 
-    from search.tuner import GridSearcher
+    from search.tune.tuner import GridSearcher
 
     points = get_study("fashion_grid").grid_points()[:3]
     searcher = GridSearcher(points, "val_accuracy", "max")
@@ -93,7 +93,7 @@ def test_grid_searcher_runs_each_point_once_and_survives_a_restore(tmp_path):
 def test_asha_compares_epochs_seen_with_a_quarter_epoch_first_rung():
     import dataclasses
 
-    from search.tuner import TIME_ATTR, asha_rungs
+    from search.tune.tuner import TIME_ATTR, asha_rungs
 
     promoting = get_study("fashion_space")
     stopping = dataclasses.replace(promoting, settings=dataclasses.replace(promoting.settings, scheduler="stopping"))
@@ -113,7 +113,7 @@ def test_asha_compares_epochs_seen_with_a_quarter_epoch_first_rung():
 def test_trials_report_only_at_rungs_inside_an_epoch():
     import dataclasses
 
-    from search.tuner import asha_rungs, trial_settings
+    from search.tune.tuner import asha_rungs, trial_settings
 
     study = get_study("fashion_space")
     odd = dataclasses.replace(study, settings=dataclasses.replace(study.settings, grace_period=0.5,

@@ -1,4 +1,4 @@
-"""Warm starts (search.warm): an old scikit-learn GridSearchCV's cv_results_ read through a mapping
+"""Warm starts (search.tune.warm): an old scikit-learn GridSearchCV's cv_results_ read through a mapping
 file into fashion_space's terms, the refusals of sources that do not fit, and a searcher that
 starts from earlier trials. The warm-started end-to-end study is in tests/test_report.py."""
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from search.store import STEPS_PER_EPOCH, Store
-from search.tuner import make_plan, make_searcher
-from search.warm import FROM, grid_curve, load_sources, not_yet_evaluated, resolve
+from search.results.optuna_store import STEPS_PER_EPOCH, Store
+from search.tune.tuner import make_plan, make_searcher
+from search.tune.warm import FROM, grid_curve, load_sources, not_yet_evaluated, resolve
 from spaces.registry import get_study
 from spaces.study import SpaceContext
 from tests.conftest import run_cli_here

@@ -4,7 +4,7 @@ device answers) and at a large batch (throughput). Multiply-adds say what a netw
 paper; the same MACs can run at very different speeds (depth, memory traffic, kernel launches),
 so a study that must fit a device is constrained by, and draws its front against, time measured.
 
-Plain torch: the search's trial (search/trial.py) calls it once per trial and reports the
+Plain torch: the search's trial (search/tune/trial.py) calls it once per trial and reports the
 result as metrics. Cheap by design, and once per trial: a warm-up pass, then the median of a few
 timed passes per batch size (the median: one pass slowed by another process does not move it).
 """

@@ -2,7 +2,7 @@
 
 `fit` is a plain loop over in-memory uint8 tensors that knows nothing of Ray. What differs
 between callers is only what happens at the end of an epoch (`on_epoch`): a search trial
-(search/trial.py) reports metrics and a checkpoint to Tune; the final retrain just records the
+(search/tune/trial.py) reports metrics and a checkpoint to Tune; the final retrain just records the
 history.
 """
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from search.phases import search
-from search.tracking import Tracker
-from search.trial_logger import TrialLogger
-from search.tuner import Plan, make_plan
+from search.study.phases import search
+from search.tracking.tracker import Tracker
+from search.tracking.trial_logger import TrialLogger
+from search.tune.tuner import Plan, make_plan
 from spaces.study import Study
 from trainables.datasets import Dataset, TrainingData
 from trainables.readers import load_dataset
@@ -134,7 +134,7 @@ def machine() -> dict:
 
 
 def default_out() -> Path:
-    from search.locate import results_dir
+    from search.results.locate import results_dir
 
     return results_dir(None) / "bench" / time.strftime("%Y%m%d-%H%M%S")
 
@@ -142,7 +142,7 @@ def default_out() -> Path:
 def quiet() -> None:
     """The same environment the CLI sets up (search.run.main), minus its argument checks."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # search.tuner.result_loggers
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # search.tune.tuner.result_loggers
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import optuna
@@ -210,7 +210,7 @@ class ServiceRun:
 def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: str, *, cluster_cpus: float,
                 samples: int, max_epochs: int, seed: int, sampler: str = "tpe",
                 cpus_per_trial: int | None = None, warm_trials: list | None = None) -> ServiceRun:
-    """One search through the service's own search phase (search.phases.search: make_plan,
+    """One search through the service's own search phase (search.study.phases.search: make_plan,
     build_tuner with its searcher, scheduler, object-store data and MLflow trial logger) on the
     Ray session already running."""
     if cpus_per_trial is not None:  # e.g. the scaling benchmark's fixed 1-thread workers
@@ -223,7 +223,7 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
                                {"hpsearch.kind": "bench"})
     logger = TimedLogger(tracking_uri, study.name, parent, plan.max_epochs, plan.num_samples,
                          study.settings.metric, study.settings.mode, 0.5)
-    storage.mkdir(parents=True, exist_ok=True)  # the study folder, as search.study_run makes it (the Optuna store)
+    storage.mkdir(parents=True, exist_ok=True)  # the study folder, as study_run makes it (the Optuna store)
     started, t0 = time.perf_counter(), time.time()
     outcome = search(study, plan, data, storage, logger, warm_trials=warm_trials)
     wall = time.perf_counter() - started
@@ -242,7 +242,7 @@ KEEP_RAY = False
 def local_ray(cpus: int):
     import ray
 
-    from search.cluster import start_ray
+    from search.tune.cluster import start_ray
 
     global _kept
     if _kept is not None and _kept[0] == cpus and ray.is_initialized():

@@ -2,7 +2,7 @@
 and memory layout at 1 and 2 torch threads, for the textbook CNN and the original grid's winner;
 then, in the chosen numerics, two 1-thread trials at once against one 2-thread trial (the two
 plans a 2-core machine allows), as epochs per hour. `auto`'s choice in `trainables/numerics.py`
-and the default plan in `search/tuner.py` come from these figures."""
+and the default plan in `search/tune/tuner.py` come from these figures."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import yaml
 
 from search.bench.common import REPO, Bench, bar_plot, tmpdir, write_idx_layout
 from search.bench.peer_diy import run_diy
-from search.files import BEST_FILE
+from search.results.files import BEST_FILE
 
 
 def run_hpsearch(root: Path, results: Path, trials: int, epochs: int, cpus: int, seed: int) -> dict:

@@ -114,7 +114,7 @@ def run_diy(root: str, storage: Path, tracking_uri: str, trials: int, epochs: in
                                                 experiment_name="diy", save_artifact=False)]),
         )
         # Tune's defaults, its CSV, JSON and TensorBoard loggers, although hpsearch turns them off
-        # in this process (search.tuner.result_loggers): the yardstick is the documented setup.
+        # in this process (search.tune.tuner.result_loggers): the yardstick is the documented setup.
         switch = os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
         try:
             results = tuner.fit()

@@ -26,11 +26,11 @@ from ray.tune.search import Searcher
 from search.bench.common import Bench, MemorySampler, TimedLogger, pyplot, quiet
 from search.bench.mlflow_server import MlflowServer
 from search.bench.simulated import SimSettings, simulated_trial
-from search.delivery import DeliveryQueue, reconcile
-from search.phases import search
-from search.progress import Verbosity, set_verbosity, verbosity
-from search.tracking import Tracker
-from search.tuner import asha_rungs, make_plan, trial_resources
+from search.study.phases import search
+from search.tracking.delivery import DeliveryQueue, reconcile
+from search.tracking.tracker import Tracker
+from search.tune.tuner import asha_rungs, make_plan, trial_resources
+from search.util.progress import Verbosity, set_verbosity, verbosity
 from spaces.registry import get_study
 from spaces.study import Study
 
@@ -56,7 +56,7 @@ class Proposal:
 
 
 class TimedSearcher(Searcher):
-    """The service's searcher (whatever search.tuner.make_searcher builds), timed: every proposal
+    """The service's searcher (whatever search.tune.tuner.make_searcher builds), timed: every proposal
     against the number of finished trials, and what it spends on each result and completion."""
 
     def __init__(self, inner: Searcher):
@@ -260,7 +260,7 @@ def run_study(bench: Bench, server: MlflowServer, workers: int, trials: int, dat
     sim = SimSettings(plan.max_epochs, s.scale_epoch_ms / 1000,
                       tuple(r for r in asha_rungs(study, plan) if r != int(r)))
     trainable = tune.with_resources(tune.with_parameters(simulated_trial, sim=sim), trial_resources(plan))
-    folder.mkdir(parents=True)  # the study folder, as search.study_run makes it (the Optuna store goes there)
+    folder.mkdir(parents=True)  # the study folder, as search.study.study_run makes it (the Optuna store goes there)
     tracker = Tracker(server.uri, study.name)
     parent = tracker.start_run(folder.name, {"trials": trials, "workers": workers}, {"hpsearch.kind": "bench"})
     logger = ScaleLogger(server.uri, study.name, parent, plan.max_epochs, plan.num_samples,
@@ -278,7 +278,7 @@ def run_study(bench: Bench, server: MlflowServer, workers: int, trials: int, dat
         wall = time.perf_counter() - started
     # Still queued when the search ended (after the logger's 30 s flush), left to the reconciliation.
     dropped = logger.queue.dropped if isinstance(logger.queue, StampedQueue) else 0
-    # What a real study does next (search.study_run: _deliver): MLflow made whole from Tune's records.
+    # What a real study does next (search.study.study_run: _deliver): MLflow made whole from Tune's records.
     t = time.perf_counter()
     filled = reconcile(tracker, parent, outcome.records)
     reconcile_s = time.perf_counter() - t

@@ -1,13 +1,13 @@
 """The scheduler replay: searches run against recorded learning curves (search.bench.curves)
 instead of training, so that every scheduler default is chosen over many seeds at no training
 cost. Each simulated search makes the decisions the service makes — the same pause-and-promote
-and stop rules (search.rungs), the same fidelity-aware TPE (search.sampler) over the same space
+and stop rules (search.tune.rungs), the same fidelity-aware TPE (search.tune.sampler) over the same space
 (spaces.fashion_space) — and spends simulated time read from the recorded seconds.
 
     python -m search.bench.schedulers [--curves FILE] [--seeds 20] [--out DIR]
 
 What a search "finds" is the configuration it would choose (the best validation score of a
-trial with at least one whole epoch, as search.phases.choose does), and its worth is that
+trial with at least one whole epoch, as search.study.phases.choose does), and its worth is that
 configuration's test accuracy after its full 10-epoch schedule, recorded once per curve: the
 quality of the choice, whatever the final phase then does with it. Also reported: how well the
 ranking at each fidelity predicts the ranking at the end (Spearman), which is what a cheap search
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from search.bench.curves import load
-from search.rungs import CONTINUE, PAUSE, STOP, PromotionRule, StopRule, milestones
+from search.tune.rungs import CONTINUE, PAUSE, STOP, PromotionRule, StopRule, milestones
 
 CURVES = Path(__file__).parent / "data" / "fashion_curves.jsonl.gz"
 FULL_TRAIN = 54000
@@ -178,7 +178,7 @@ class Search:
     def _optuna_study(self):
         import optuna
 
-        from search.sampler import make_sampler
+        from search.tune.sampler import make_sampler
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return optuna.create_study(direction="maximize",
@@ -286,7 +286,7 @@ class Search:
     def _next(self, final: bool = False) -> tuple[SimTrial | None, float, float]:
         """What a free worker runs: (trial, the fidelity it starts from, seconds before it trains).
         `final`: nothing else runs (when no new trial can come, the best paused ones go on, as in
-        search.asha.PromotingASHA)."""
+        search.tune.asha.PromotingASHA)."""
         rule = self.rule if isinstance(self.rule, PromotionRule) else None
         promoted = rule.next_promotion() if rule is not None else None
         if promoted is None:

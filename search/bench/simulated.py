@@ -1,6 +1,6 @@
 """A simulated trial, for the scale benchmark and its test only (no study can name it): it sleeps
 instead of training and reports a synthetic learning curve that depends on its configuration,
-through the same `tune.report` calls, result keys and per-epoch checkpoints as search.trial, so
+through the same `tune.report` calls, result keys and per-epoch checkpoints as search.tune.trial, so
 the driver (TPE, ASHA, the MLflow delivery, Tune's bookkeeping) does the work real trials cause.
 
 No torch and nothing of trainables here: a Ray worker that runs it imports Ray Tune and this
@@ -71,7 +71,7 @@ def _metrics(config: dict, epochs_seen: float) -> dict[str, float]:
 
 def simulated_trial(config: dict, sim: SimSettings) -> None:
     """Ray Tune function trainable: sleeps through each epoch, reporting at the rungs inside it
-    (`partial`, no checkpoint) and at its end (with a tiny checkpoint), as search.trial does."""
+    (`partial`, no checkpoint) and at its end (with a tiny checkpoint), as search.tune.trial does."""
     epoch_s = sim.epoch_s * (0.75 + 0.5 * _fraction(config, "speed"))
     where = {"node_id": ray.get_runtime_context().get_node_id(), "numerics": "simulated", "threads": 1}
     done = 0

@@ -107,7 +107,7 @@ def part_a(out: Path, data: Path, seed: int, budget_min: float, final: str | Non
 
 def textbook_yaml(out: Path, seed: int) -> Path:
     """The textbook start point as a best.yaml that search.train retrains."""
-    from search.best_config import BestConfig
+    from search.results.best_config import BestConfig
     from spaces.fashion_space import TEXTBOOK_CNN
 
     path = out / f"textbook-seed{seed}.yaml"

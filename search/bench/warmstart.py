@@ -2,8 +2,8 @@
 so only TPE's knowledge differs), per seed: study A runs; then study B, warm-started from A's
 Optuna store, and study C, cold, both with another seed. The figure: the trial-epochs B and C
 spend before their best validation accuracy reaches A's, as a fraction of A's trial-epochs.
-Every search goes through the service's own path (search.phases.search), B's warm trials through
-search.warm as `--warm-start` hands them over."""
+Every search goes through the service's own path (search.study.phases.search), B's warm trials through
+search.tune.warm as `--warm-start` hands them over."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 
 from search.bench.common import Bench, local_ray, pyplot, run_service
 from search.bench.efficiency import anytime, cold, epochs_to_reach
-from search.distributions import space_distributions
-from search.store import Store
-from search.warm import from_store
+from search.results.optuna_store import Store
+from search.tune.distributions import space_distributions
+from search.tune.warm import from_store
 from spaces.study import SpaceContext
 
 
