@@ -30,6 +30,9 @@ VERBS: dict[str, str] = {
 }
 # A verb's parser lives in its module, except the benchmarks' (the package's docstring is their help).
 PARSER_MODULE = {"bench": "search.bench.__main__"}
+# Verbs a wheel leaves out (pyproject.toml: the benchmarks come with a checkout only), and how to get them.
+CHECKOUT_ONLY = {"bench": "the benchmarks come with a checkout of hpsearch: clone it, then "
+                          "`pip install -e '.[bench]'` (or bash setup.sh) there"}
 
 EPILOG = """\
 `hpsearch COMMAND --help` shows a command's options. Each command is also a Python module: \
@@ -46,7 +49,9 @@ def summary(verb: str) -> str:
     """The first line of the verb's module docstring, read from its source without importing it
     (importing search.run would import most of hpsearch)."""
     spec = importlib.util.find_spec(VERBS[verb])
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    if spec is None:
+        return f"(not installed: {CHECKOUT_ONLY[verb]})" if verb in CHECKOUT_ONLY else ""
+    if spec.origin is None or not spec.origin.endswith(".py"):
         doc = importlib.import_module(VERBS[verb]).__doc__  # no source to read: import it after all
     else:
         doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
@@ -105,6 +110,8 @@ def run_verb(verb: str, argv: list[str]) -> NoReturn:
     from search.cli import run_cli
     from search.util.provenance import set_command
 
+    if verb in CHECKOUT_ONLY and importlib.util.find_spec(VERBS[verb]) is None:
+        _fail(f"`hpsearch {verb}` is not installed here: {CHECKOUT_ONLY[verb]}")
     set_command(f"hpsearch {verb}")  # MLflow's Source of the runs it creates (search.util.provenance)
     module = importlib.import_module(PARSER_MODULE.get(verb, VERBS[verb]))
     run_cli(lambda: module.main(argv, prog=f"hpsearch {verb}"))

@@ -82,3 +82,27 @@ def test_no_code_or_page_names_a_module_by_its_old_path():
     found = [f"{name}: {m.group(0)}" for name in files if name not in skip and (REPO / name).is_file()
              for m in old.finditer((REPO / name).read_text(encoding="utf-8"))]
     assert not found, found
+
+
+def test_a_wheel_holds_the_service_but_not_the_benchmarks(tmp_path):
+    """What `pip install hpsearch` would install: the commands and every wing, the studies and the
+    trainables, but not search/bench (a checkout's, pyproject.toml). Built from a copy of the
+    sources, so no build/ or egg-info lands in the repository."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    for name in ("search", "spaces", "trainables"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--wheel-dir", str(tmp_path / "dist"), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [wheel] = (tmp_path / "dist").glob("hpsearch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.startswith("search/bench/")]
+    packages = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
+    assert {"search", *(f"search/{wing}" for wing in WINGS), "spaces", "trainables"} <= packages
+    assert {f"search/{m}.py" for m in COMMANDS | SHARED_AT_TOP} <= set(names)

@@ -218,3 +218,19 @@ def test_a_study_from_the_users_file_is_found_again_from_its_folder(tmp_path, mo
     request = StudyRequest(space="my_small_cnn", study_source=source, name="mine", results_root=str(tmp_path),
                            data={}, tracking_uri="")
     assert request.resume_command().startswith(f"hpsearch run {source} --name mine --resume")
+
+
+def test_bench_where_a_wheel_left_it_out_says_how_to_get_it(monkeypatch):
+    """A wheel has no search/bench (pyproject.toml): `hpsearch bench` is then one line saying where the
+    benchmarks come from, and `hpsearch --help` still lists the verb, saying the same."""
+    import importlib.util
+
+    from search import main as dispatcher
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("search.bench") else find_spec(name, *a))
+    proc = run_hpsearch_here("bench", "--quick")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not installed here" in proc.stderr and "pip install -e '.[bench]'" in proc.stderr
+    assert "not installed" in dispatcher.summary("bench")
