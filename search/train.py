@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     import torch
 
     from search.study.final import FinalSpec, log_final, retrain, save_model
-    from search.tracking.tracker import Tracker, default_tracking_uri
+    from search.tracking.tracker import Tracker, artifact_root, default_tracking_uri
     dataset, backbone = load_choice(choice)
     if best.classes and list(dataset.info.classes) != list(best.classes):
         raise UserError(f"the data's classes ({', '.join(dataset.info.classes)}) are not the ones {args.config} was "
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         deadline = command_started() + args.time_budget * 60 - AFTER_FINAL_S
     args.tracking_uri = adopt_credentials(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     uri = args.tracking_uri or default_tracking_uri(root)
-    tracker = Tracker(uri, best.space, None if args.tracking_uri else root / "mlartifacts")
+    tracker = Tracker(uri, best.space, artifact_root(uri))
     threads = args.cpus or os.cpu_count() or 1
     spec = FinalSpec(NetConfig.from_flat(best.hyperparameters), epochs=epochs, seed=seed, threads=threads,
                      use_gpu=torch.cuda.is_available() and args.gpus != 0, schedule_epochs=schedule,

@@ -315,3 +315,26 @@ def test_a_create_the_rest_client_sent_twice_leaves_one_run_per_trial(tmp_path):
     # A run that is not a trial's (the study's parent, a retrain) is left as made.
     tracker.client.create_run = create
     assert tracker.start_run("again", {}, {}, parent_id=parent) != run_id
+
+
+def test_a_search_tracked_in_a_sqlite_file_of_its_own_keeps_its_artifacts_beside_that_file(tmp_path, monkeypatch):
+    """MLflow's default artifact root for a SQLite store is ./mlruns under the current folder: a search
+    run from the repository with --tracking-uri sqlite:///elsewhere.db wrote mlruns/ into it. A new
+    experiment in any local SQLite file keeps them beside the file; a server keeps its own."""
+    from search.tracking.tracker import artifact_root
+
+    monkeypatch.chdir(tmp_path)
+    assert artifact_root("sqlite:///relative/mlflow.db") == tmp_path / "relative" / "mlartifacts"
+    assert artifact_root(f"sqlite:///{tmp_path}/store/other.db?timeout=30") == tmp_path / "store" / "mlartifacts"
+    assert artifact_root("http://127.0.0.1:5000") is None and artifact_root("sqlite://") is None
+    elsewhere, cwd = tmp_path / "store", tmp_path / "cwd"
+    elsewhere.mkdir(exist_ok=True)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    uri = f"sqlite:///{elsewhere / 'other.db'}"
+    tracker = Tracker(uri, "artifacts", artifact_root(uri))
+    run = tracker.start_run("parent", {}, {})
+    (tmp_path / "best.yaml").write_text("x: 1\n")
+    tracker.log_artifact(run, tmp_path / "best.yaml")
+    assert list(cwd.iterdir()) == []
+    assert list((elsewhere / "mlartifacts").rglob("best.yaml"))

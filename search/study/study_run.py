@@ -40,7 +40,7 @@ from search.study.phases import (
     start_point_noise,
 )
 from search.tracking.delivery import reconcile
-from search.tracking.tracker import Tracker, default_tracking_uri
+from search.tracking.tracker import Tracker, artifact_root
 from search.tracking.trial_logger import TrialLogger
 from search.tune.budget import BudgetPlan
 from search.tune.cluster import Cluster, start_ray
@@ -143,9 +143,7 @@ class StudyRun:
     # --- around the phases ----------------------------------------------------------------
 
     def _tracker(self) -> Tracker:
-        uri = self.request.tracking_uri
-        root = Path(self.request.results_root)
-        return Tracker(uri, self.study.name, root / "mlartifacts" if uri == default_tracking_uri(root) else None)
+        return Tracker(self.request.tracking_uri, self.study.name, artifact_root(self.request.tracking_uri))
 
     def _plan(self, cluster: Cluster) -> Plan:
         r, request = self.resources, self.request

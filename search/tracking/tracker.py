@@ -38,6 +38,17 @@ def default_tracking_uri(results_root: Path) -> str:
     return f"sqlite:///{results_root.resolve() / 'mlflow.db'}"
 
 
+def artifact_root(uri: str) -> Path | None:
+    """Where a new experiment in a local SQLite store keeps its artifacts: beside the store's file.
+    MLflow's own default there is ./mlruns under whatever folder the command ran in (a search run
+    from the repository with --tracking-uri sqlite:///elsewhere.db left mlruns/ in the
+    repository). A server (or any other store) decides for itself: None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(database).resolve().parent / "mlartifacts" if database else None
+
+
 def _check_server(uri: str) -> None:
     """A server is up and lets us in (with the credentials MLflow itself would send) before any
     training starts: /health answers without a login, so a real API call follows it."""
