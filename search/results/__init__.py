@@ -20,4 +20,3 @@ def __getattr__(name: str):
 
         return getattr(folder, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
