@@ -1,6 +1,7 @@
 """The choice of the final model's trial (search.study.phases.choose) when the final trains for the time
-the budget leaves: the study's start point stays the choice unless the leader beats it, where
-both trained equally far, by more than the validation split's noise. Hand-made trials; no search."""
+the budget leaves: the study's start point stays the choice unless the leader beats it by more than
+the validation split's noise where both trained equally far and where both trained equally long.
+Hand-made trials; no search."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ OTHER = {**TEXTBOOK_CNN, "filters_0": 48, "dropout": 0.2}  # a configuration TPE
 VAL = 6000
 
 
-def record(name: str, config: dict, scores: list[float], quarter: float | None = None) -> TrialRecord:
-    """A trial with one score per whole epoch (and one at a quarter epoch)."""
-    history = [{"epoch": e, "epochs_seen": float(e), "val_accuracy": s, "val_loss": 1 - s, "epoch_seconds": 30.0}
+def record(name: str, config: dict, scores: list[float], quarter: float | None = None,
+           seconds: float = 30.0) -> TrialRecord:
+    """A trial with one score per whole epoch of `seconds` each (and one at a quarter epoch)."""
+    history = [{"epoch": e, "epochs_seen": float(e), "val_accuracy": s, "val_loss": 1 - s, "epoch_seconds": seconds}
                for e, s in enumerate(scores, 1)]
     partials = [{"epoch": 0, "epochs_seen": 0.25, "val_accuracy": quarter, "val_loss": 1 - quarter, "partial": 1.0}] \
         if quarter is not None else []
@@ -55,6 +57,45 @@ def test_a_leader_clearly_ahead_where_both_trained_is_chosen():
     assert best.record.name == "trial_005" and not best.note
     # A smaller validation split is noisier: the same lead no longer decides.
     assert chosen([textbook, leader], noise=500).record.name == "trial_001"
+
+
+def test_a_leader_ahead_per_epoch_but_behind_per_second_leaves_the_start_point():
+    """The final model trains for the time left: a leader three times slower per epoch gets a
+    third of the epochs there (issue 19's seed-0 run on a bf16 machine, its figures)."""
+    textbook = record("trial_001", TEXTBOOK_CNN, [0.886, 0.883, 0.901, 0.908], seconds=12.6)
+    slow = record("trial_017", OTHER, [0.889, 0.900, 0.909], seconds=38.5)
+    best = chosen([textbook, slow])
+    assert best.record.name == "trial_001" and best.best_epoch == 4
+    # 0.909 - 0.901 at 3 epochs is beyond the noise; within textbook's 50 s, trial_017 was at about
+    # 0.8924 (between its first epoch at 38.5 s and its second at 77 s).
+    assert "led it by +0.0080 val_accuracy at 3 epochs but by -0.0156 within the same 50 s of training" in best.note
+    # As fast as the start point, the same lead decides: equally long is then equally far.
+    assert chosen([textbook, record("trial_017", OTHER, [0.889, 0.900, 0.909], seconds=12.6)]).record.name == \
+        "trial_017"
+    # A slow leader that is ahead even per second is chosen.
+    clear = record("trial_017", OTHER, [0.915, 0.925, 0.93], seconds=38.5)
+    assert chosen([textbook, clear]).record.name == "trial_017"
+    # Reports without their seconds (older studies) are compared as far as they trained, as before.
+    for row in slow.history:
+        del row["epoch_seconds"]
+    assert chosen([textbook, slow]).record.name == "trial_017"
+
+
+def test_the_seconds_of_a_report_are_a_run_from_scratch():
+    """A quarter-epoch report counts the whole epochs before it and its own epoch so far, and a
+    score between two reports is read off the line between them."""
+    from search.study.phases import score_within, training_seconds
+
+    trial = record("trial_003", OTHER, [0.80, 0.90], seconds=40.0)
+    trial.partials = [{"epoch": 0, "epochs_seen": 0.25, "val_accuracy": 0.60, "epoch_seconds": 10.0},
+                      {"epoch": 2, "epochs_seen": 2.25, "val_accuracy": 0.91, "epoch_seconds": 12.0}]
+    assert training_seconds(trial) == 92.0
+    assert score_within(trial, "val_accuracy", 9.0) is None  # nothing reported that early
+    assert score_within(trial, "val_accuracy", 10.0) == 0.60
+    assert score_within(trial, "val_accuracy", 25.0) == pytest.approx(0.70)
+    assert score_within(trial, "val_accuracy", 60.0) == pytest.approx(0.85)
+    assert score_within(trial, "val_accuracy", 92.0) == pytest.approx(0.91)
+    assert score_within(trial, "val_accuracy", 500.0) == pytest.approx(0.91)
 
 
 def test_the_best_start_point_is_compared_and_one_without_a_whole_epoch_is_not():

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from search.study.phases import search
+from search.study.phases import SearchContext, search
 from search.tracking.tracker import Tracker
 from search.tracking.trial_logger import TrialLogger
 from search.tune.tuner import Plan, make_plan
@@ -225,7 +225,7 @@ def run_service(study: Study, data: TrainingData, storage: Path, tracking_uri: s
                          study.settings.metric, study.settings.mode, 0.5)
     storage.mkdir(parents=True, exist_ok=True)  # the study folder, as study_run makes it (the Optuna store)
     started, t0 = time.perf_counter(), time.time()
-    outcome = search(study, plan, data, storage, logger, warm_trials=warm_trials)
+    outcome = search(SearchContext(study, plan, data, storage, logger, warm_trials=tuple(warm_trials or ())))
     wall = time.perf_counter() - started
     tracker.end_run(parent)
     return ServiceRun(plan, wall, logger.events, outcome.results, t0, t0 + wall)

@@ -26,10 +26,10 @@ from ray.tune.search import Searcher
 from search.bench.common import Bench, MemorySampler, TimedLogger, pyplot, quiet
 from search.bench.mlflow_server import MlflowServer
 from search.bench.simulated import SimSettings, simulated_trial
-from search.study.phases import search
+from search.study.phases import SearchContext, search
 from search.tracking.delivery import DeliveryQueue, reconcile
 from search.tracking.tracker import Tracker
-from search.tune.tuner import asha_rungs, make_plan, trial_resources
+from search.tune.tuner import BenchHooks, asha_rungs, make_plan, trial_resources
 from search.util.progress import Verbosity, set_verbosity, verbosity
 from spaces.registry import get_study
 from spaces.study import Study
@@ -274,7 +274,7 @@ def run_study(bench: Bench, server: MlflowServer, workers: int, trials: int, dat
     with DriverSampler(logger, timed, server.proc.pid if server.proc else None) as sampler, \
             MemorySampler(interval=20.0) as memory:
         started = time.perf_counter()
-        outcome = search(study, plan, data, folder, logger, trainable=trainable, wrap_searcher=wrap)
+        outcome = search(SearchContext(study, plan, data, folder, logger, hooks=BenchHooks(trainable, wrap)))
         wall = time.perf_counter() - started
     # Still queued when the search ended (after the logger's 30 s flush), left to the reconciliation.
     dropped = logger.queue.dropped if isinstance(logger.queue, StampedQueue) else 0
@@ -299,7 +299,7 @@ def time_resume(bench: Bench, server: MlflowServer, run: StudyRun, data) -> dict
     trainable = tune.with_resources(tune.with_parameters(simulated_trial, sim=sim), trial_resources(plan))
     started = time.perf_counter()
     # The logger passed here is not used: Tune restores the one it saved with the experiment.
-    outcome = search(study, plan, data, run.folder, run.logger, trainable=trainable)
+    outcome = search(SearchContext(study, plan, data, run.folder, run.logger, hooks=BenchHooks(trainable)))
     search_s = time.perf_counter() - started
     t = time.perf_counter()
     filled = reconcile(Tracker(server.uri, study.name), run.parent, outcome.records)

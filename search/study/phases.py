@@ -36,7 +36,7 @@ from search.tracking.trial_logger import TrialLogger
 from search.tune.asha import promotions, stop_reasons
 from search.tune.budget import BudgetPlan, budget_stopped
 from search.tune.searcher import close_paused
-from search.tune.tuner import Plan, best_checkpoint, build_tuner, restore_tuner
+from search.tune.tuner import BenchHooks, Plan, best_checkpoint, build_tuner, restore_tuner
 from search.tune.warm import warm_counts
 from search.util.clock import command_started
 from search.util.progress import say
@@ -103,27 +103,36 @@ class SearchOutcome:
     budget: dict | None = None  # what the time budget wrote when it ended the search (search.tune.budget)
 
 
-def search(study: Study, plan: Plan, data: TrainingData, folder: Path, logger: TrialLogger,
-           backbone: Backbone | None = None, budget: BudgetPlan | None = None, store: Store | None = None,
-           warm_trials: list | None = None, trainable=None, wrap_searcher=None,
-           finished: bool = False) -> SearchOutcome:
-    """Run the search in `folder` on the Ray session already started: a new one, or the saved
-    one continued. `budget`: how the study's time budget is spent (search.tune.budget keeps the final
-    phase its room). `store`: the Optuna store
-    (default: optuna.db in `folder`); `warm_trials`: earlier trials TPE starts from (search.tune.warm),
-    taken by a new search only. `trainable`, `wrap_searcher`: the scale benchmark's simulated
-    trials and proposal timer (search.tune.tuner.build_tuner). `finished`: the search already ended
-    (the study reached its final phase): its results are read back, nothing runs."""
-    if (folder / TUNE_DIR / "tuner.pkl").exists():
-        tuner = restore_tuner(study, plan, data, folder, backbone, trainable)
+@dataclass(frozen=True)
+class SearchContext:
+    """What the search phase works with, as StudyContext is what the final phase works with."""
+
+    study: Study
+    plan: Plan
+    data: TrainingData  # the search's split (or folds) of the training images
+    folder: Path  # the study folder: Tune's state and, by default, the Optuna store
+    logger: TrialLogger  # every trial's results to MLflow, as they come
+    backbone: Backbone | None = None  # transfer studies: the network they fine-tune
+    budget: BudgetPlan | None = None  # the time budget (search.tune.budget): the final phase keeps its room
+    store: Store | None = None  # the Optuna store, when not the study folder's optuna.db
+    warm_trials: tuple = ()  # earlier trials TPE starts from (search.tune.warm), taken by a new search only
+    hooks: BenchHooks | None = None  # the benchmarks' seam (search.tune.tuner.BenchHooks); None for commands
+
+
+def search(ctx: SearchContext, finished: bool = False) -> SearchOutcome:
+    """Run the search in the study folder on the Ray session already started: a new one, or the
+    saved one continued. `finished`: the search already ended (the study reached its final phase):
+    its results are read back, nothing runs."""
+    if (ctx.folder / TUNE_DIR / "tuner.pkl").exists():
+        tuner = restore_tuner(ctx.study, ctx.plan, ctx.data, ctx.folder, ctx.backbone, ctx.hooks)
     else:
-        tuner = build_tuner(study, plan, data, folder, logger, backbone, budget, store, warm_trials,
-                            trainable, wrap_searcher)
+        tuner = build_tuner(ctx.study, ctx.plan, ctx.data, ctx.folder, ctx.logger, ctx.backbone, ctx.budget,
+                            ctx.store, ctx.warm_trials, ctx.hooks)
     if finished:  # the search ended before (the driver died in the final phase): read it, run nothing
-        return ended(tuner.get_results(), folder, plan, store, interrupted=False)
+        return ended(tuner.get_results(), ctx.folder, ctx.plan, ctx.store, interrupted=False)
     with CtrlC() as ctrl_c:
         results = tuner.fit()
-    return ended(results, folder, plan, store, ctrl_c.pressed)
+    return ended(results, ctx.folder, ctx.plan, ctx.store, ctrl_c.pressed)
 
 
 def ended(results, folder: Path, plan: Plan, store: Store | None, interrupted: bool) -> SearchOutcome:
@@ -164,21 +173,63 @@ def score_at(record: TrialRecord, metric: str, fidelity: float) -> float | None:
     return None
 
 
+def score_within(record: TrialRecord, metric: str, seconds: float) -> float | None:
+    """The trial's `metric` after `seconds` of training (interpolated between the reports on
+    either side), or None if it reported nothing that early or lacks the seconds of a report.
+    A report's seconds are the whole epochs' before it plus its own epoch's so far: the time a
+    run from scratch takes to get there, whatever pauses it had on the way."""
+    epochs = sorted(record.history, key=lambda row: float(row["epoch"]))
+    if any(not row.get("epoch_seconds") for row in epochs):
+        return None
+    before = [0.0]
+    for row in epochs:
+        before.append(before[-1] + float(row["epoch_seconds"]))
+    points = [(before[i + 1], float(row[metric])) for i, row in enumerate(epochs) if metric in row]
+    for row in record.partials:
+        whole = int(float(row["epochs_seen"]))
+        if not row.get("epoch_seconds") or whole >= len(before) or metric not in row:
+            return None
+        points.append((before[whole] + float(row["epoch_seconds"]), float(row[metric])))
+    points.sort()
+    if not points or seconds < points[0][0]:
+        return None
+    for (t0, s0), (t1, s1) in zip(points, points[1:]):
+        if t0 <= seconds <= t1:
+            return s0 if t1 == t0 else s0 + (s1 - s0) * (seconds - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+def training_seconds(record: TrialRecord) -> float:
+    """Seconds the trial trained, counted as score_within counts them (0 if any is unknown)."""
+    if any(not row.get("epoch_seconds") for row in record.history):
+        return 0.0
+    whole = sum(float(row["epoch_seconds"]) for row in record.history)
+    inside = [float(p["epoch_seconds"]) for p in record.partials
+              if p.get("epoch_seconds") and float(p["epochs_seen"]) > record.epochs]
+    return whole + max(inside, default=0.0)
+
+
 def is_start_point(record: TrialRecord, study: Study) -> bool:
     return any(all(record.config.get(k) == v for k, v in point.items()) for point in study.start_points)
 
 
 def kept_start_point(study: Study, scored: pd.DataFrame, records: dict[str, TrialRecord],
                      val_size: int) -> tuple[TrialRecord, str] | None:
-    """The best start point, where the table's leader does not beat it by more than the noise of
-    validation accuracy, compared where both trained equally far; with why, else None.
+    """The best start point, unless the table's leader beats it by more than the noise of
+    validation accuracy both where the two trained equally far and where they trained equally
+    long; with why, else None.
 
-    A leader chosen at a quarter or one epoch by a margin one validation split cannot resolve is
-    a coin toss against the study's known-good configuration, and under a time budget the
-    winner is then trained many times longer than it was compared (measured, issue 19: on 2
+    Equally far: a leader chosen at a quarter or one epoch by a margin one validation split cannot
+    resolve is a coin toss against the study's known-good configuration, and under a time budget
+    the winner is then trained many times longer than it was compared (measured, issue 19: on 2
     cores two of three 12-minute searches chose such a leader, 0.0002 and 0.005 ahead after one
-    epoch, and it tested worse than the start point trained alone). The noise is one standard
-    error of the difference of two accuracies on `val_size` images (about 0.006 at 0.88 on 6,000)."""
+    epoch, and it tested worse than the start point trained alone). Equally long: the final phase
+    trains the choice for the time left, not for a number of epochs, so a leader three times
+    slower per epoch gets a third of the start point's epochs there (measured, issue 19: a leader
+    with a 99-filter first block, 0.008 ahead at 3 epochs but at 38 s an epoch against the
+    textbook network's 13, trained 6 more epochs where the textbook network would have had about
+    20). The noise is one standard error of the difference of two accuracies on `val_size` images
+    (about 0.006 at 0.88 on 6,000)."""
     leader = records[str(scored.iloc[0]["trial_id"])]
     if is_start_point(leader, study):
         return None
@@ -191,11 +242,20 @@ def kept_start_point(study: Study, scored: pd.DataFrame, records: dict[str, Tria
     if a is None or b is None:
         return None
     noise = math.sqrt((a * (1 - a) + b * (1 - b)) / max(val_size, 1))
-    if a - b > noise:
+    far = f"{metric} at {fidelity:g} epoch{'' if fidelity == 1 else 's'}"
+    if a - b <= noise:
+        return point, (f"{point.name} (a start point) rather than {leader.name}, which led it by {a - b:+.4f} "
+                       f"{far}, within the validation noise ({noise:.4f})")
+    seconds = min(training_seconds(leader), training_seconds(point))
+    a_t, b_t = score_within(leader, metric, seconds), score_within(point, metric, seconds)
+    if a_t is None or b_t is None:
         return None
-    return point, (f"{point.name} (a start point) rather than {leader.name}, which led it by {a - b:+.4f} "
-                   f"{metric} at {fidelity:g} epoch{'' if fidelity == 1 else 's'}, within the validation noise "
-                   f"({noise:.4f})")
+    noise_t = math.sqrt((a_t * (1 - a_t) + b_t * (1 - b_t)) / max(val_size, 1))
+    if a_t - b_t > noise_t:
+        return None
+    return point, (f"{point.name} (a start point) rather than {leader.name}, which led it by {a - b:+.4f} {far} "
+                   f"but by {a_t - b_t:+.4f} within the same {seconds:.0f} s of training (noise {noise_t:.4f}): "
+                   f"the final model trains for a time, not for epochs")
 
 
 def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome,
@@ -207,7 +267,8 @@ def choose(study: Study, table: pd.DataFrame, outcome: SearchOutcome,
     promotion) chooses the best at its first rung, which the final phase retrains.
     `start_point_noise` (the validation images, for an accuracy metric, where the final model
     trains for the time left): the best start point stays the choice unless the leader beats it
-    by more than that validation split's noise (kept_start_point)."""
+    by more than that validation split's noise, both as far and as long as they both trained
+    (kept_start_point)."""
     s = study.settings
     if s.metric not in table:
         return None

@@ -31,6 +31,7 @@ from search.results.trials_table import (
 from search.study.phases import (
     Finished,
     Prepared,
+    SearchContext,
     SearchOutcome,
     StudyContext,
     choose,
@@ -100,8 +101,9 @@ class StudyRun:
                                  plan.num_samples, self.study.settings.metric, self.study.settings.mode,
                                  MAX_FAILED_FRACTION, study_folder=str(self.dir),
                                  budget_min=plan.time_budget_s / 60 if plan.time_budget_s else None)
-            outcome = search(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
-                             budget, self.request.store, trials_of(warm), finished=self.state.phase != "search")
+            outcome = search(SearchContext(self.study, plan, prepared.search_data, self.dir, logger, prepared.backbone,
+                                           budget, self.request.store, tuple(trials_of(warm))),
+                             finished=self.state.phase != "search")
             if not self._deliver(tracker, parent, outcome.records):
                 return 1
             if self.state.phase == "done":  # finished earlier but for MLflow, which is now up to date

@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import optuna
 from ray import tune
@@ -291,26 +291,35 @@ def result_loggers() -> list[tune.Callback]:
     return [CSVLoggerCallback(), JsonLoggerCallback()]
 
 
+@dataclass(frozen=True)
+class BenchHooks:
+    """The one seam the benchmarks have into the search, unused by every command: the scale
+    benchmark (search.bench.scale) runs `trainable` instead of search.tune.trial's (simulated
+    trials, which need no data) and wraps the searcher to time its proposals
+    (`wrap_searcher`); everything else (searcher, store, scheduler, callbacks, checkpoints)
+    stays the service's own, so what it measures is what users run."""
+
+    trainable: Any = None  # a Tune trainable with its resources
+    wrap_searcher: Callable[[Searcher], Searcher] | None = None
+
+
 def build_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path, logger: TrialLogger,
                 backbone: Backbone | None = None, budget: BudgetPlan | None = None, store: Store | None = None,
-                warm_trials: list[optuna.trial.FrozenTrial] | None = None, trainable=None,
-                wrap_searcher: Callable[[Searcher], Searcher] | None = None) -> tune.Tuner:
+                warm_trials: Sequence[optuna.trial.FrozenTrial] = (), hooks: BenchHooks | None = None) -> tune.Tuner:
     """`budget`: how the study's time budget is spent (search.tune.budget), so it leaves the final
-    phase its room. `store`: the Optuna store (default: the
-    SQLite file in `storage`, the study folder). `trainable` and `wrap_searcher` are for the
-    scale benchmark only (search.bench.scale): a Tune trainable to run instead of search.tune.trial's
-    (its simulated trials, which need no data), and a wrapper around the searcher that times
-    its proposals; everything else (searcher, store, scheduler, callbacks, checkpoints) stays
-    the service's own."""
+    phase its room. `store`: the Optuna store (default: the SQLite file in `storage`, the study
+    folder). `hooks`: the benchmarks' (BenchHooks); None for every command."""
     store = store or Store.in_study_folder(storage, storage.name)
     resuming_in(None)  # a new search: no pickled path is mapped to a folder resumed earlier in this process
+    hooks = hooks or BenchHooks()
+    trainable, wrap_searcher = hooks.trainable, hooks.wrap_searcher
     ledger = ledger_name(plan, storage) if trainable is None else None
     callbacks: list[tune.Callback] = [logger, *result_loggers()]
     if ledger is not None:
         start_ledger(ledger)
         callbacks.append(CoreSharing(ledger, plan.num_samples))
     state_file = scheduler_state_file(storage)
-    searcher = make_searcher(study, plan, data, store, backbone, warm_trials, state_file)
+    searcher = make_searcher(study, plan, data, store, backbone, list(warm_trials), state_file)
     return tune.Tuner(
         trainable or make_trainable(plan, data, backbone, tuple(asha_rungs(study, plan)), ledger),
         tune_config=tune.TuneConfig(
@@ -353,10 +362,11 @@ def best_checkpoint(results, trial_id: str, metric: str, mode: str) -> Path | No
 
 
 def restore_tuner(study: Study, plan: Plan, data: TrainingData, storage: Path,
-                  backbone: Backbone | None = None, trainable=None) -> tune.Tuner:
+                  backbone: Backbone | None = None, hooks: BenchHooks | None = None) -> tune.Tuner:
     """Continue a saved search: finished trials are kept, unfinished ones continue from their
     last epoch checkpoint, and the searcher and scheduler come back with their state.
-    `trainable`: as for build_tuner (the scale benchmark's simulated trials)."""
+    `hooks`: as for build_tuner (the scale benchmark's simulated trials)."""
+    trainable = (hooks or BenchHooks()).trainable
     ledger = ledger_name(plan, storage) if trainable is None else None
     resuming_in(storage)  # the restored searcher's store is in this folder, wherever it was before
     if ledger is not None:
