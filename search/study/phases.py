@@ -173,24 +173,31 @@ def score_at(record: TrialRecord, metric: str, fidelity: float) -> float | None:
     return None
 
 
-def score_within(record: TrialRecord, metric: str, seconds: float) -> float | None:
-    """The trial's `metric` after `seconds` of training (interpolated between the reports on
-    either side), or None if it reported nothing that early or lacks the seconds of a report.
-    A report's seconds are the whole epochs' before it plus its own epoch's so far: the time a
-    run from scratch takes to get there, whatever pauses it had on the way."""
+def _reports(record: TrialRecord) -> list[tuple[float, dict]] | None:
+    """Each of the trial's reports (whole epochs and rungs inside one) with the seconds of training
+    that reached it, in time order; None if a report lacks its seconds. A report's seconds are the
+    whole epochs' before it plus its own epoch's so far: the time a run from scratch takes to get
+    there, whatever pauses it had on the way."""
     epochs = sorted(record.history, key=lambda row: float(row["epoch"]))
-    if any(not row.get("epoch_seconds") for row in epochs):
-        return None
     before = [0.0]
     for row in epochs:
+        if not row.get("epoch_seconds"):
+            return None
         before.append(before[-1] + float(row["epoch_seconds"]))
-    points = [(before[i + 1], float(row[metric])) for i, row in enumerate(epochs) if metric in row]
+    reports = [(before[i + 1], row) for i, row in enumerate(epochs)]
     for row in record.partials:
         whole = int(float(row["epochs_seen"]))
-        if not row.get("epoch_seconds") or whole >= len(before) or metric not in row:
+        if not row.get("epoch_seconds") or whole >= len(before):
             return None
-        points.append((before[whole] + float(row["epoch_seconds"]), float(row[metric])))
-    points.sort()
+        reports.append((before[whole] + float(row["epoch_seconds"]), row))
+    return sorted(reports, key=lambda report: report[0])
+
+
+def score_within(record: TrialRecord, metric: str, seconds: float) -> float | None:
+    """The trial's `metric` after `seconds` of training (interpolated between the reports on
+    either side, timed as _reports times them), or None if it reported nothing that early or
+    lacks the seconds of a report."""
+    points = [(t, float(row[metric])) for t, row in _reports(record) or [] if metric in row]
     if not points or seconds < points[0][0]:
         return None
     for (t0, s0), (t1, s1) in zip(points, points[1:]):
@@ -200,13 +207,14 @@ def score_within(record: TrialRecord, metric: str, seconds: float) -> float | No
 
 
 def training_seconds(record: TrialRecord) -> float:
-    """Seconds the trial trained, counted as score_within counts them (0 if any is unknown)."""
-    if any(not row.get("epoch_seconds") for row in record.history):
-        return 0.0
-    whole = sum(float(row["epoch_seconds"]) for row in record.history)
-    inside = [float(p["epoch_seconds"]) for p in record.partials
-              if p.get("epoch_seconds") and float(p["epochs_seen"]) > record.epochs]
-    return whole + max(inside, default=0.0)
+    """Seconds the trial trained, as _reports times them (0 if a report lacks its seconds)."""
+    reports = _reports(record)
+    return reports[-1][0] if reports else 0.0
+
+
+def _noise(a: float, b: float, images: int) -> float:
+    """One standard error of the difference of two accuracies, each on `images` images."""
+    return math.sqrt((a * (1 - a) + b * (1 - b)) / max(images, 1))
 
 
 def is_start_point(record: TrialRecord, study: Study) -> bool:
@@ -241,7 +249,7 @@ def kept_start_point(study: Study, scored: pd.DataFrame, records: dict[str, Tria
     a, b = score_at(leader, metric, fidelity), score_at(point, metric, fidelity)
     if a is None or b is None:
         return None
-    noise = math.sqrt((a * (1 - a) + b * (1 - b)) / max(val_size, 1))
+    noise = _noise(a, b, val_size)
     far = f"{metric} at {fidelity:g} epoch{'' if fidelity == 1 else 's'}"
     if a - b <= noise:
         return point, (f"{point.name} (a start point) rather than {leader.name}, which led it by {a - b:+.4f} "
@@ -250,7 +258,7 @@ def kept_start_point(study: Study, scored: pd.DataFrame, records: dict[str, Tria
     a_t, b_t = score_within(leader, metric, seconds), score_within(point, metric, seconds)
     if a_t is None or b_t is None:
         return None
-    noise_t = math.sqrt((a_t * (1 - a_t) + b_t * (1 - b_t)) / max(val_size, 1))
+    noise_t = _noise(a_t, b_t, val_size)
     if a_t - b_t > noise_t:
         return None
     return point, (f"{point.name} (a start point) rather than {leader.name}, which led it by {a - b:+.4f} {far} "
